@@ -1,0 +1,186 @@
+"""The local controller: every task call of a local run becomes an action in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import itertools
+import os
+import re
+import shutil
+import tempfile
+import threading
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._context import TaskContext, current_group
+from .._settings import Settings
+from ..runtime import ActionExecution, ActionRecord, execute_async, execute_sync
+from ._cache_store import LocalCacheStore, cache_store
+from ._secrets import LocalSecrets
+
+if TYPE_CHECKING:
+    from .._task import TaskTemplate
+    from ..types import BlobStore
+
+ROOT_ACTION = "a0"
+
+
+@dataclass(slots=True)
+class TraceRecord:
+    """One call of a ``@loom.trace`` function inside an action."""
+
+    action: str
+    name: str
+    started: float
+    ended: float
+    error: str | None = None
+
+
+class LocalRun:
+    """Host and controller of one local run: state, thread pool, cache and secrets."""
+
+    mode = "local"
+
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        *,
+        overwrite_cache: bool = False,
+        env_vars: Mapping[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.project = settings.project
+        self.domain = settings.domain
+        self.overwrite_cache = overwrite_cache
+        self.env_vars = dict(env_vars or {})
+        self.records: list[ActionRecord] = []
+        self.traces: list[TraceRecord] = []
+        self.inflight: dict[str, concurrent.futures.Future[None]] = {}
+        self.inflight_lock = threading.Lock()
+        self._counter = itertools.count(1)
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._cache: LocalCacheStore | None = None
+        self._secrets: LocalSecrets | None = None
+        self._scratch: Path | None = None
+        self._lock = threading.Lock()
+
+    # -- controller: where task calls go ------------------------------------------------------
+
+    def _action(
+        self,
+        task: TaskTemplate[Any, Any],
+        parent: TaskContext | None,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+    ) -> ActionExecution:
+        inputs = task.interface.bind(args, kwargs)
+        name = ROOT_ACTION if parent is None else f"{task.short_name}-{next(self._counter)}"
+        ex = ActionExecution(
+            self, task, name, parent.action if parent else None, current_group.get(), inputs
+        )
+        self.records.append(ex.record)
+        return ex
+
+    def call(
+        self,
+        task: TaskTemplate[Any, Any],
+        parent: TaskContext | None,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+    ) -> Any:
+        """A task called directly: a coroutine for async tasks, the value for sync ones."""
+        ex = self._action(task, parent, args, kwargs)
+        return execute_async(ex) if task.is_async else execute_sync(ex)
+
+    def call_aio(
+        self,
+        task: TaskTemplate[Any, Any],
+        parent: TaskContext | None,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+    ) -> Any:
+        """A task called with ``.aio``: always awaitable; sync tasks run in the thread pool."""
+        ex = self._action(task, parent, args, kwargs)
+        return execute_async(ex) if task.is_async else self._in_thread(ex)
+
+    async def _in_thread(self, ex: ActionExecution) -> Any:
+        context = contextvars.copy_context()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread_pool(), context.run, execute_sync, ex)
+
+    async def execute_root(
+        self, task: TaskTemplate[Any, Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> Any:
+        return await self.call_aio(task, None, args, kwargs)
+
+    # -- host: what actions need --------------------------------------------------------------
+
+    def _thread_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = concurrent.futures.ThreadPoolExecutor(
+                        self.settings.local_threads, thread_name_prefix=f"loom-{self.name}"
+                    )
+        return self._pool
+
+    def _cache_store(self) -> LocalCacheStore:
+        if self._cache is None:
+            self._cache = cache_store(self.settings.cache_dir)
+        return self._cache
+
+    @property
+    def blobs(self) -> BlobStore:
+        return self._cache_store().blobs
+
+    def cache_get(self, key: str) -> Any | None:
+        return self._cache_store().get(key)
+
+    def cache_put(self, key: str, task: str, version: str, value: Any) -> None:
+        self._cache_store().put(key, task, version, value)
+
+    def resolve_secrets(
+        self, task: TaskTemplate[Any, Any]
+    ) -> tuple[dict[str, str], dict[str, Path], dict[str, str]]:
+        if self._secrets is None:
+            self._secrets = LocalSecrets(self.settings)
+        values: dict[str, str] = {}
+        paths: dict[str, Path] = {}
+        environ: dict[str, str] = {}
+        for secret in task.secrets:
+            value = values[secret.key] = self._secrets.get(secret.key)
+            if secret.env_var:
+                environ[secret.env_var] = value
+            if secret.mount is not None:
+                path = self._scratch_dir() / "secrets" / re.sub(r"[^\w.-]", "_", secret.key)
+                path.parent.mkdir(mode=0o700, exist_ok=True)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(value)
+                paths[secret.key] = path
+        return values, paths, environ
+
+    def _scratch_dir(self) -> Path:
+        with self._lock:
+            if self._scratch is None:
+                self._scratch = Path(tempfile.mkdtemp(prefix=f"loom-{self.name}-"))
+            return self._scratch
+
+    def trace(self, record: TraceRecord) -> None:
+        self.traces.append(record)
+
+    def close(self) -> None:
+        """Release threads and remove every temporary file of the run."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+
+

@@ -1,0 +1,59 @@
+"""Resource requests for a task's execution environment."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import TaskDefinitionError
+
+_MEMORY_UNITS = {
+    "": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+    "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40,
+}  # fmt: skip
+
+
+def parse_memory(value: str | int) -> int:
+    """Bytes in a Kubernetes-style quantity such as ``"512Mi"`` or ``"2G"``."""
+    if isinstance(value, int):
+        return value
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]i?)?\s*", value)
+    if not m:
+        raise TaskDefinitionError(
+            f"memory must look like '512Mi', '4Gi' or '2G', got {value!r}"
+        )
+    return int(float(m.group(1)) * _MEMORY_UNITS[(m.group(2) or "").lower()])
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """CPU, memory, GPU and disk a task asks for.
+
+    ``cpu`` is a count (``1``, ``0.5``, ``"500m"``) or a ``(request, limit)`` pair; ``memory``
+    and ``disk`` are quantities such as ``"4Gi"``. Local mode records them; the control plane
+    schedules by them.
+    """
+
+    cpu: int | float | str | tuple[int | float | str, int | float | str] | None = None
+    memory: str | tuple[str, str] | None = None
+    gpu: int | str | None = None
+    disk: str | None = None
+
+    def __post_init__(self) -> None:
+        mems = self.memory if isinstance(self.memory, tuple) else (self.memory,)
+        for mem in (*mems, self.disk):
+            if mem is not None:
+                parse_memory(mem)
+        cpus = self.cpu if isinstance(self.cpu, tuple) else (self.cpu,)
+        for cpu in cpus:
+            if cpu is not None and _cpu_value(cpu) <= 0:
+                raise TaskDefinitionError(f"cpu must be positive, got {cpu!r}")
+
+
+def _cpu_value(cpu: int | float | str) -> float:
+    if isinstance(cpu, str):
+        try:
+            return float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
+        except ValueError as e:
+            raise TaskDefinitionError(f"cpu must look like 2, 0.5 or '500m', got {cpu!r}") from e
+    return float(cpu)

@@ -1,0 +1,105 @@
+"""The one typed settings object. Nothing else in loom reads environment variables.
+
+Precedence, highest first: explicit arguments (``loom.init(...)``), ``LOOM_*`` environment
+variables, the configuration file (``LOOM_CONFIG``, default ``~/.loom/config.yaml``), defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+_SECRET_PREFIX = "LOOM_SECRET_"
+
+
+def secret_env_name(key: str) -> str:
+    """The environment variable that holds secret ``key`` in local mode."""
+    return _SECRET_PREFIX + re.sub(r"[^A-Za-z0-9]", "_", key).upper()
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every knob loom reads from its environment, resolved once."""
+
+    home: Path
+    config_path: Path
+    secrets_file: Path
+    cache_dir: Path
+    project: str = "default"
+    domain: str = "development"
+    endpoint: str | None = None
+    api_key: str | None = None
+    local_threads: int = 64
+    env_secrets: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def load(cls, config_path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+        """Read the environment and the configuration file, then apply ``overrides``."""
+        env = os.environ
+        home = Path(env.get("LOOM_HOME") or Path.home() / ".loom").expanduser()
+        explicit_config = config_path is not None
+        cfg_path = Path(config_path or env.get("LOOM_CONFIG") or home / "config.yaml").expanduser()
+        values: dict[str, Any] = {
+            "home": home,
+            "config_path": cfg_path,
+            "secrets_file": Path(env.get("LOOM_SECRETS_FILE") or home / "secrets.yaml"),
+            "cache_dir": Path(env.get("LOOM_CACHE_DIR") or home / "cache"),
+        }
+        values.update(_read_config_file(cfg_path, required=explicit_config))
+        for name, var in (
+            ("project", "LOOM_PROJECT"),
+            ("domain", "LOOM_DOMAIN"),
+            ("endpoint", "LOOM_ENDPOINT"),
+            ("api_key", "LOOM_API_KEY"),
+            ("local_threads", "LOOM_LOCAL_THREADS"),
+        ):
+            if env.get(var):
+                values[name] = env[var]
+        values["env_secrets"] = {k: v for k, v in env.items() if k.startswith(_SECRET_PREFIX)}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            values["local_threads"] = int(values.get("local_threads", 64))
+        except ValueError as e:
+            raise ConfigError(
+                f"LOOM_LOCAL_THREADS must be a whole number, got {values['local_threads']!r}"
+            ) from e
+        if values["local_threads"] < 1:
+            raise ConfigError("LOOM_LOCAL_THREADS must be at least 1")
+        return cls(**values)
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """A copy with the given non-``None`` fields replaced."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+_CONFIG_KEYS = {f.name for f in fields(Settings)} & {"project", "domain", "endpoint", "api_key"}
+
+
+def _read_config_file(path: Path, *, required: bool) -> dict[str, Any]:
+    if not path.exists():
+        if required:
+            raise ConfigError(
+                f"configuration file {path} does not exist; create it or omit the path to use "
+                "the defaults"
+            )
+        return {}
+    import yaml  # only paid for when a config file exists
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot read configuration file {path}: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"configuration file {path} must hold a mapping of settings")
+    unknown = sorted(set(data) - _CONFIG_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"configuration file {path} has unknown keys {unknown}; "
+            f"known keys are {sorted(_CONFIG_KEYS)}"
+        )
+    return {k: str(v) for k, v in data.items() if v is not None}

@@ -1,0 +1,5 @@
+"""``python -m loom.cli`` is the ``loom`` command."""
+
+from . import main
+
+main()

@@ -1,0 +1,237 @@
+"""``loom run FILE TASK --input value``: run a task locally from the command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from typing import Any
+
+import click
+
+from .._run import Run, RunContext
+from .._task import TaskTemplate
+from ..errors import LoomError, TaskLoadError
+from ._loader import load_module, tasks_in
+from ._params import option_for
+from ._traceback import format_user_traceback
+
+
+def _parse_env(values: tuple[str, ...]) -> dict[str, str]:
+    env = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--env")
+        env[key] = value
+    return env
+
+
+def _encode_outputs(task: TaskTemplate[Any, Any], value: Any) -> Any:
+    try:
+        return task.interface.output.encode(value, None)
+    except Exception:
+        return repr(value)
+
+
+def _report(task: TaskTemplate[Any, Any], handle: Run, output: str) -> None:
+    """Print a finished run: result on stdout, summary and errors on stderr."""
+    actions = len(handle.actions())
+    took = f"{handle.duration:.2f} s" if handle.duration is not None else ""
+    if output == "json":
+        doc: dict[str, Any] = {
+            "run": handle.name,
+            "task": task.name,
+            "phase": handle.phase,
+            "duration_s": handle.duration,
+            "actions": actions,
+        }
+        if handle.error is None:
+            doc["outputs"] = _encode_outputs(task, handle.outputs())
+        else:
+            doc["error"] = {
+                "type": type(handle.error).__qualname__,
+                "message": str(handle.error),
+                "traceback": format_user_traceback(handle.error),
+            }
+        click.echo(json.dumps(doc, indent=2, default=repr))
+    elif handle.error is None:
+        value = handle.outputs()
+        if value is not None:
+            click.echo(value if isinstance(value, str) else repr(value))
+        click.secho(
+            f"run {handle.name} succeeded in {took} ({actions} action(s))", fg="green", err=True
+        )
+    else:
+        if not isinstance(handle.error, LoomError):  # loom's own errors say all in one line
+            click.echo(format_user_traceback(handle.error), err=True, nl=False)
+        click.secho(
+            f"run {handle.name} failed in {took}: {type(handle.error).__qualname__}: "
+            f"{handle.error}",
+            fg="red",
+            err=True,
+        )
+    if handle.error is not None:
+        raise SystemExit(1)
+
+
+def _execute(task: TaskTemplate[Any, Any], inputs: dict[str, Any], opts: dict[str, Any]) -> Run:
+    """Run with a live action count on stderr when it is a terminal and the run is long."""
+    from .._sync import run_sync
+
+    runner = RunContext(
+        "local", name=opts["name"], overwrite_cache=opts["overwrite_cache"],
+        env_vars=opts["env_vars"],
+    )  # fmt: skip
+    if not sys.stderr.isatty() or opts["output"] == "json":
+        return run_sync(runner.execute(task, **inputs))
+    from rich.console import Console
+
+    done = threading.Event()
+    result: dict[str, Run] = {}
+
+    def work() -> None:
+        try:
+            result["run"] = run_sync(runner.execute(task, **inputs))
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    if not done.wait(0.5):  # only show progress for runs that take a while
+        with Console(stderr=True).status(f"running {task.name}") as status:
+            while not done.wait(0.1):
+                status.update(f"running {task.name}: {runner.started_actions()} action(s) so far")
+    thread.join()
+    return result["run"]
+
+
+class TaskCommand(click.Command):
+    """One task of a file, with an option per input."""
+
+    def __init__(self, attr: str, task: TaskTemplate[Any, Any]) -> None:
+        self.task = task
+        try:
+            params = [option_for(p) for p in task.interface.parameters]
+        except LoomError as e:
+            raise click.ClickException(str(e)) from e
+        doc = (task.func.__doc__ or "").strip()
+        kind = "async task" if task.is_async else "task"
+        super().__init__(
+            attr,
+            params=params,
+            help=f"{doc}\n\n\b\n{kind} {task.name}" if doc else f"{kind} {task.name}",
+            short_help=(doc.splitlines()[0] if doc else task.name),
+            callback=self._run,
+            no_args_is_help=False,
+        )
+
+    def _run(self, **values: Any) -> None:
+        ctx = click.get_current_context()
+        inputs = {
+            name: value
+            for name, value in values.items()
+            if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+        }
+        opts = ctx.find_object(dict) or {}
+        handle = _execute(self.task, inputs, opts)
+        _report(self.task, handle, opts["output"])
+
+
+class FileGroup(click.Group):
+    """The tasks of one file, as subcommands."""
+
+    def __init__(self, file: str) -> None:
+        super().__init__(file, help=f"Tasks defined in {file}.")
+        self.file = file
+        self._tasks: dict[str, TaskTemplate[Any, Any]] | None = None
+
+    @property
+    def tasks(self) -> dict[str, TaskTemplate[Any, Any]]:
+        if self._tasks is None:
+            try:
+                self._tasks = tasks_in(load_module(self.file))
+            except TaskLoadError as e:
+                raise click.ClickException(str(e)) from e
+        return self._tasks
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(self.tasks)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        task = self.tasks.get(cmd_name)
+        return None if task is None else TaskCommand(cmd_name, task)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0]
+        command = self.get_command(ctx, name)
+        if command is None:
+            known = ", ".join(sorted(self.tasks)) or "none"
+            raise click.UsageError(
+                f"no task named {name!r} in {self.file}; tasks in this file: {known}", ctx
+            )
+        return name, command, args[1:]
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name, task in sorted(self.tasks.items()):
+            kind = "async" if task.is_async else "sync"
+            inputs = ", ".join(
+                f"{p.name}: {p.codec.describe()}" for p in task.interface.parameters
+            )
+            rows.append((name, f"[{kind}] ({inputs}) -> {task.interface.output.describe()}"))
+        with formatter.section("Tasks"):
+            formatter.write_dl(rows or [("(none)", "this file defines no tasks")])
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_usage("loom run", f"{self.file} TASK [--INPUT VALUE]...")
+
+
+class RunGroup(click.Group):
+    """``loom run``: its first argument is a file, not a subcommand name."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return FileGroup(cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return []
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        pass
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_usage("loom run", "[OPTIONS] FILE [TASK] [--INPUT VALUE]...")
+
+
+@click.group(cls=RunGroup, no_args_is_help=True)
+@click.option("--name", help="Name the run (default: a generated unique name).")
+@click.option(
+    "--overwrite-cache", is_flag=True, help="Recompute cached tasks and replace their entries."
+)
+@click.option(
+    "--env", "env", multiple=True, metavar="KEY=VALUE", help="Environment variable for every task."
+)
+@click.option(
+    "--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True,
+    help="How to print the result.",
+)  # fmt: skip
+@click.pass_context
+def run(
+    ctx: click.Context, name: str | None, overwrite_cache: bool, env: tuple[str, ...], output: str
+) -> None:
+    """Run a task from FILE locally and print its result.
+
+    \b
+    loom run FILE               list the tasks in FILE
+    loom run FILE TASK --help   show a task's inputs, types and defaults
+    loom run FILE TASK --x 1    run TASK with input x=1 (lists, dicts and
+                                dataclasses are given as JSON)
+    """
+    ctx.obj = {
+        "name": name,
+        "overwrite_cache": overwrite_cache,
+        "env_vars": _parse_env(env),
+        "output": output,
+    }

@@ -1,0 +1,71 @@
+"""Type-engine codecs for the io types (registered when ``loom.io`` is imported)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from ..types import BlobStore, Codec, register_codec_factory
+from ._dataframe import DataFrame, from_parquet_bytes, to_parquet_bytes
+from ._dir import Dir
+from ._file import File
+
+
+class _RefCodec(Codec):
+    """``File`` / ``Dir``: the store keeps a content-addressed copy when there is a store."""
+
+    __slots__ = ()
+
+    def check(self, value: Any) -> bool:
+        return isinstance(value, self.tp)
+
+    def encode(self, value: Any, store: BlobStore | None) -> Any:
+        path = value.path
+        if store is not None:
+            path = store.put_file(path) if self.tp is File else store.put_dir(path)
+        return {"path": path, "name": value.name}
+
+    def decode(self, data: Any, store: BlobStore | None) -> Any:
+        return self.tp(path=data["path"], name=data.get("name"))
+
+
+class _FrameCodec(Codec):
+    """``loom.io.DataFrame`` or ``pandas.DataFrame`` as Parquet."""
+
+    __slots__ = ("wrapped",)
+
+    def __init__(self, tp: Any, wrapped: bool) -> None:
+        super().__init__(tp)
+        self.wrapped = wrapped
+
+    def check(self, value: Any) -> bool:
+        return isinstance(value, self.tp)
+
+    def encode(self, value: Any, store: BlobStore | None) -> Any:
+        df = value.to_pandas() if self.wrapped else value
+        data = to_parquet_bytes(df)
+        if store is None:
+            return {"parquet_b64": base64.b64encode(data).decode()}
+        return {"parquet": store.put_bytes(data, "data.parquet")}
+
+    def decode(self, data: Any, store: BlobStore | None) -> Any:
+        if "parquet" in data:
+            with open(data["parquet"], "rb") as f:
+                raw = f.read()
+        else:
+            raw = base64.b64decode(data["parquet_b64"])
+        df = from_parquet_bytes(raw)
+        return DataFrame.from_df(df) if self.wrapped else df
+
+
+def _io_codecs(tp: Any) -> Codec | None:
+    if tp is File or tp is Dir:
+        return _RefCodec(tp)
+    if tp is DataFrame:
+        return _FrameCodec(tp, wrapped=True)
+    if isinstance(tp, type) and tp.__name__ == "DataFrame" and tp.__module__.startswith("pandas"):
+        return _FrameCodec(tp, wrapped=False)
+    return None
+
+
+register_codec_factory(_io_codecs)

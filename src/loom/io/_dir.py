@@ -1,0 +1,57 @@
+"""``Dir``: a reference to a directory tree that tasks pass around."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._file import File, _local_source
+
+
+@dataclass(frozen=True, slots=True)
+class Dir:
+    """A directory passed between tasks by reference (see :class:`File`)."""
+
+    path: str
+    name: str | None = None
+
+    @classmethod
+    def from_local_sync(cls, local_path: str | os.PathLike[str]) -> Dir:
+        """Reference an existing local directory."""
+        p = _local_source(local_path, "dir")
+        return cls(path=str(p), name=p.name)
+
+    @classmethod
+    async def from_local(cls, local_path: str | os.PathLike[str]) -> Dir:
+        """Async form of :meth:`from_local_sync`."""
+        return cls.from_local_sync(local_path)
+
+    def download_sync(self, local_path: str | os.PathLike[str] | None = None) -> str:
+        """A local path holding the tree; copies it to ``local_path`` if given."""
+        if not os.path.isdir(self.path):
+            raise FileNotFoundError(f"the directory behind {self!r} no longer exists")
+        if local_path is None:
+            return self.path
+        shutil.copytree(self.path, local_path, dirs_exist_ok=True)
+        return str(local_path)
+
+    async def download(self, local_path: str | os.PathLike[str] | None = None) -> str:
+        """Async form of :meth:`download_sync`."""
+        return await asyncio.to_thread(self.download_sync, local_path)
+
+    def walk_sync(self) -> Iterator[File]:
+        """Every file under the directory, in a stable order."""
+        root = Path(self.download_sync())
+        for p in sorted(root.rglob("*")):
+            if p.is_file():
+                yield File(path=str(p), name=p.name)
+
+    def list_files_sync(self) -> list[File]:
+        return list(self.walk_sync())
+
+    async def list_files(self) -> list[File]:
+        return await asyncio.to_thread(self.list_files_sync)

@@ -1,0 +1,358 @@
+"""Executing one action: attempts, retries with backoff, timeouts, caching and context.
+
+The decisions live once, in :class:`ActionExecution`, which does no I/O of its own. Two thin
+drivers run it: :func:`execute_async` for async task functions and :func:`execute_sync` for
+sync ones (which may run in a worker thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import json
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .._context import SecretsAccessor, TaskContext, current_action
+from ..errors import (
+    InputError,
+    LoomError,
+    MissingSecretError,
+    OutputTypeError,
+    SerializationError,
+    TaskDefinitionError,
+    TaskTimeoutError,
+)
+from ._environ import install_environ_overlay
+
+if TYPE_CHECKING:
+    from .._task import TaskTemplate
+    from ..types import BlobStore
+
+log = logging.getLogger("loom")
+
+# Failures that another attempt cannot fix.
+_NOT_RETRYABLE = (InputError, MissingSecretError, OutputTypeError, TaskDefinitionError)
+
+
+@dataclass(slots=True)
+class ActionRecord:
+    """What happened to one task call: shown by ``Run.actions()`` and, later, the UI."""
+
+    name: str
+    task: str
+    parent: str | None
+    group: tuple[str, ...]
+    phase: str = "QUEUED"
+    attempts: int = 0
+    started: float | None = None
+    ended: float | None = None
+    error: str | None = None
+    cache: str = "disabled"
+    report: str | None = None
+    inputs: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def duration(self) -> float | None:
+        if self.started is None or self.ended is None:
+            return None
+        return self.ended - self.started
+
+
+class ActionHost(Protocol):
+    """What an action needs from the run that hosts it."""
+
+    name: str
+    project: str
+    domain: str
+    mode: str
+    overwrite_cache: bool
+    env_vars: Mapping[str, str]
+    inflight: dict[str, concurrent.futures.Future[None]]
+    inflight_lock: threading.Lock
+
+    @property
+    def blobs(self) -> BlobStore: ...
+
+    def cache_get(self, key: str) -> Any | None: ...
+
+    def cache_put(self, key: str, task: str, version: str, value: Any) -> None: ...
+
+    def resolve_secrets(
+        self, task: TaskTemplate[Any, Any]
+    ) -> tuple[dict[str, str], dict[str, Path], dict[str, str]]: ...
+
+
+_HIT = object()
+
+
+class ActionExecution:
+    """One task call moving through its attempts; the drivers below supply the I/O."""
+
+    __slots__ = ("cache_key", "context", "host", "inputs", "leader", "record", "task", "value")
+
+    def __init__(
+        self,
+        host: ActionHost,
+        task: TaskTemplate[Any, Any],
+        name: str,
+        parent: str | None,
+        group: tuple[str, ...],
+        inputs: dict[str, Any],
+    ) -> None:
+        self.host = host
+        self.task = task
+        self.inputs = inputs
+        self.record = ActionRecord(name, task.name, parent, group, inputs=inputs)
+        self.cache_key: str | None = None
+        self.leader: concurrent.futures.Future[None] | None = None
+        self.value: Any = None
+        environ: dict[str, str] | None = None
+        secrets = None
+        if task.secrets:
+            values, paths, secret_env = host.resolve_secrets(task)
+            secrets = SecretsAccessor(values, paths)
+            environ = secret_env
+        if task.env_vars or host.env_vars:
+            environ = {**(environ or {}), **task.env_vars, **host.env_vars}
+        if environ is not None:
+            install_environ_overlay()
+        self.context = TaskContext(host, name, task, group, environ, *([secrets] if secrets else []))
+        if task.report:
+            self.context.report_parts = []
+
+    # -- cache --------------------------------------------------------------------------------
+
+    def lookup(self) -> Any:
+        """``_HIT`` (value in ``self.value``), ``None`` to run, or a future to wait on."""
+        cache = self.task.cache
+        if not cache.enabled:
+            return None
+        if self.cache_key is None:
+            self.cache_key = self._compute_cache_key()
+            if self.cache_key is None:
+                return None
+        host = self.host
+        if cache.serialize:
+            with host.inflight_lock:
+                running = host.inflight.get(self.cache_key)
+                if running is not None:
+                    return running
+                if not host.overwrite_cache and self._read_cache():
+                    return _HIT
+                self.leader = host.inflight[self.cache_key] = concurrent.futures.Future()
+            return None
+        if not host.overwrite_cache and self._read_cache():
+            return _HIT
+        return None
+
+    def _compute_cache_key(self) -> str | None:
+        import hashlib
+
+        task = self.task
+        by_name = {p.name: p.codec for p in task.interface.parameters}
+        ignored = task.cache.ignored_inputs
+        try:
+            encoded = {
+                n: by_name[n].encode(v, self.host.blobs)
+                for n, v in self.inputs.items()
+                if n not in ignored
+            }
+            payload = json.dumps([task.name, task.cache_version, encoded], sort_keys=True)
+        except (SerializationError, TypeError, ValueError) as e:
+            log.warning("not caching %s: its inputs cannot be encoded (%s)", task.name, e)
+            return None
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def _read_cache(self) -> bool:
+        assert self.cache_key is not None
+        data = self.host.cache_get(self.cache_key)
+        if data is None:
+            self.record.cache = "miss"
+            return False
+        try:
+            self.value = self.task.interface.output.decode(data, self.host.blobs)
+        except Exception as e:  # stale or unreadable entry: recompute rather than fail
+            log.warning("ignoring unreadable cache entry for %s: %s", self.task.name, e)
+            self.record.cache = "miss"
+            return False
+        now = time.time()
+        rec = self.record
+        rec.cache, rec.phase, rec.started, rec.ended = "hit", "SUCCEEDED", now, now
+        return True
+
+    def _write_cache(self, value: Any) -> None:
+        if self.cache_key is None:
+            return
+        task = self.task
+        try:
+            data = task.interface.output.encode(value, self.host.blobs)
+        except (SerializationError, TypeError, ValueError, OSError) as e:
+            log.warning("not caching the output of %s: %s", task.name, e)
+            return
+        self.host.cache_put(self.cache_key, task.name, task.cache_version, data)
+        self.record.cache = "overwritten" if self.host.overwrite_cache else "miss"
+
+    def _release(self) -> None:
+        if self.leader is not None:
+            with self.host.inflight_lock:
+                self.host.inflight.pop(self.cache_key or "", None)
+            self.leader.set_result(None)
+            self.leader = None
+
+    # -- attempts -----------------------------------------------------------------------------
+
+    def enter_attempt(self) -> contextvars.Token[TaskContext | None]:
+        context = self.context
+        context.attempt += 1
+        rec = self.record
+        rec.attempts = context.attempt
+        if rec.started is None:
+            rec.started = time.time()
+        rec.phase = "RUNNING"
+        return current_action.set(context)
+
+    def succeeded(self, value: Any) -> Any:
+        rec = self.record
+        try:
+            self.task.interface.check_output(value)
+        except OutputTypeError as e:
+            self.failed(e)
+            raise
+        if self.cache_key is not None:
+            self._write_cache(value)
+        rec.phase, rec.ended = "SUCCEEDED", time.time()
+        if self.context.report_parts is not None:
+            rec.report = "\n".join(self.context.report_parts)
+        self._release()
+        return value
+
+    def failed(self, error: BaseException) -> float | None:
+        """Seconds to wait before the next attempt, or ``None`` if this failure is final."""
+        context, rec = self.context, self.record
+        strategy = self.task.retries
+        if (
+            isinstance(error, Exception)
+            and not isinstance(error, _NOT_RETRYABLE)
+            and context.attempt <= strategy.count
+        ):
+            log.info("%s attempt %d failed (%r); retrying", rec.name, context.attempt, error)
+            return strategy.delay(context.attempt)
+        rec.phase = "ABORTED" if isinstance(error, asyncio.CancelledError) else "FAILED"
+        rec.ended = time.time()
+        rec.error = f"{type(error).__qualname__}: {error}"
+        if isinstance(error, Exception) and not isinstance(error, LoomError):
+            error.add_note(
+                f"[loom] raised by task {self.task.name} in action {rec.name} of run "
+                f"{self.host.name} (attempt {context.attempt} of {strategy.count + 1})"
+            )
+        self._release()
+        return None
+
+    def timeout_error(self, seconds: float) -> TaskTimeoutError:
+        return TaskTimeoutError(
+            f"task {self.task.name} (action {self.record.name}) exceeded its timeout of "
+            f"{seconds:g} s in attempt {self.context.attempt}"
+        )
+
+
+# -- drivers ----------------------------------------------------------------------------------
+
+
+async def execute_async(ex: ActionExecution) -> Any:
+    """Run an async task's action on the current event loop."""
+    while (state := ex.lookup()) is not None:
+        if state is _HIT:
+            return ex.value
+        await asyncio.wrap_future(state)  # another call with the same key is running
+    timeout = ex.task.timeout
+    while True:
+        token = ex.enter_attempt()
+        try:
+            if timeout is None:
+                value = await ex.task.func(**ex.inputs)
+            else:
+                seconds = timeout.runtime_seconds
+                try:
+                    async with asyncio.timeout(seconds) as scope:
+                        value = await ex.task.func(**ex.inputs)
+                except TimeoutError as e:
+                    if scope.expired():
+                        raise ex.timeout_error(seconds) from e
+                    raise
+        except BaseException as e:
+            current_action.reset(token)
+            delay = ex.failed(e)
+            if delay is None:
+                raise
+            await asyncio.sleep(delay)
+            continue
+        current_action.reset(token)
+        return ex.succeeded(value)
+
+
+def execute_sync(ex: ActionExecution) -> Any:
+    """Run a sync task's action in the calling thread (timed attempts get their own thread)."""
+    while (state := ex.lookup()) is not None:
+        if state is _HIT:
+            return ex.value
+        state.result()
+    timeout = ex.task.timeout
+    while True:
+        token = ex.enter_attempt()
+        try:
+            if timeout is None:
+                value = ex.task.func(**ex.inputs)
+            else:
+                value = _call_with_timeout(ex, timeout.runtime_seconds)
+        except BaseException as e:
+            current_action.reset(token)
+            delay = ex.failed(e)
+            if delay is None:
+                raise
+            time.sleep(delay)
+            continue
+        current_action.reset(token)
+        return ex.succeeded(value)
+
+
+def _call_with_timeout(ex: ActionExecution, seconds: float) -> Any:
+    """Run the attempt in its own thread; on timeout, interrupt it and raise in the caller."""
+    result: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    context = contextvars.copy_context()
+
+    def attempt() -> None:
+        try:
+            result.set_result(context.run(ex.task.func, **ex.inputs))
+        except BaseException as e:
+            if not result.done():
+                result.set_exception(e)
+
+    worker = threading.Thread(target=attempt, name=f"loom-{ex.record.name}", daemon=True)
+    worker.start()
+    try:
+        return result.result(seconds)
+    except concurrent.futures.TimeoutError:
+        error = ex.timeout_error(seconds)
+        _interrupt(worker)
+        raise error from None
+
+
+def _interrupt(thread: threading.Thread) -> None:
+    """Ask a thread to stop by raising in it; it stops at its next Python bytecode."""
+    import ctypes
+
+    if thread.ident is not None and thread.is_alive():
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(thread.ident), ctypes.py_object(_AttemptAbandoned)
+        )
+
+
+class _AttemptAbandoned(BaseException):
+    """Raised inside a timed-out sync attempt's thread to stop it."""

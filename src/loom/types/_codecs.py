@@ -1,0 +1,531 @@
+"""Codecs: per-type validation and lossless JSON encoding.
+
+``codec_for(tp)`` builds (once per type, then cached) a :class:`Codec` that can check a value
+against the annotation, encode it to JSON-compatible data and decode it back to exactly the
+declared type. JSON-native shapes stay readable; values that travel by reference (files,
+directories, data frames) go through a :class:`BlobStore`; anything the engine does not know
+is pickled with cloudpickle.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import enum
+import sys
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
+from pathlib import Path, PurePath
+from typing import Any
+from uuid import UUID
+
+from ..errors import SerializationError
+from ._store import BlobStore
+
+Json = Any
+
+
+def type_name(tp: Any) -> str:
+    """A short readable name for an annotation: ``int``, ``list[str]``, ``Optional[Point]``."""
+    if tp is Any:
+        return "Any"
+    if tp is None or tp is type(None):
+        return "None"
+    if isinstance(tp, type) and not typing.get_args(tp):
+        return tp.__qualname__
+    return repr(tp).replace("typing.", "")
+
+
+class Codec:
+    """Checks, encodes and decodes values of one declared type."""
+
+    __slots__ = ("tp",)
+
+    def __init__(self, tp: Any) -> None:
+        self.tp = tp
+
+    def check(self, value: Any) -> bool:
+        raise NotImplementedError
+
+    def encode(self, value: Any, store: BlobStore | None) -> Json:
+        raise NotImplementedError
+
+    def decode(self, data: Json, store: BlobStore | None) -> Any:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return type_name(self.tp)
+
+
+# -- leaves -----------------------------------------------------------------------------------
+
+
+def _pickle(value: Any) -> Json:
+    import cloudpickle
+
+    try:
+        return {"__pickle__": base64.b64encode(cloudpickle.dumps(value)).decode()}
+    except Exception as e:
+        raise SerializationError(
+            f"cannot pickle a value of type {type(value).__qualname__}: {e}. Give the parameter "
+            "a concrete type annotation loom understands, or make the value picklable."
+        ) from e
+
+
+def _unpickle(data: Json) -> Any:
+    import cloudpickle
+
+    if not (isinstance(data, dict) and "__pickle__" in data):
+        raise SerializationError(f"expected pickled data, got {str(data)[:80]!r}")
+    return cloudpickle.loads(base64.b64decode(data["__pickle__"]))
+
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+class AnyCodec(Codec):
+    """Unannotated or ``Any``: JSON scalars inline, everything else pickled."""
+
+    __slots__ = ()
+
+    def check(self, value: Any) -> bool:
+        return True
+
+    def encode(self, value: Any, store: BlobStore | None) -> Json:
+        return value if type(value) in _JSON_SCALARS else _pickle(value)
+
+    def decode(self, data: Json, store: BlobStore | None) -> Any:
+        return _unpickle(data) if isinstance(data, dict) else data
+
+
+class PickleCodec(Codec):
+    """Any other class: checked with ``isinstance``, carried by cloudpickle."""
+
+    __slots__ = ()
+
+    def check(self, value: Any) -> bool:
+        return isinstance(value, self.tp)
+
+    def encode(self, value: Any, store: BlobStore | None) -> Json:
+        return _pickle(value)
+
+    def decode(self, data: Json, store: BlobStore | None) -> Any:
+        return _unpickle(data)
+
+
+class NoneCodec(Codec):
+    __slots__ = ()
+
+    def check(self, value: Any) -> bool:
+        return value is None
+
+    def encode(self, value: Any, store: BlobStore | None) -> Json:
+        return None
+
+    def decode(self, data: Json, store: BlobStore | None) -> Any:
+        return None
+
+
+class IntCodec(Codec):
+    __slots__ = ()
+
+    def check(self, value: Any) -> bool:
+        return type(value) is int or (isinstance(value, int) and not isinstance(value, bool))
+
+    def encode(self, value: Any, store: BlobStore | None) -> Json:
+        return int(value)
+
+    def decode(self, data: Json, store: BlobStore | None) -> Any:
+        return int(data)
+
+
+class FloatCodec(Codec):
+    """``float`` accepts ints too (the numeric tower) and always decodes to ``float``."""
+
+    __slots__ = ()
+
+    def check(self, value: Any) -> bool:
+        return type(value) is float or (isinstance(value, int | float) and not isinstance(value, bool))
+
+    def encode(self, value: Any, store: BlobStore | None) -> Json:
+        return float(value)
+
+    def decode(self, data: Json, store: BlobStore | None) -> Any:
+        return float(data)
+
+
+class ExactCodec(Codec):
+    """``str`` and ``bool``: JSON-native, checked with ``isinstance``."""
+
+    __slots__ = ()
+
+    def check(self, value: Any) -> bool:
+        return isinstance(value, self.tp)
+
+    def encode(self, value: Any, store: BlobStore | None) -> Json:
+        return value
+
+    def decode(self, data: Json, store: BlobStore | None) -> Any:
+        return self.tp(data)
+
+
+class StringFormCodec(Codec):
+    """Types with a lossless string form: bytes, datetimes, decimals, UUIDs, paths."""
+
+    __slots__ = ("_decode", "_encode")
+
+    def __init__(self, tp: Any, encode: Callable[[Any], Json], decode: Callable[[Json], Any]) -> None:
+        super().__init__(tp)
+        self._encode = encode
+        self._decode = decode
+
+    def check(self, value: Any) -> bool:
+        # datetime is a subclass of date; a date parameter must not silently take a datetime
+        if self.tp is dt.date and isinstance(value, dt.datetime):
+            return False
+        return isinstance(value, self.tp)
+
+    def encode(self, value: Any, store: BlobStore | None) -> Json:
+        return self._encode(value)
+
+    def decode(self, data: Json, store: BlobStore | None) -> Any:
+        return self._decode(data)
+
+
+_STRING_FORMS: dict[Any, tuple[Callable[[Any], Json], Callable[[Json], Any]]] = {
+    bytes: (lambda v: base64.b64encode(v).decode(), base64.b64decode),
+    dt.datetime: (lambda v: v.isoformat(), dt.datetime.fromisoformat),
+    dt.date: (lambda v: v.isoformat(), dt.date.fromisoformat),
+    dt.time: (lambda v: v.isoformat(), dt.time.fromisoformat),
+    dt.timedelta: (
+        lambda v: [v.days, v.seconds, v.microseconds],
+        lambda d: dt.timedelta(days=d[0], seconds=d[1], microseconds=d[2]),
+    ),
+    Decimal: (str, Decimal),
+    UUID: (str, UUID),
+    Path: (str, Path),
+    PurePath: (str, PurePath),
+}
+
+
+class EnumCodec(Codec):
+    __slots__ = ()
+
+    def check(self, value: Any) -> bool:
+        return isinstance(value, self.tp)
+
+    def encode(self, value: Any, store: BlobStore | None) -> Json:
+        return value.value if type(value.value) in _JSON_SCALARS else value.name
+
+    def decode(self, data: Json, store: BlobStore | None) -> Any:
+        try:
+            return self.tp(data)
+        except ValueError:
+            try:
+                return self.tp[data]
+            except KeyError as e:
+                choices = ", ".join(repr(m.value) for m in self.tp)
+                raise SerializationError(
+                    f"{data!r} is not a {self.describe()}; choose one of {choices}"
+                ) from e
+
+
+class LiteralCodec(Codec):
+    __slots__ = ("values",)
+
+    def __init__(self, tp: Any) -> None:
+        super().__init__(tp)
+        self.values = typing.get_args(tp)
+
+    def check(self, value: Any) -> bool:
+        return value in self.values
+
+    def encode(self, value: Any, store: BlobStore | None) -> Json:
+        return value
+
+    def decode(self, data: Json, store: BlobStore | None) -> Any:
+        if data not in self.values:
+            raise SerializationError(f"{data!r} is not one of {list(self.values)}")
+        return data
+
+
+# -- containers -------------------------------------------------------------------------------
+
+
+class OptionalCodec(Codec):
+    __slots__ = ("inner",)
+
+    def __init__(self, tp: Any, inner: Codec) -> None:
+        super().__init__(tp)
+        self.inner = inner
+
+    def check(self, value: Any) -> bool:
+        return value is None or self.inner.check(value)
+
+    def encode(self, value: Any, store: BlobStore | None) -> Json:
+        return None if value is None else self.inner.encode(value, store)
+
+    def decode(self, data: Json, store: BlobStore | None) -> Any:
+        return None if data is None else self.inner.decode(data, store)
+
+
+class UnionCodec(Codec):
+    """Tags the encoded value with the index of the first member type it matches."""
+
+    __slots__ = ("members",)
+
+    def __init__(self, tp: Any, members: list[Codec]) -> None:
+        super().__init__(tp)
+        self.members = members
+
+    def check(self, value: Any) -> bool:
+        return any(m.check(value) for m in self.members)
+
+    def encode(self, value: Any, store: BlobStore | None) -> Json:
+        for i, member in enumerate(self.members):
+            if member.check(value):
+                return {"union": i, "value": member.encode(value, store)}
+        raise SerializationError(f"{type(value).__qualname__} is not a {self.describe()}")
+
+    def decode(self, data: Json, store: BlobStore | None) -> Any:
+        return self.members[data["union"]].decode(data["value"], store)
+
+
+class ListCodec(Codec):
+    __slots__ = ("container", "item")
+
+    def __init__(self, tp: Any, item: Codec, container: type = list) -> None:
+        super().__init__(tp)
+        self.item = item
+        self.container = container
+
+    def check(self, value: Any) -> bool:
+        if not isinstance(value, self.container):
+            return False
+        if isinstance(self.item, AnyCodec):
+            return True
+        check = self.item.check
+        return all(check(v) for v in value)
+
+    def encode(self, value: Any, store: BlobStore | None) -> Json:
+        encode = self.item.encode
+        items = [encode(v, store) for v in value]
+        if self.container is not list:  # sets: a stable order keeps cache keys stable
+            items.sort(key=repr)
+        return items
+
+    def decode(self, data: Json, store: BlobStore | None) -> Any:
+        decode = self.item.decode
+        return self.container(decode(v, store) for v in data)
+
+
+class TupleCodec(Codec):
+    """Fixed-length ``tuple[A, B]`` (variable-length tuples use :class:`ListCodec`)."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, tp: Any, items: list[Codec]) -> None:
+        super().__init__(tp)
+        self.items = items
+
+    def check(self, value: Any) -> bool:
+        return (
+            isinstance(value, tuple)
+            and len(value) == len(self.items)
+            and all(c.check(v) for c, v in zip(self.items, value, strict=True))
+        )
+
+    def encode(self, value: Any, store: BlobStore | None) -> Json:
+        return [c.encode(v, store) for c, v in zip(self.items, value, strict=True)]
+
+    def decode(self, data: Json, store: BlobStore | None) -> Any:
+        return tuple(c.decode(v, store) for c, v in zip(self.items, data, strict=True))
+
+
+class DictCodec(Codec):
+    """``dict[str, V]`` encodes as a JSON object; other key types as a list of pairs."""
+
+    __slots__ = ("key", "str_keys", "value")
+
+    def __init__(self, tp: Any, key: Codec, value: Codec) -> None:
+        super().__init__(tp)
+        self.key = key
+        self.value = value
+        self.str_keys = key.tp is str
+
+    def check(self, value: Any) -> bool:
+        if not isinstance(value, dict):
+            return False
+        if isinstance(self.key, AnyCodec) and isinstance(self.value, AnyCodec):
+            return True
+        kc, vc = self.key.check, self.value.check
+        return all(kc(k) and vc(v) for k, v in value.items())
+
+    def encode(self, value: Any, store: BlobStore | None) -> Json:
+        ve = self.value.encode
+        if self.str_keys:
+            return {k: ve(v, store) for k, v in value.items()}
+        ke = self.key.encode
+        return [[ke(k, store), ve(v, store)] for k, v in value.items()]
+
+    def decode(self, data: Json, store: BlobStore | None) -> Any:
+        vd = self.value.decode
+        if self.str_keys:
+            return {k: vd(v, store) for k, v in data.items()}
+        kd = self.key.decode
+        return {kd(k, store): vd(v, store) for k, v in data}
+
+
+class FieldsCodec(Codec):
+    """Dataclasses and NamedTuples: one codec per field, resolved on first use."""
+
+    __slots__ = ("_fields",)
+
+    def __init__(self, tp: Any) -> None:
+        super().__init__(tp)
+        self._fields: dict[str, Codec] | None = None
+
+    @property
+    def fields(self) -> dict[str, Codec]:
+        if self._fields is None:
+            hints = typing.get_type_hints(self.tp)
+            names = (
+                [f.name for f in dataclasses.fields(self.tp)]
+                if dataclasses.is_dataclass(self.tp)
+                else list(self.tp._fields)
+            )
+            self._fields = {n: codec_for(hints.get(n, Any)) for n in names}
+        return self._fields
+
+    def check(self, value: Any) -> bool:
+        return isinstance(value, self.tp)
+
+    def encode(self, value: Any, store: BlobStore | None) -> Json:
+        return {n: c.encode(getattr(value, n), store) for n, c in self.fields.items()}
+
+    def decode(self, data: Json, store: BlobStore | None) -> Any:
+        if not isinstance(data, dict):
+            raise SerializationError(
+                f"{self.describe()} needs a JSON object with fields {list(self.fields)}, "
+                f"got {type(data).__name__}"
+            )
+        unknown = set(data) - set(self.fields)
+        if unknown:
+            raise SerializationError(
+                f"{self.describe()} has no field(s) {sorted(unknown)}; fields are {list(self.fields)}"
+            )
+        values = {n: self.fields[n].decode(v, store) for n, v in data.items()}
+        if not dataclasses.is_dataclass(self.tp):
+            return self.tp(**values)
+        init = {f.name for f in dataclasses.fields(self.tp) if f.init}
+        obj = self.tp(**{k: v for k, v in values.items() if k in init})
+        for k, v in values.items():
+            if k not in init:
+                object.__setattr__(obj, k, v)
+        return obj
+
+
+class PydanticCodec(Codec):
+    __slots__ = ()
+
+    def check(self, value: Any) -> bool:
+        return isinstance(value, self.tp)
+
+    def encode(self, value: Any, store: BlobStore | None) -> Json:
+        return value.model_dump(mode="json")
+
+    def decode(self, data: Json, store: BlobStore | None) -> Any:
+        return self.tp.model_validate(data)
+
+
+# -- construction -----------------------------------------------------------------------------
+
+CodecFactory = Callable[[Any], Codec | None]
+_factories: list[CodecFactory] = []
+_cache: dict[Any, Codec] = {}
+
+
+def register_codec_factory(factory: CodecFactory) -> None:
+    """Teach the engine a new type: ``factory(tp)`` returns a codec or ``None`` to pass."""
+    _factories.insert(0, factory)
+    _cache.clear()
+
+
+def codec_for(tp: Any) -> Codec:
+    """The codec for an annotation, built once and cached."""
+    try:
+        return _cache[tp]
+    except KeyError:
+        pass
+    except TypeError:  # unhashable annotation: build each time
+        return _build(tp)
+    codec = _cache[tp] = _build(tp)
+    return codec
+
+
+def _is_pydantic_model(tp: Any) -> bool:
+    pydantic = sys.modules.get("pydantic")  # never import pydantic just to ask
+    return pydantic is not None and isinstance(tp, type) and issubclass(tp, pydantic.BaseModel)
+
+
+_io_registered = False
+
+
+def _build(tp: Any) -> Codec:
+    global _io_registered
+    if not _io_registered:  # the io types register their codecs when loom.io is imported
+        _io_registered = True
+        import loom.io  # noqa: F401
+    for factory in _factories:
+        codec = factory(tp)
+        if codec is not None:
+            return codec
+    if tp is Any or tp is object or tp is typing.Any:
+        return AnyCodec(tp)
+    if tp is None or tp is type(None):
+        return NoneCodec(tp)
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Annotated:
+        return codec_for(args[0])
+    if origin is typing.Union or origin is types.UnionType:
+        non_none = [a for a in args if a is not type(None)]
+        if len(non_none) == 1 and len(args) == 2:
+            return OptionalCodec(tp, codec_for(non_none[0]))
+        return UnionCodec(tp, [codec_for(a) for a in args])
+    if origin is typing.Literal:
+        return LiteralCodec(tp)
+    if origin in (list, Sequence) or tp in (list, Sequence):
+        return ListCodec(tp, codec_for(args[0] if args else Any))
+    if origin in (set, frozenset) or tp in (set, frozenset):
+        container = origin or tp
+        return ListCodec(tp, codec_for(args[0] if args else Any), container)
+    if origin is tuple or tp is tuple:
+        if not args or (len(args) == 2 and args[1] is Ellipsis):
+            return ListCodec(tp, codec_for(args[0] if args else Any), tuple)
+        return TupleCodec(tp, [codec_for(a) for a in args])
+    if origin in (dict, Mapping) or tp in (dict, Mapping):
+        k, v = args if args else (Any, Any)
+        return DictCodec(tp, codec_for(k), codec_for(v))
+    if tp is int:
+        return IntCodec(tp)
+    if tp is float:
+        return FloatCodec(tp)
+    if tp in (str, bool):
+        return ExactCodec(tp)
+    if tp in _STRING_FORMS:
+        return StringFormCodec(tp, *_STRING_FORMS[tp])
+    if isinstance(tp, type):
+        if issubclass(tp, enum.Enum):
+            return EnumCodec(tp)
+        if issubclass(tp, tuple) and hasattr(tp, "_fields"):
+            return FieldsCodec(tp)
+        if dataclasses.is_dataclass(tp):
+            return FieldsCodec(tp)
+        if _is_pydantic_model(tp):
+            return PydanticCodec(tp)
+        return PickleCodec(tp)
+    return AnyCodec(tp)
