@@ -107,21 +107,12 @@ def option_for(param: Parameter) -> click.Option:
     type_text = param.codec.describe()
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         type_text += " (" + ", ".join(str(m.value) for m in tp) + ")"
-    help_text = f"{type_text}" + ("" if not required else "  [required]")
     # Click >= 8.3 treats an explicit default=None as a value, so required options get none.
-    extra: dict[str, Any] = {} if required else {"default": None}
-    if not param.required:
-        extra["show_default"] = _default_text(param.default)
+    extra: dict[str, Any] = {} if required else {"default": param.default, "show_default": True}
+    if param.default is None:
+        extra["show_default"] = False
     if ctype is None:
         return click.Option(
-            [f"{flag}/--no-{flag[2:]}", param.name], required=required, help=help_text, **extra
+            [f"{flag}/--no-{flag[2:]}", param.name], required=required, help=type_text, **extra
         )
-    return click.Option([flag, param.name], type=ctype, required=required, help=help_text, **extra)
-
-
-def _default_text(default: Any) -> str | bool:
-    if isinstance(default, enum.Enum):
-        return str(default.value)
-    if isinstance(default, str | int | float | bool) or default is None:
-        return repr(default) if isinstance(default, str) else str(default)
-    return repr(default)
+    return click.Option([flag, param.name], type=ctype, required=required, help=type_text, **extra)

@@ -142,7 +142,12 @@ class FileGroup(click.Group):
     """The tasks of one file, as subcommands."""
 
     def __init__(self, file: str) -> None:
-        super().__init__(file, help=f"Tasks defined in {file}.")
+        super().__init__(
+            file,
+            help=f"Tasks defined in {file}.",
+            invoke_without_command=True,
+            callback=self._list_tasks,
+        )
         self.file = file
         self._tasks: dict[str, TaskTemplate[Any, Any]] | None = None
 
@@ -155,11 +160,16 @@ class FileGroup(click.Group):
                 raise click.ClickException(str(e)) from e
         return self._tasks
 
+    def _list_tasks(self) -> None:
+        ctx = click.get_current_context()
+        if ctx.invoked_subcommand is None:  # `loom run FILE` lists what FILE offers
+            click.echo(ctx.get_help())
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(self.tasks)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        task = self.tasks.get(cmd_name)
+        task = self.tasks.get(cmd_name) or self.tasks.get(cmd_name.replace("-", "_"))
         return None if task is None else TaskCommand(cmd_name, task)
 
     def resolve_command(
