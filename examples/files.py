@@ -23,7 +23,7 @@ async def count_words(report: File) -> int:
 
 
 @env.task
-async def main(lines: list[str] = ["to be", "or not to be"]) -> int:  # noqa: B006
+async def main(lines: list[str] = ["to be", "or not to be"]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         report = await write_report(lines, Dir.from_local_sync(tmp))
         return await count_words(report)

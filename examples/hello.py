@@ -14,7 +14,7 @@ async def greet(name: str) -> str:
 
 
 @env.task
-async def main(names: list[str] = ["Ada", "Grace", "Linus"]) -> list[str]:  # noqa: B006
+async def main(names: list[str] = ["Ada", "Grace", "Linus"]) -> list[str]:
     """Greet everyone concurrently, one action per name."""
     with loom.group("greetings"):
         return list(await asyncio.gather(*(greet(n) for n in names)))

@@ -23,7 +23,7 @@ async def measure(key: str) -> int:
 
 
 @env.task
-async def main(keys: list[str] = ["alpha", "beta"]) -> dict[str, str]:  # noqa: B006
+async def main(keys: list[str] = ["alpha", "beta"]) -> dict[str, str]:
     with loom.group("measurements"):
         sizes = await asyncio.gather(*(measure(k) for k in keys))
     c = loom.ctx()

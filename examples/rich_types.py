@@ -37,7 +37,9 @@ class Summary(NamedTuple):
 
 
 @env.task
-async def summarise(station: Station, unit: Unit = Unit.CELSIUS, day: dt.date = dt.date(2026, 1, 1)) -> Summary:
+async def summarise(
+    station: Station, unit: Unit = Unit.CELSIUS, day: dt.date = dt.date(2026, 1, 1)
+) -> Summary:
     values = [r.value for r in station.readings]
     mean = sum(values) / len(values) if values else 0.0
     return Summary(station.name, mean, unit, day, None if values else "no readings")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
@@ -16,12 +16,32 @@ if TYPE_CHECKING:
 
 
 class RunInfo(Protocol):
-    """What an action needs to know about the run it belongs to (see the controllers)."""
+    """The run an action belongs to, as tasks see it: its identity and its controller."""
 
     name: str
     project: str
     domain: str
     mode: str
+
+    def call(
+        self,
+        task: TaskTemplate[Any, Any],
+        parent: TaskContext | None,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+    ) -> Any:
+        """Run a task called directly: a coroutine for async tasks, the value for sync ones."""
+        ...
+
+    def call_aio(
+        self,
+        task: TaskTemplate[Any, Any],
+        parent: TaskContext | None,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+    ) -> Awaitable[Any]:
+        """Run a task called with ``.aio``: always awaitable."""
+        ...
 
 
 class SecretsAccessor:

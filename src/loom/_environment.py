@@ -106,7 +106,7 @@ class TaskEnvironment:
             task: TaskTemplate[Any, Any] = TaskTemplate(
                 fn,
                 self,
-                cache=self.cache if cache is None else cache,  # type: ignore[arg-type]
+                cache=self.cache if cache is None else cache,
                 retries=retries,
                 timeout=timeout,
                 report=report,

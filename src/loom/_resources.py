@@ -19,9 +19,7 @@ def parse_memory(value: str | int) -> int:
         return value
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]i?)?\s*", value)
     if not m:
-        raise TaskDefinitionError(
-            f"memory must look like '512Mi', '4Gi' or '2G', got {value!r}"
-        )
+        raise TaskDefinitionError(f"memory must look like '512Mi', '4Gi' or '2G', got {value!r}")
     return int(float(m.group(1)) * _MEMORY_UNITS[(m.group(2) or "").lower()])
 
 

@@ -28,6 +28,9 @@ class ReusePolicy:
     def __post_init__(self) -> None:
         low, high = self.replicas if isinstance(self.replicas, tuple) else (self.replicas,) * 2
         if low < 0 or high < max(low, 1):
-            raise TaskDefinitionError(f"ReusePolicy replicas must satisfy 0 <= min <= max, max >= 1; got {self.replicas!r}")
+            raise TaskDefinitionError(
+                "ReusePolicy replicas must satisfy 0 <= min <= max and max >= 1; "
+                f"got {self.replicas!r}"
+            )
         if self.concurrency < 1:
             raise TaskDefinitionError("ReusePolicy concurrency must be at least 1")

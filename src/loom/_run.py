@@ -12,9 +12,10 @@ from .errors import ConfigError, LoomError
 # The execution machinery (asyncio, threads, SQLite) is imported when the first run starts,
 # not by ``import loom``: authoring a workflow should cost almost nothing.
 if TYPE_CHECKING:
-    from ._controller import LocalRun, TraceRecord
+    from ._controller import LocalRun
     from ._settings import Settings
     from ._task import TaskTemplate
+    from ._trace import TraceRecord
     from .runtime import ActionRecord
 
 Mode = Literal["local", "remote"]

@@ -25,7 +25,9 @@ class Secret:
     def __post_init__(self) -> None:
         if not self.key:
             raise TaskDefinitionError("Secret key must not be empty")
-        if self.as_env_var is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.as_env_var):
+        if self.as_env_var is not None and not re.fullmatch(
+            r"[A-Za-z_][A-Za-z0-9_]*", self.as_env_var
+        ):
             raise TaskDefinitionError(
                 f"Secret {self.key!r}: as_env_var {self.as_env_var!r} is not a valid variable name"
             )

@@ -74,7 +74,7 @@ class TaskTemplate(Generic[P, R]):
         self.reusable = env.reusable if reusable is _UNSET else reusable
         self._interface: Interface | None = None
         self._cache_version: str | None = None
-        functools.update_wrapper(self, func)  # type: ignore[arg-type]
+        functools.update_wrapper(self, func)
 
     # -- calling ------------------------------------------------------------------------------
 
@@ -167,7 +167,7 @@ class TaskTemplate(Generic[P, R]):
                 try:
                     source = textwrap.dedent(inspect.getsource(self.func)).encode()
                 except (OSError, TypeError):  # no source (REPL, exec): fall back to bytecode
-                    source = self.func.__code__.co_code  # type: ignore[attr-defined]
+                    source = self.func.__code__.co_code
                 version = hashlib.sha256(source).hexdigest()[:16]
             self._cache_version = version + (f"+{self.cache.salt}" if self.cache.salt else "")
         return self._cache_version

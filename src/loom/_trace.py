@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ._context import current_action
@@ -13,12 +14,21 @@ from ._task import is_coroutine_function
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+@dataclass(slots=True)
+class TraceRecord:
+    """One call of a ``@loom.trace`` function inside an action."""
+
+    action: str
+    name: str
+    started: float
+    ended: float
+    error: str | None = None
+
+
 def _record(started: float, name: str, error: BaseException | None) -> None:
     action = current_action.get()
     if action is None:
         return
-    from ._controller import TraceRecord
-
     recorder = getattr(action.run, "trace", None)
     if recorder is not None:
         recorder(

@@ -7,10 +7,10 @@ also means something to plain Python, it derives from the matching built-in too,
     LoomError
     ├── ConfigError                    bad configuration file or settings
     ├── TaskDefinitionError            a task or environment is declared wrongly
-    ├── InputError (TypeError)         a task was called with missing, unexpected or ill-typed inputs
+    ├── InputError (TypeError)         a task got missing, unexpected or ill-typed inputs
     ├── OutputTypeError (TypeError)    a task returned a value that does not match its annotation
     ├── MissingSecretError (KeyError)  a secret the task asks for is not available
-    ├── TaskTimeoutError (TimeoutError) an attempt ran longer than the task's timeout
+    ├── TaskTimeoutError (TimeoutError) an attempt outlived the task's timeout
     ├── SerializationError             a value could not be encoded or decoded by the type engine
     └── TaskLoadError                  a task file could not be found, imported or searched
 

@@ -184,7 +184,14 @@ def test_cache_is_shared_between_processes(tmp_path: Path, loom_home: Path) -> N
     )
     for _ in range(2):
         result = run_cli(
-            "run", str(module), "slow_add", "--a", "2", "--b", "3", env={"LOOM_HOME": str(loom_home)}
+            "run",
+            str(module),
+            "slow_add",
+            "--a",
+            "2",
+            "--b",
+            "3",
+            env={"LOOM_HOME": str(loom_home)},
         )
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == "5"

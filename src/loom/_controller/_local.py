@@ -11,14 +11,13 @@ import re
 import shutil
 import tempfile
 import threading
-
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._context import TaskContext, current_group
 from .._settings import Settings
+from .._trace import TraceRecord
 from ..runtime import ActionExecution, ActionRecord, execute_async, execute_sync
 from ._cache_store import LocalCacheStore, cache_store
 from ._secrets import LocalSecrets
@@ -28,17 +27,6 @@ if TYPE_CHECKING:
     from ..types import BlobStore
 
 ROOT_ACTION = "a0"
-
-
-@dataclass(slots=True)
-class TraceRecord:
-    """One call of a ``@loom.trace`` function inside an action."""
-
-    action: str
-    name: str
-    started: float
-    ended: float
-    error: str | None = None
 
 
 class LocalRun:
@@ -182,5 +170,3 @@ class LocalRun:
             self._pool.shutdown(wait=False, cancel_futures=True)
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
-
-

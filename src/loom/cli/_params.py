@@ -27,7 +27,9 @@ class JsonValue(click.ParamType):
         try:
             data = json.loads(value)
         except json.JSONDecodeError as e:
-            self.fail(f"expected JSON for {self.codec.describe()}, got {value!r} ({e.msg})", param, ctx)
+            self.fail(
+                f"expected JSON for {self.codec.describe()}, got {value!r} ({e.msg})", param, ctx
+            )
         try:
             decoded = self.codec.decode(data, None)
         except Exception as e:
@@ -56,7 +58,7 @@ class ViaCodec(click.ParamType):
 class LocalPath(click.ParamType):
     """``File`` and ``Dir`` inputs: an existing local path."""
 
-    def __init__(self, kind: type) -> None:
+    def __init__(self, kind: type[File] | type[Dir]) -> None:
         self.kind = kind
         self.name = "FILE" if kind is File else "DIRECTORY"
 

@@ -112,7 +112,7 @@ class TaskCommand(click.Command):
     def __init__(self, attr: str, task: TaskTemplate[Any, Any]) -> None:
         self.task = task
         try:
-            params = [option_for(p) for p in task.interface.parameters]
+            params: list[click.Parameter] = [option_for(p) for p in task.interface.parameters]
         except LoomError as e:
             raise click.ClickException(str(e)) from e
         doc = (task.func.__doc__ or "").strip()
@@ -188,9 +188,7 @@ class FileGroup(click.Group):
         rows = []
         for name, task in sorted(self.tasks.items()):
             kind = "async" if task.is_async else "sync"
-            inputs = ", ".join(
-                f"{p.name}: {p.codec.describe()}" for p in task.interface.parameters
-            )
+            inputs = ", ".join(f"{p.name}: {p.codec.describe()}" for p in task.interface.parameters)
             rows.append((name, f"[{kind}] ({inputs}) -> {task.interface.output.describe()}"))
         with formatter.section("Tasks"):
             formatter.write_dl(rows or [("(none)", "this file defines no tasks")])

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import click
 
-_INTERNAL_DIRS = tuple(
-    str(Path(p).resolve().parent) + "/"
-    for p in (
-        __file__.rsplit("/cli/", 1)[0] + "/__init__.py",  # the loom package
-        asyncio.__file__,
-        concurrent.futures.__file__,
-    )
-) + (threading.__file__, click.__file__.rsplit("/", 1)[0] + "/")
+# Frames from these places are machinery, not the user's code.
+_INTERNAL_DIRS = (
+    str(Path(__file__).resolve().parent.parent) + "/",  # the loom package
+    str(Path(asyncio.__file__).resolve().parent) + "/",
+    str(Path(concurrent.futures.__file__).resolve().parent) + "/",
+    str(Path(click.__file__).resolve().parent) + "/",
+    threading.__file__,
+)
 
 
 def _user_frames(tbe: traceback.TracebackException) -> None:

@@ -28,7 +28,7 @@ class _Opened:
 
     def __enter__(self) -> IO[Any]:
         path, mode, kwargs = self._args
-        self._handle = open(path, mode, **kwargs)  # noqa: SIM115 - closed in __exit__
+        self._handle = open(path, mode, **kwargs)
         return self._handle
 
     def __exit__(self, *exc: object) -> None:
@@ -91,5 +91,3 @@ class File:
 
     def exists_sync(self) -> bool:
         return os.path.isfile(self.path)
-
-

@@ -18,17 +18,17 @@ from typing import Any
 from .._context import current_action
 
 
-class _OverlayEnviron(os._Environ):  # type: ignore[type-arg]
+class _OverlayEnviron(os._Environ[str]):
     """``os.environ`` with the current task's variables layered on top."""
 
-    def __init__(self, base: os._Environ) -> None:  # type: ignore[type-arg]
+    def __init__(self, base: os._Environ[str]) -> None:
         # share the process mapping so writes and putenv behave exactly as before
         super().__init__(
             base._data,  # type: ignore[attr-defined]
-            base.encodekey,  # type: ignore[attr-defined]
-            base.decodekey,  # type: ignore[attr-defined]
-            base.encodevalue,  # type: ignore[attr-defined]
-            base.decodevalue,  # type: ignore[attr-defined]
+            base.encodekey,
+            base.decodekey,
+            base.encodevalue,
+            base.decodevalue,
         )
 
     @staticmethod
@@ -40,7 +40,8 @@ class _OverlayEnviron(os._Environ):  # type: ignore[type-arg]
         overlay = self._overlay()
         if overlay is not None and key in overlay:
             return overlay[key]
-        return super().__getitem__(key)
+        value: str = super().__getitem__(key)
+        return value
 
     def __setitem__(self, key: str, value: str) -> None:
         overlay = self._overlay()
@@ -85,4 +86,4 @@ def install_environ_overlay() -> None:
         return
     with _lock:
         if not isinstance(os.environ, _OverlayEnviron):
-            os.environ = _OverlayEnviron(os.environ)
+            os.environ = _OverlayEnviron(os.environ)  # noqa: B003 - replacing the view is the point

@@ -14,12 +14,11 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .._context import SecretsAccessor, TaskContext, current_action
+from .._context import RunInfo, SecretsAccessor, TaskContext, current_action
 from ..errors import (
     InputError,
     LoomError,
@@ -65,7 +64,7 @@ class ActionRecord:
         return self.ended - self.started
 
 
-class ActionHost(Protocol):
+class ActionHost(RunInfo, Protocol):
     """What an action needs from the run that hosts it."""
 
     name: str
@@ -73,7 +72,7 @@ class ActionHost(Protocol):
     domain: str
     mode: str
     overwrite_cache: bool
-    env_vars: Mapping[str, str]
+    env_vars: dict[str, str]
     inflight: dict[str, concurrent.futures.Future[None]]
     inflight_lock: threading.Lock
 
@@ -123,7 +122,9 @@ class ActionExecution:
             environ = {**(environ or {}), **task.env_vars, **host.env_vars}
         if environ is not None:
             install_environ_overlay()
-        self.context = TaskContext(host, name, task, group, environ, *([secrets] if secrets else []))
+        self.context = TaskContext(
+            host, name, task, group, environ, *([secrets] if secrets else [])
+        )
         if task.report:
             self.context.report_parts = []
 

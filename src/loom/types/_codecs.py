@@ -148,7 +148,9 @@ class FloatCodec(Codec):
     __slots__ = ()
 
     def check(self, value: Any) -> bool:
-        return type(value) is float or (isinstance(value, int | float) and not isinstance(value, bool))
+        return type(value) is float or (
+            isinstance(value, int | float) and not isinstance(value, bool)
+        )
 
     def encode(self, value: Any, store: BlobStore | None) -> Json:
         return float(value)
@@ -177,7 +179,9 @@ class StringFormCodec(Codec):
 
     __slots__ = ("_decode", "_encode")
 
-    def __init__(self, tp: Any, encode: Callable[[Any], Json], decode: Callable[[Json], Any]) -> None:
+    def __init__(
+        self, tp: Any, encode: Callable[[Any], Json], decode: Callable[[Json], Any]
+    ) -> None:
         super().__init__(tp)
         self._encode = encode
         self._decode = decode
@@ -297,7 +301,7 @@ class UnionCodec(Codec):
 class ListCodec(Codec):
     __slots__ = ("container", "item")
 
-    def __init__(self, tp: Any, item: Codec, container: type = list) -> None:
+    def __init__(self, tp: Any, item: Codec, container: Any = list) -> None:
         super().__init__(tp)
         self.item = item
         self.container = container
@@ -415,12 +419,14 @@ class FieldsCodec(Codec):
         unknown = set(data) - set(self.fields)
         if unknown:
             raise SerializationError(
-                f"{self.describe()} has no field(s) {sorted(unknown)}; fields are {list(self.fields)}"
+                f"{self.describe()} has no field(s) {sorted(unknown)}; "
+                f"fields are {list(self.fields)}"
             )
         values = {n: self.fields[n].decode(v, store) for n, v in data.items()}
-        if not dataclasses.is_dataclass(self.tp):
-            return self.tp(**values)
-        init = {f.name for f in dataclasses.fields(self.tp) if f.init}
+        cls: Any = self.tp
+        if not dataclasses.is_dataclass(cls):
+            return cls(**values)
+        init = {f.name for f in dataclasses.fields(cls) if f.init}
         obj = self.tp(**{k: v for k, v in values.items() if k in init})
         for k, v in values.items():
             if k not in init:

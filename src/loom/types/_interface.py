@@ -42,9 +42,7 @@ class Interface:
 
     __slots__ = ("_by_name", "names", "output", "output_annotation", "parameters", "task_name")
 
-    def __init__(
-        self, task_name: str, parameters: list[Parameter], output_annotation: Any
-    ) -> None:
+    def __init__(self, task_name: str, parameters: list[Parameter], output_annotation: Any) -> None:
         self.task_name = task_name
         self.parameters = parameters
         self.names = tuple(p.name for p in parameters)
@@ -106,9 +104,7 @@ class Interface:
                     else:
                         values[p.name] = p.default
             if missing:
-                raise InputError(
-                    f"task {self.task_name!r} is missing required input(s) {missing}"
-                )
+                raise InputError(f"task {self.task_name!r} is missing required input(s) {missing}")
         return values
 
     def check_output(self, value: Any) -> Any:
