@@ -62,7 +62,8 @@ class _OverlayEnviron(os._Environ[str]):
         base = list(super().__iter__())
         if not overlay:
             return iter(base)
-        return iter([*base, *(k for k in overlay if k not in set(base))])
+        present = set(base)
+        return iter([*base, *(k for k in overlay if k not in present)])
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
