@@ -34,9 +34,24 @@ def type_name(tp: Any) -> str:
         return "Any"
     if tp is None or tp is type(None):
         return "None"
-    if isinstance(tp, type) and not typing.get_args(tp):
-        return tp.__qualname__
-    return repr(tp).replace("typing.", "")
+    if tp is Ellipsis:
+        return "..."
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is None:
+        return tp.__qualname__ if isinstance(tp, type) else repr(tp).replace("typing.", "")
+    if origin is typing.Annotated:
+        return type_name(args[0])
+    if origin is typing.Literal:
+        return f"Literal[{', '.join(repr(a) for a in args)}]"
+    if origin is types.UnionType:
+        return " | ".join(type_name(a) for a in args)
+    if origin is typing.Union:
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1 and len(args) == 2:
+            return f"Optional[{type_name(rest[0])}]"
+        return f"Union[{', '.join(type_name(a) for a in args)}]"
+    base = getattr(origin, "__qualname__", repr(origin))
+    return f"{base}[{', '.join(type_name(a) for a in args)}]" if args else base
 
 
 class Codec:
@@ -199,9 +214,22 @@ class StringFormCodec(Codec):
         return self._decode(data)
 
 
+def _encode_datetime(value: dt.datetime) -> Json:
+    zone = getattr(value.tzinfo, "key", None)  # a zoneinfo.ZoneInfo keeps its name
+    return value.isoformat() if zone is None else [value.isoformat(), zone]
+
+
+def _decode_datetime(data: Json) -> dt.datetime:
+    if isinstance(data, list):
+        from zoneinfo import ZoneInfo
+
+        return dt.datetime.fromisoformat(data[0]).astimezone(ZoneInfo(data[1]))
+    return dt.datetime.fromisoformat(data)
+
+
 _STRING_FORMS: dict[Any, tuple[Callable[[Any], Json], Callable[[Json], Any]]] = {
     bytes: (lambda v: base64.b64encode(v).decode(), base64.b64decode),
-    dt.datetime: (lambda v: v.isoformat(), dt.datetime.fromisoformat),
+    dt.datetime: (_encode_datetime, _decode_datetime),
     dt.date: (lambda v: v.isoformat(), dt.date.fromisoformat),
     dt.time: (lambda v: v.isoformat(), dt.time.fromisoformat),
     dt.timedelta: (
@@ -244,14 +272,25 @@ class LiteralCodec(Codec):
         super().__init__(tp)
         self.values = typing.get_args(tp)
 
+    def _index(self, value: Any) -> int | None:
+        # exact type too: Literal[0, 1] must not accept True or 1.0
+        for i, allowed in enumerate(self.values):
+            if type(value) is type(allowed) and value == allowed:
+                return i
+        return None
+
     def check(self, value: Any) -> bool:
-        return value in self.values
+        return self._index(value) is not None
 
     def encode(self, value: Any, store: BlobStore | None) -> Json:
-        return value
+        if type(value) in _JSON_SCALARS:
+            return value
+        return {"literal": self._index(value)}  # e.g. enum members: by position
 
     def decode(self, data: Json, store: BlobStore | None) -> Any:
-        if data not in self.values:
+        if isinstance(data, dict) and isinstance(data.get("literal"), int):
+            return self.values[data["literal"]]
+        if self._index(data) is None:
             raise SerializationError(f"{data!r} is not one of {list(self.values)}")
         return data
 
@@ -288,26 +327,40 @@ class UnionCodec(Codec):
     def check(self, value: Any) -> bool:
         return any(m.check(value) for m in self.members)
 
-    def encode(self, value: Any, store: BlobStore | None) -> Json:
-        for i, member in enumerate(self.members):
+    def _member_for(self, value: Any) -> Codec:
+        # an exact type match first, so Union[float, int] keeps an int an int
+        for member in self.members:
+            if member.tp is type(value):
+                return member
+        for member in self.members:
             if member.check(value):
-                return {"union": i, "value": member.encode(value, store)}
+                return member
         raise SerializationError(f"{type(value).__qualname__} is not a {self.describe()}")
 
+    def encode(self, value: Any, store: BlobStore | None) -> Json:
+        member = self._member_for(value)
+        # tagged by the member's name, not its position: `int | str` and `str | int` agree
+        return {"union": member.describe(), "value": member.encode(value, store)}
+
     def decode(self, data: Json, store: BlobStore | None) -> Any:
-        return self.members[data["union"]].decode(data["value"], store)
+        tag = data["union"]
+        for member in self.members:
+            if member.describe() == tag:
+                return member.decode(data["value"], store)
+        raise SerializationError(f"{tag!r} is not a member of {self.describe()}")
 
 
 class ListCodec(Codec):
-    __slots__ = ("container", "item")
+    __slots__ = ("accepts", "container", "item")
 
-    def __init__(self, tp: Any, item: Codec, container: Any = list) -> None:
+    def __init__(self, tp: Any, item: Codec, container: Any = list, accepts: Any = None) -> None:
         super().__init__(tp)
         self.item = item
-        self.container = container
+        self.container = container  # what decoding builds
+        self.accepts = accepts or container  # what checking allows
 
     def check(self, value: Any) -> bool:
-        if not isinstance(value, self.container):
+        if not isinstance(value, self.accepts) or isinstance(value, str | bytes):
             return False
         if isinstance(self.item, AnyCodec):
             return True
@@ -317,7 +370,7 @@ class ListCodec(Codec):
     def encode(self, value: Any, store: BlobStore | None) -> Json:
         encode = self.item.encode
         items = [encode(v, store) for v in value]
-        if self.container is not list:  # sets: a stable order keeps cache keys stable
+        if self.container in (set, frozenset):  # a stable order keeps cache keys stable
             items.sort(key=repr)
         return items
 
@@ -451,7 +504,7 @@ class PydanticCodec(Codec):
 
 CodecFactory = Callable[[Any], Codec | None]
 _factories: list[CodecFactory] = []
-_cache: dict[Any, Codec] = {}
+_cache: dict[tuple[Any, Any, Any], Codec] = {}
 
 
 def register_codec_factory(factory: CodecFactory) -> None:
@@ -462,13 +515,16 @@ def register_codec_factory(factory: CodecFactory) -> None:
 
 def codec_for(tp: Any) -> Codec:
     """The codec for an annotation, built once and cached."""
+    # Equal annotations can differ in ways that matter here (`int | str == str | int`,
+    # `Optional[int] == int | None`), so the key also has the spelling's type and argument order.
+    key = (tp, type(tp), typing.get_args(tp))
     try:
-        return _cache[tp]
+        return _cache[key]
     except KeyError:
         pass
     except TypeError:  # unhashable annotation: build each time
         return _build(tp)
-    codec = _cache[tp] = _build(tp)
+    codec = _cache[key] = _build(tp)
     return codec
 
 
@@ -504,8 +560,10 @@ def _build(tp: Any) -> Codec:
         return UnionCodec(tp, [codec_for(a) for a in args])
     if origin is typing.Literal:
         return LiteralCodec(tp)
-    if origin in (list, Sequence) or tp in (list, Sequence):
+    if origin is list or tp is list:
         return ListCodec(tp, codec_for(args[0] if args else Any))
+    if origin is Sequence or tp is Sequence:
+        return ListCodec(tp, codec_for(args[0] if args else Any), list, Sequence)
     if origin in (set, frozenset) or tp in (set, frozenset):
         container = origin or tp
         return ListCodec(tp, codec_for(args[0] if args else Any), container)

@@ -27,10 +27,25 @@ class Parameter:
     annotation: Any
     codec: Codec
     default: Any = _MISSING
+    keyword_only: bool = False
 
     @property
     def required(self) -> bool:
         return self.default is _MISSING
+
+
+def _resolve(func: Callable[..., Any], task_name: str, name: str, annotation: Any) -> Any:
+    """Evaluate one string annotation in the function's module, or say why it cannot be."""
+    if not isinstance(annotation, str):
+        return annotation
+    try:
+        return eval(annotation, getattr(func, "__globals__", {}))
+    except Exception as e:
+        what = "the return annotation" if name == "return" else f"the annotation of {name!r}"
+        raise TaskDefinitionError(
+            f"task {task_name!r}: cannot resolve {what} ({annotation!r}): {e}. Define the type "
+            "at module level so loom can check and encode values of it."
+        ) from e
 
 
 class Interface:
@@ -40,12 +55,21 @@ class Interface:
     call and this is several times cheaper.
     """
 
-    __slots__ = ("_by_name", "names", "output", "output_annotation", "parameters", "task_name")
+    __slots__ = (
+        "_by_name",
+        "names",
+        "output",
+        "output_annotation",
+        "parameters",
+        "positional",
+        "task_name",
+    )
 
     def __init__(self, task_name: str, parameters: list[Parameter], output_annotation: Any) -> None:
         self.task_name = task_name
         self.parameters = parameters
         self.names = tuple(p.name for p in parameters)
+        self.positional = tuple(p.name for p in parameters if not p.keyword_only)
         self._by_name = {p.name: p for p in parameters}
         self.output_annotation = output_annotation
         self.output = codec_for(output_annotation)
@@ -55,8 +79,11 @@ class Interface:
         """Read the interface from a function's signature and (resolved) annotations."""
         try:
             hints = typing.get_type_hints(func, include_extras=True)
-        except Exception:  # unresolvable forward references: fall back to what is declared
-            hints = {}
+        except Exception:  # find the annotation that cannot be resolved, and say which
+            hints = {
+                name: _resolve(func, task_name, name, ann)
+                for name, ann in getattr(func, "__annotations__", {}).items()
+            }
         params = []
         for p in inspect.signature(func).parameters.values():
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY):
@@ -64,20 +91,23 @@ class Interface:
                     f"task {task_name!r}: parameter {p.name!r} is {p.kind.description}; task "
                     "inputs must be named parameters (no *args, **kwargs or positional-only)"
                 )
-            ann = hints.get(p.name, Any if p.annotation is _MISSING else p.annotation)
-            params.append(Parameter(p.name, ann, codec_for(ann), p.default))
+            ann = hints.get(p.name, Any)
+            params.append(
+                Parameter(p.name, ann, codec_for(ann), p.default, p.kind == p.KEYWORD_ONLY)
+            )
         output = hints.get("return", Any)
         return cls(task_name, params, None if output is type(None) else output)
 
     def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """Map call arguments to parameter names, fill defaults and validate types."""
         names = self.names
-        if len(args) > len(names):
+        positional = self.positional
+        if len(args) > len(positional):
             raise InputError(
-                f"task {self.task_name!r} takes {len(names)} input(s) but {len(args)} "
-                "positional argument(s) were given"
+                f"task {self.task_name!r} takes {len(positional)} positional input(s) but "
+                f"{len(args)} were given"
             )
-        values = dict(zip(names, args, strict=False))
+        values = dict(zip(positional, args, strict=False))
         by_name = self._by_name
         for key, value in kwargs.items():
             if key not in by_name:

@@ -35,11 +35,18 @@ def _hash_file(path: Path, h: hashlib._Hash | None = None) -> hashlib._Hash:
 
 
 def hash_dir(path: Path) -> str:
-    """A digest of a directory tree's relative names and contents."""
+    """A digest of a directory tree: every entry's kind, name and (for files) size and content.
+
+    Each entry is framed with its lengths, so no two different trees can produce the same
+    byte stream; empty directories count too.
+    """
     h = hashlib.sha256()
     for p in sorted(path.rglob("*")):
-        if p.is_file():
-            h.update(str(p.relative_to(path)).encode() + b"\0")
+        name = str(p.relative_to(path)).encode()
+        if p.is_dir():
+            h.update(b"D%d:" % len(name) + name)
+        elif p.is_file():
+            h.update(b"F%d:" % len(name) + name + b"%d:" % p.stat().st_size)
             _hash_file(p, h)
     return h.hexdigest()
 
