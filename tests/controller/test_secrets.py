@@ -83,3 +83,19 @@ def test_secret_values_do_not_show_in_reprs(monkeypatch: pytest.MonkeyPatch) -> 
 
     text = loom.run(show).outputs()
     assert "super-secret-value" not in text and "api-key" in text
+
+
+def test_a_missing_secret_fails_the_action_and_is_recorded() -> None:
+    @loom.TaskEnvironment("catcher").task
+    async def parent() -> str:
+        try:
+            await read_secrets()
+        except MissingSecretError as e:
+            return f"caught: {e}"
+        return "no error"
+
+    run = loom.run(parent)
+    assert run.outputs().startswith("caught: secret 'api-key' is not set")
+    child = next(a for a in run.actions() if a.task == "secretive.read_secrets")
+    assert child.phase == "FAILED" and child.attempts == 0
+    assert child.error is not None and "MissingSecretError" in child.error

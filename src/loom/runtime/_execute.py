@@ -112,21 +112,26 @@ class ActionExecution:
         self.cache_key: str | None = None
         self.leader: concurrent.futures.Future[None] | None = None
         self.value: Any = None
+        self.context = TaskContext(host, name, task, group, None)
+        if task.report:
+            self.context.report_parts = []
+
+    def prepare(self) -> None:
+        """Resolve secrets and environment variables; a failure here fails the action."""
+        task, host, context = self.task, self.host, self.context
         environ: dict[str, str] | None = None
-        secrets = None
-        if task.secrets:
-            values, paths, secret_env = host.resolve_secrets(task)
-            secrets = SecretsAccessor(values, paths)
-            environ = secret_env
+        try:
+            if task.secrets:
+                values, paths, environ = host.resolve_secrets(task)
+                context.secrets = SecretsAccessor(values, paths)
+        except BaseException as e:
+            self.failed(e)
+            raise
         if task.env_vars or host.env_vars:
             environ = {**(environ or {}), **task.env_vars, **host.env_vars}
         if environ is not None:
             install_environ_overlay()
-        self.context = TaskContext(
-            host, name, task, group, environ, *([secrets] if secrets else [])
-        )
-        if task.report:
-            self.context.report_parts = []
+            context.environ = environ
 
     # -- cache --------------------------------------------------------------------------------
 
@@ -268,6 +273,7 @@ class ActionExecution:
 
 async def execute_async(ex: ActionExecution) -> Any:
     """Run an async task's action on the current event loop."""
+    ex.prepare()
     while (state := ex.lookup()) is not None:
         if state is _HIT:
             return ex.value
@@ -300,6 +306,7 @@ async def execute_async(ex: ActionExecution) -> Any:
 
 def execute_sync(ex: ActionExecution) -> Any:
     """Run a sync task's action in the calling thread (timed attempts get their own thread)."""
+    ex.prepare()
     while (state := ex.lookup()) is not None:
         if state is _HIT:
             return ex.value
