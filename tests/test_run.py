@@ -89,8 +89,8 @@ def test_with_runcontext_options() -> None:
     assert run.outputs()["project"] == "p1" and run.outputs()["domain"] == "staging"
 
 
-def test_remote_mode_is_refused_clearly_for_now() -> None:
-    with pytest.raises(LoomError, match="remote runs need the loom control plane"):
+def test_remote_mode_without_a_server_says_how_to_get_one() -> None:
+    with pytest.raises(ConfigError, match="start one with `loom server start`"):
         loom.with_runcontext(mode="remote").run(whoami)
     with pytest.raises(ConfigError, match="run mode must be"):
         loom.with_runcontext(mode="cloud")  # type: ignore[arg-type]

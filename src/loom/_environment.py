@@ -34,7 +34,7 @@ class TaskEnvironment:
     >>> @env.task
     ... async def extract(day: str) -> list[dict]: ...
 
-    ``env_vars`` are visible to the tasks through ``os.environ`` (see ``loom.runtime`` for how
+    ``env_vars`` are visible to the tasks through ``os.environ`` (see ``loom._execution`` for how
     concurrent tasks of disagreeing environments are kept apart in local mode).
     """
 

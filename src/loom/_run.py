@@ -13,10 +13,10 @@ from .errors import ConfigError, LoomError
 # not by ``import loom``: authoring a workflow should cost almost nothing.
 if TYPE_CHECKING:
     from ._controller import LocalRun
+    from ._execution import ActionRecord
     from ._settings import Settings
     from ._task import TaskTemplate
     from ._trace import TraceRecord
-    from .runtime import ActionRecord
 
 Mode = Literal["local", "remote"]
 
@@ -134,13 +134,22 @@ class RunContext:
         return 0 if self._host is None else len(self._host.records)
 
     def _resolve_mode(self, settings: Settings) -> Mode:
-        mode: Mode = self.mode or ("remote" if settings.endpoint else "local")
-        if mode == "remote":
-            raise LoomError(
-                "remote runs need the loom control plane, which this version does not include "
-                "yet; use mode='local'"
-            )
-        return mode
+        return self.mode or ("remote" if settings.endpoint else "local")
+
+    async def submit_remote(self, task: TaskTemplate[Any, Any], *args: Any, **inputs: Any) -> Any:
+        """Create the run on the control plane and return its handle without waiting."""
+        from ._run_remote import submit
+
+        settings = current_settings().with_overrides(project=self.project, domain=self.domain)
+        return await submit(
+            task,
+            args,
+            inputs,
+            settings,
+            name=self.name,
+            env_vars=self.env_vars,
+            overwrite_cache=self.overwrite_cache,
+        )
 
     async def execute(self, task: TaskTemplate[Any, Any], *args: Any, **inputs: Any) -> Run:
         """Run ``task`` and return its finished handle; task failures are kept, not raised."""
@@ -151,7 +160,8 @@ class RunContext:
         if not isinstance(task, TaskTemplate):
             raise LoomError(f"loom.run needs a task (decorated with @env.task), got {task!r}")
         settings = current_settings().with_overrides(project=self.project, domain=self.domain)
-        self._resolve_mode(settings)
+        if self._resolve_mode(settings) == "remote":
+            raise LoomError("execute() runs locally; use run() or submit_remote() for remote runs")
         host = LocalRun(
             self.name or new_run_name(),
             settings,
@@ -171,15 +181,27 @@ class RunContext:
             host.close()
         return handle
 
-    async def run_aio(self, task: TaskTemplate[Any, Any], *args: Any, **inputs: Any) -> Run:
+    async def run_aio(self, task: TaskTemplate[Any, Any], *args: Any, **inputs: Any) -> Any:
         """Async form of :meth:`run`."""
+        from ._task import TaskTemplate
+
+        if not isinstance(task, TaskTemplate):
+            raise LoomError(f"loom.run needs a task (decorated with @env.task), got {task!r}")
+        settings = current_settings().with_overrides(project=self.project, domain=self.domain)
+        if self._resolve_mode(settings) == "remote":
+            return await self.submit_remote(task, *args, **inputs)
         handle = await self.execute(task, *args, **inputs)
         if handle.error is not None:
             raise handle.error
         return handle
 
-    def run(self, task: TaskTemplate[Any, Any], *args: Any, **inputs: Any) -> Run:
-        """Run ``task`` with ``inputs``; raises the task's own exception if it fails."""
+    def run(self, task: TaskTemplate[Any, Any], *args: Any, **inputs: Any) -> Any:
+        """Run ``task`` with ``inputs``.
+
+        Locally the run completes before this returns and a failure raises the task's own
+        exception. Remotely (``mode="remote"``, or an endpoint configured) it returns a
+        :class:`~loom._run_remote.RemoteRun` at once: ``.wait()``, then ``.outputs()``.
+        """
         from ._sync import run_sync
 
         return run_sync(self.run_aio(task, *args, **inputs))
@@ -209,12 +231,12 @@ def with_runcontext(
     )
 
 
-def run(task: TaskTemplate[Any, Any], *args: Any, **inputs: Any) -> Run:
+def run(task: TaskTemplate[Any, Any], *args: Any, **inputs: Any) -> Any:
     """Run ``task`` with default options and return its handle (``.outputs()`` is the result)."""
     return RunContext().run(task, *args, **inputs)
 
 
-async def run_aio(task: TaskTemplate[Any, Any], *args: Any, **inputs: Any) -> Run:
+async def run_aio(task: TaskTemplate[Any, Any], *args: Any, **inputs: Any) -> Any:
     """Async form of :func:`run`, for code that already runs an event loop."""
     return await RunContext().run_aio(task, *args, **inputs)
 

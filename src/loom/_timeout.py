@@ -60,11 +60,19 @@ class RetryStrategy:
         if self.count < 0:
             raise TaskDefinitionError(f"retries must not be negative, got {self.count}")
 
+    @property
+    def backoff_seconds(self) -> float:
+        return _seconds(self.backoff, "backoff") or 0.0
+
+    @property
+    def max_backoff_seconds(self) -> float:
+        return _seconds(self.max_backoff, "max_backoff") or 0.0
+
     def delay(self, retry: int) -> float:
         """Seconds to wait before retry number ``retry`` (1-based)."""
-        base = _seconds(self.backoff, "backoff") or 0.0
-        cap = _seconds(self.max_backoff, "max_backoff") or 0.0
-        return float(min(base * self.backoff_factor ** (retry - 1), cap))
+        cap = self.max_backoff_seconds
+        growth = self.backoff_factor ** min(retry - 1, 64)  # bounded: the cap wins long before
+        return float(min(self.backoff_seconds * growth, cap))
 
     @classmethod
     def coerce(cls, value: RetryStrategy | int | None) -> RetryStrategy:

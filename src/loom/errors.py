@@ -12,7 +12,15 @@ also means something to plain Python, it derives from the matching built-in too,
     ├── MissingSecretError (KeyError)  a secret the task asks for is not available
     ├── TaskTimeoutError (TimeoutError) an attempt outlived the task's timeout
     ├── SerializationError             a value could not be encoded or decoded by the type engine
-    └── TaskLoadError                  a task file could not be found, imported or searched
+    ├── TaskLoadError                  a task file could not be found, imported or searched
+    ├── BundleError                    the source tree could not be packaged or unpacked
+    ├── RemoteTaskError                a remote action failed with an exception that cannot be
+    │                                  rebuilt here (its type, message and traceback are kept)
+    └── ApiError                       the control plane refused a request or cannot be reached
+        ├── ServerUnreachableError     nothing answers at the configured endpoint
+        ├── AuthenticationError        the API key is missing or wrong (HTTP 401)
+        ├── NotFoundError (LookupError) the run, action, project or key does not exist (HTTP 404)
+        └── PayloadTooLargeError       inputs or outputs exceed the server's limit (HTTP 413)
 
 Exceptions raised by *user code* inside a task are never wrapped: they reach the caller with
 their own type, message and traceback.
@@ -21,12 +29,19 @@ their own type, message and traceback.
 from __future__ import annotations
 
 __all__ = [
+    "ApiError",
+    "AuthenticationError",
+    "BundleError",
     "ConfigError",
     "InputError",
     "LoomError",
     "MissingSecretError",
+    "NotFoundError",
     "OutputTypeError",
+    "PayloadTooLargeError",
+    "RemoteTaskError",
     "SerializationError",
+    "ServerUnreachableError",
     "TaskDefinitionError",
     "TaskLoadError",
     "TaskTimeoutError",
@@ -70,3 +85,40 @@ class SerializationError(LoomError):
 
 class TaskLoadError(LoomError):
     """A task file could not be found or imported, or does not define the task asked for."""
+
+
+class BundleError(LoomError):
+    """The source tree could not be packaged, or a bundle could not be unpacked safely."""
+
+
+class RemoteTaskError(LoomError):
+    """A remote action failed with an exception whose type cannot be rebuilt in this process."""
+
+    def __init__(self, type_name: str, message: str, traceback: str = "") -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.remote_traceback = traceback
+
+
+class ApiError(LoomError):
+    """The control plane refused a request."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ServerUnreachableError(ApiError):
+    """Nothing answers at the configured endpoint."""
+
+
+class AuthenticationError(ApiError):
+    """The API key is missing or wrong."""
+
+
+class NotFoundError(ApiError, LookupError):
+    """The run, action, project or key does not exist."""
+
+
+class PayloadTooLargeError(ApiError):
+    """Inputs or outputs exceed the server's size limit."""

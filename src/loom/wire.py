@@ -7,33 +7,56 @@ names are the JSON names. Every change must be backwards compatible within ``API
 Endpoints (all under ``/api/v1``, all need ``Authorization: Bearer <api key>``; the response
 model follows the arrow):
 
-=========================================================  ===========================================
-``GET  /health``                                           ``Health`` (no key needed)
-``GET  /whoami``                                           ``ApiKeyInfo`` of the caller
-``POST /api-keys`` ``ApiKeyCreate``                         ``ApiKeyCreated`` (the secret, shown once)
-``GET  /api-keys``                                          ``list[ApiKeyInfo]``
-``DELETE /api-keys/{name}``                                 204
-``POST /projects`` ``ProjectCreate``                        ``ProjectInfo``
-``GET  /projects``                                          ``list[ProjectInfo]``
-``PUT  /bundles/{digest}`` (body: tar.gz bytes)             ``BundleInfo`` (idempotent per digest)
-``HEAD /bundles/{digest}``                                  200 if stored, 404 if not
-``GET  /bundles/{digest}``                                  the tar.gz bytes
-``POST /runs`` ``RunCreate``                                ``RunInfo``
-``GET  /runs?project=&domain=&phase=&task=&limit=``         ``list[RunInfo]`` (newest first)
-``GET  /runs/{run}``                                        ``RunInfo``
-``POST /runs/{run}/abort``                                  ``RunInfo``
-``GET  /runs/{run}/actions``                                ``list[ActionInfo]``
-``POST /runs/{run}/actions`` ``ActionCreate``               ``ActionInfo`` (idempotent per name)
-``GET  /runs/{run}/actions/{action}``                       ``ActionInfo``
-``GET  /runs/{run}/actions/{action}/spec``                  ``ActionSpec`` (for the runtime)
-``GET  /runs/{run}/actions/{action}/outputs``               ``Outputs``
-``GET  /runs/{run}/actions/{action}/wait?timeout=``         ``ActionInfo`` once terminal or at timeout
-``POST /runs/{run}/actions/{action}/attempts/{n}/started``  ``ActionInfo``
-``POST /runs/{run}/actions/{action}/attempts/{n}/heartbeat`` 204
-``POST /runs/{run}/actions/{action}/attempts/{n}/finished`` ``AttemptResult`` -> ``ActionInfo``
-``GET  /runs/{run}/actions/{action}/logs?attempt=&follow=`` text/plain, streamed while following
-``GET  /events?run=`` (server-sent events)                  one ``Event`` per ``data:`` line
-=========================================================  ===========================================
+- ``GET  /health``
+  → ``Health`` (no key needed)
+- ``GET  /whoami``
+  → ``ApiKeyInfo`` of the caller
+- ``POST /api-keys`` ``ApiKeyCreate``
+  → ``ApiKeyCreated`` (the secret, shown once)
+- ``GET  /api-keys``
+  → ``list[ApiKeyInfo]``
+- ``DELETE /api-keys/{name}``
+  → 204
+- ``POST /projects`` ``ProjectCreate``
+  → ``ProjectInfo``
+- ``GET  /projects``
+  → ``list[ProjectInfo]``
+- ``PUT  /bundles/{digest}`` (body: tar.gz bytes)
+  → ``BundleInfo`` (idempotent per digest)
+- ``HEAD /bundles/{digest}``
+  → 200 if stored, 404 if not
+- ``GET  /bundles/{digest}``
+  → the tar.gz bytes
+- ``POST /runs`` ``RunCreate``
+  → ``RunInfo``
+- ``GET  /runs?project=&domain=&phase=&task=&limit=``
+  → ``list[RunInfo]`` (newest first)
+- ``GET  /runs/{run}``
+  → ``RunInfo``
+- ``POST /runs/{run}/abort``
+  → ``RunInfo``
+- ``GET  /runs/{run}/actions``
+  → ``list[ActionInfo]``
+- ``POST /runs/{run}/actions`` ``ActionCreate``
+  → ``ActionInfo`` (idempotent per name)
+- ``GET  /runs/{run}/actions/{action}``
+  → ``ActionInfo``
+- ``GET  /runs/{run}/actions/{action}/spec``
+  → ``ActionSpec`` (for the runtime)
+- ``GET  /runs/{run}/actions/{action}/outputs``
+  → ``Outputs``
+- ``GET  /runs/{run}/actions/{action}/wait?timeout=``
+  → ``ActionInfo`` once terminal or at timeout
+- ``POST /runs/{run}/actions/{action}/attempts/{n}/started``
+  → ``ActionInfo``
+- ``POST /runs/{run}/actions/{action}/attempts/{n}/heartbeat`
+  → ` 204
+- ``POST /runs/{run}/actions/{action}/attempts/{n}/finished``
+  → ``AttemptResult`` -> ``ActionInfo``
+- ``GET  /runs/{run}/actions/{action}/logs?attempt=&follow=``
+  → text/plain, streamed while following
+- ``GET  /events?run=`` (server-sent events)
+  → one ``Event`` per ``data:`` line
 
 Run and action names are unique within the server; action names are unique within their run.
 """

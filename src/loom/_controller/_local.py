@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._context import TaskContext, current_group
+from .._execution import ActionExecution, ActionRecord, execute_async, execute_sync
 from .._settings import Settings
 from .._trace import TraceRecord
-from ..runtime import ActionExecution, ActionRecord, execute_async, execute_sync
 from ._cache_store import LocalCacheStore, cache_store
 from ._secrets import LocalSecrets
 

@@ -1,16 +1,25 @@
-"""Running task actions in this process: attempts, retries, timeouts, caching, environment.
+"""The execution engine: running a task action in this process, with attempts, retries,
+timeouts, caching and its environment.
 
 The local controller uses it for every action of a local run; in remote mode the action
-process uses it for the one action it was given.
+process (``loom.runtime``) uses it for the one action it was given.
 """
 
 from ._environ import install_environ_overlay
-from ._execute import ActionExecution, ActionHost, ActionRecord, execute_async, execute_sync
+from ._execute import (
+    ActionExecution,
+    ActionHost,
+    ActionRecord,
+    cache_key,
+    execute_async,
+    execute_sync,
+)
 
 __all__ = [
     "ActionExecution",
     "ActionHost",
     "ActionRecord",
+    "cache_key",
     "execute_async",
     "execute_sync",
     "install_environ_overlay",

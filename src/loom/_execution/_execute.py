@@ -14,6 +14,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -91,6 +92,16 @@ class ActionHost(RunInfo, Protocol):
 _HIT = object()
 
 
+def cache_key(task: TaskTemplate[Any, Any], encoded_inputs: Mapping[str, Any]) -> str:
+    """The cache key of a call: task identity, cache version and inputs (minus ignored ones)."""
+    import hashlib
+
+    ignored = task.cache.ignored_inputs
+    inputs = {n: v for n, v in encoded_inputs.items() if n not in ignored}
+    payload = json.dumps([task.name, task.cache_version, inputs], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
 class ActionExecution:
     """One task call moving through its attempts; the drivers below supply the I/O."""
 
@@ -159,22 +170,14 @@ class ActionExecution:
         return None
 
     def _compute_cache_key(self) -> str | None:
-        import hashlib
-
         task = self.task
         by_name = {p.name: p.codec for p in task.interface.parameters}
-        ignored = task.cache.ignored_inputs
         try:
-            encoded = {
-                n: by_name[n].encode(v, self.host.blobs)
-                for n, v in self.inputs.items()
-                if n not in ignored
-            }
-            payload = json.dumps([task.name, task.cache_version, encoded], sort_keys=True)
+            encoded = {n: by_name[n].encode(v, self.host.blobs) for n, v in self.inputs.items()}
+            return cache_key(task, encoded)
         except (SerializationError, TypeError, ValueError) as e:
             log.warning("not caching %s: its inputs cannot be encoded (%s)", task.name, e)
             return None
-        return hashlib.sha256(payload.encode()).hexdigest()
 
     def _read_cache(self) -> bool:
         assert self.cache_key is not None

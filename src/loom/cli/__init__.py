@@ -5,7 +5,9 @@ from __future__ import annotations
 import click
 
 from .._version import __version__
+from ._inspect import abort, create, delete, get
 from ._run import run
+from ._server import server
 
 __all__ = ["cli", "main"]
 
@@ -16,7 +18,8 @@ def cli() -> None:
     """loom: a workflow runtime for Python with interactive, debuggable tasks."""
 
 
-cli.add_command(run)
+for command in (run, server, get, create, delete, abort):
+    cli.add_command(command)
 
 
 def main() -> None:

@@ -134,6 +134,11 @@ class TaskCommand(click.Command):
             if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
         }
         opts = ctx.find_object(dict) or {}
+        if opts["remote"]:
+            from ._remote_run import run_remote
+
+            run_remote(self.task, inputs, opts)
+            return
         handle = _execute(self.task, inputs, opts)
         _report(self.task, handle, opts["output"])
 
@@ -225,9 +230,21 @@ class RunGroup(click.Group):
     "--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True,
     help="How to print the result.",
 )  # fmt: skip
+@click.option("--remote", is_flag=True, help="Run on the configured loom server.")
+@click.option("--project", "-p", help="Project of a remote run [default: from the config].")
+@click.option("--domain", "-d", help="Domain of a remote run [default: from the config].")
+@click.option("--detach", is_flag=True, help="With --remote: print the run name and return.")
 @click.pass_context
 def run(
-    ctx: click.Context, name: str | None, overwrite_cache: bool, env: tuple[str, ...], output: str
+    ctx: click.Context,
+    name: str | None,
+    overwrite_cache: bool,
+    env: tuple[str, ...],
+    output: str,
+    remote: bool,
+    project: str | None,
+    domain: str | None,
+    detach: bool,
 ) -> None:
     """Run a task from FILE locally and print its result.
 
@@ -236,10 +253,17 @@ def run(
     loom run FILE TASK --help   show a task's inputs, types and defaults
     loom run FILE TASK --x 1    run TASK with input x=1 (lists, dicts and
                                 dataclasses are given as JSON)
+    loom run --remote FILE TASK run it on the loom server instead
     """
+    if (project or domain or detach) and not remote:
+        raise click.UsageError("--project, --domain and --detach need --remote")
     ctx.obj = {
         "name": name,
         "overwrite_cache": overwrite_cache,
         "env_vars": _parse_env(env),
         "output": output,
+        "remote": remote,
+        "project": project,
+        "domain": domain,
+        "detach": detach,
     }

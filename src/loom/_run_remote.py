@@ -1,0 +1,118 @@
+"""Remote runs: package the code, create the run on the control plane, follow it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from . import wire
+from ._controller._remote import rebuild_error, task_spec
+from ._settings import Settings
+from ._sync import run_sync
+from .errors import ConfigError, LoomError
+from .remote import Client, make_bundle, task_location
+
+if TYPE_CHECKING:
+    from ._task import TaskTemplate
+
+ROOT_ACTION = "a0"
+
+
+def client_for(settings: Settings) -> Client:
+    """A client for the configured endpoint, or a clear error saying how to configure one."""
+    if not settings.endpoint:
+        raise ConfigError(
+            "no loom server is configured: start one with `loom server start` (it writes "
+            f"{settings.config_path}), or set LOOM_ENDPOINT and LOOM_API_KEY"
+        )
+    return Client(settings.endpoint, settings.api_key)
+
+
+class RemoteRun:
+    """A run on the control plane. ``wait()`` follows it; ``outputs()`` is the root's result."""
+
+    def __init__(self, info: wire.RunInfo, settings: Settings, task: TaskTemplate[Any, Any]):
+        self.info = info
+        self._settings = settings
+        self._task = task
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def phase(self) -> str:
+        return self.info.phase
+
+    @property
+    def mode(self) -> str:
+        return "remote"
+
+    @property
+    def url(self) -> str:
+        """Where the run is shown (the server's UI)."""
+        assert self._settings.endpoint is not None
+        return f"{self._settings.endpoint.rstrip('/')}/runs/{self.name}"
+
+    async def wait_aio(self) -> RemoteRun:
+        async with client_for(self._settings) as client:
+            await client.wait_action(self.name, ROOT_ACTION)
+            self.info = await client.get_run(self.name)
+        return self
+
+    def wait(self) -> RemoteRun:
+        """Block until the run reaches a terminal phase."""
+        return run_sync(self.wait_aio())
+
+    async def outputs_aio(self) -> Any:
+        async with client_for(self._settings) as client:
+            root = await client.wait_action(self.name, ROOT_ACTION)
+            if root.phase != "SUCCEEDED":
+                raise rebuild_error(root.error, ROOT_ACTION)
+            outputs = await client.get_outputs(self.name, ROOT_ACTION)
+        return self._task.interface.output.decode(outputs.value, None)
+
+    def outputs(self) -> Any:
+        """The root task's return value (waits for the run); raises the task's exception."""
+        return run_sync(self.outputs_aio())
+
+    def __repr__(self) -> str:
+        return f"<RemoteRun {self.name} {self.phase}>"
+
+
+async def submit(
+    task: TaskTemplate[Any, Any],
+    args: tuple[Any, ...],
+    inputs: Mapping[str, Any],
+    settings: Settings,
+    *,
+    name: str | None = None,
+    env_vars: Mapping[str, str] | None = None,
+    overwrite_cache: bool = False,
+) -> RemoteRun:
+    """Bundle the task's source tree (uploaded once per content) and create the run."""
+    client = client_for(settings)  # fail fast, before packaging anything
+    bound = task.interface.bind(args, inputs)
+    codecs = {p.name: p.codec for p in task.interface.parameters}
+    encoded = {n: codecs[n].encode(v, None) for n, v in bound.items()}
+    root_dir, _, _ = task_location(task)
+    bundle = make_bundle(root_dir)
+    async with client:
+        if not await client.has_bundle(bundle.digest):
+            await client.upload_bundle(bundle.digest, bundle.data)
+        try:
+            body = wire.RunCreate(
+                project=settings.project,
+                domain=settings.domain,
+                name=name,
+                bundle=bundle.digest,
+                root=wire.ActionCreate(
+                    name=ROOT_ACTION, task=task_spec(task, encoded), inputs=encoded
+                ),
+                env_vars=dict(env_vars or {}),
+                overwrite_cache=overwrite_cache,
+            )
+        except ValueError as e:  # pydantic's validation of names and sizes
+            raise LoomError(f"invalid run request: {e}") from e
+        info = await client.create_run(body)
+    return RemoteRun(info, settings, task)

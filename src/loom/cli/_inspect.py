@@ -1,0 +1,258 @@
+"""``loom get|create|delete|abort``: inspecting and managing what lives on the server."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+from .. import wire
+from ..remote import Client
+from ._common import (
+    PHASE_STYLE,
+    call_server,
+    domain_option,
+    output_option,
+    print_json,
+    project_option,
+    settings_for,
+    took,
+    when,
+)
+
+console = Console()
+
+
+def _phase(phase: str) -> str:
+    return f"[{PHASE_STYLE.get(phase, 'white')}]{phase}[/]"
+
+
+@click.group()
+def get() -> None:
+    """Show runs, actions, logs, projects and API keys."""
+
+
+@get.command("run")
+@click.argument("name", required=False)
+@project_option
+@domain_option
+@click.option("--phase", type=click.Choice(sorted(PHASE_STYLE)), help="Only runs in this phase.")
+@click.option("--task", help="Only runs of this task (its full name, env.function).")
+@click.option("--limit", default=20, show_default=True, help="How many recent runs.")
+@output_option
+def get_run(
+    name: str | None,
+    project: str | None,
+    domain: str | None,
+    phase: str | None,
+    task: str | None,
+    limit: int,
+    output: str,
+) -> None:
+    """List recent runs, or show one run with its action tree."""
+    settings = settings_for(project, domain)
+    if name is None:
+        runs = call_server(
+            settings,
+            lambda c: c.list_runs(
+                project=settings.project,
+                domain=settings.domain,
+                phase=phase,
+                task=task,
+                limit=limit,
+            ),
+        )
+        if output == "json":
+            print_json(runs)
+            return
+        table = Table("run", "task", "phase", "project/domain", "started", "duration", "by")
+        for r in runs:
+            table.add_row(
+                r.name, r.task, _phase(r.phase), f"{r.project}/{r.domain}",
+                when(r.started_at or r.created_at), took(r.started_at, r.ended_at), r.created_by,
+            )  # fmt: skip
+        console.print(table if runs else "no runs yet")
+        return
+
+    async def fetch(c: Client) -> tuple[wire.RunInfo, list[wire.ActionInfo]]:
+        return await c.get_run(name), await c.list_actions(name)
+
+    run, actions = call_server(settings, fetch)
+    if output == "json":
+        print_json({"run": run, "actions": actions})
+        return
+    console.print(
+        f"run [bold]{run.name}[/] {_phase(run.phase)}  task {run.task}  "
+        f"{run.project}/{run.domain}  {took(run.started_at, run.ended_at)}"
+    )
+    console.print(_tree(actions))
+    if run.error is not None:
+        console.print(f"[red]{run.error.type}: {run.error.message}[/]")
+
+
+def _tree(actions: list[wire.ActionInfo]) -> Tree:
+    """Actions under their parents, with groups as intermediate nodes."""
+    tree = Tree("actions")
+    nodes: dict[str | None, Tree] = {None: tree}
+    groups: dict[tuple[str | None, tuple[str, ...]], Tree] = {}
+    for a in actions:  # the server lists parents before their children
+        parent = nodes.get(a.parent, tree)
+        for depth in range(1, len(a.group) + 1):
+            key = (a.parent, tuple(a.group[:depth]))
+            if key not in groups:
+                groups[key] = parent.add(f"[bold blue]group {a.group[depth - 1]}[/]")
+            parent = groups[key]
+        attempts = f"  attempts {len(a.attempts)}" if len(a.attempts) > 1 else ""
+        cache = f"  cache {a.cache}" if a.cache != "disabled" else ""
+        error = f"  [red]{a.error.type}: {a.error.message}[/]" if a.error else ""
+        nodes[a.name] = parent.add(
+            f"{a.name}  {a.task}  {_phase(a.phase)}  {took(a.started_at, a.ended_at)}"
+            f"{attempts}{cache}{error}"
+        )
+    return tree
+
+
+@get.command("action")
+@click.argument("run")
+@click.argument("action", required=False)
+@output_option
+def get_action(run: str, action: str | None, output: str) -> None:
+    """List a run's actions, or show one action with its attempts and error."""
+    settings = settings_for()
+    if action is None:
+        actions = call_server(settings, lambda c: c.list_actions(run))
+        if output == "json":
+            print_json(actions)
+            return
+        table = Table("action", "task", "phase", "parent", "group", "attempts", "duration")
+        for a in actions:
+            table.add_row(
+                a.name, a.task, _phase(a.phase), a.parent or "", "/".join(a.group),
+                str(len(a.attempts)), took(a.started_at, a.ended_at),
+            )  # fmt: skip
+        console.print(table)
+        return
+    info = call_server(settings, lambda c: c.get_action(run, action))
+    if output == "json":
+        print_json(info)
+        return
+    console.print(
+        f"action [bold]{info.name}[/] of run {info.run}: {info.task} {_phase(info.phase)}"
+        f"  parent {info.parent or '-'}  cache {info.cache}"
+    )
+    for attempt in info.attempts:
+        line = f"  attempt {attempt.number}: {_phase(attempt.phase)} {when(attempt.started_at)}"
+        if attempt.error:
+            line += f"  [red]{attempt.error.kind}: {attempt.error.type}: {attempt.error.message}[/]"
+        console.print(line)
+    if info.error and info.error.traceback:
+        console.print(info.error.traceback, markup=False, highlight=False)
+
+
+@get.command("logs")
+@click.argument("run")
+@click.argument("action", default="a0")
+@click.option("--attempt", type=int, help="Which attempt [default: the latest].")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing until the attempt ends.")
+def get_logs(run: str, action: str, attempt: int | None, follow: bool) -> None:
+    """Print an action's log (stdout and stderr of its process)."""
+
+    async def stream(c: Client) -> None:
+        async for chunk in c.logs(run, action, attempt, follow):
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+
+    call_server(settings_for(), stream)
+
+
+@get.command("project")
+@output_option
+def get_project(output: str) -> None:
+    """List projects."""
+    projects = call_server(settings_for(), lambda c: c.list_projects())
+    if output == "json":
+        print_json(projects)
+        return
+    table = Table("project", "domains", "description", "created")
+    for p in projects:
+        table.add_row(p.name, ", ".join(p.domains), p.description, when(p.created_at))
+    console.print(table)
+
+
+@get.command("api-key")
+@output_option
+def get_api_key(output: str) -> None:
+    """List API keys (names only; secrets are never shown again)."""
+    keys = call_server(settings_for(), lambda c: c.list_api_keys())
+    if output == "json":
+        print_json(keys)
+        return
+    table = Table("name", "admin", "created")
+    for k in keys:
+        table.add_row(k.name, "yes" if k.admin else "", when(k.created_at))
+    console.print(table)
+
+
+@click.group()
+def create() -> None:
+    """Create projects and API keys."""
+
+
+@create.command("project")
+@click.argument("name")
+@click.option("--description", default="", help="What the project is for.")
+@output_option
+def create_project(name: str, description: str, output: str) -> None:
+    """Create a project (it gets the domains development, staging and production)."""
+    info = call_server(settings_for(), lambda c: c.create_project(name, description))
+    if output == "json":
+        print_json(info)
+    else:
+        click.echo(f"created project {info.name} with domains {', '.join(info.domains)}")
+
+
+@create.command("api-key")
+@click.argument("name")
+@click.option("--admin", is_flag=True, help="May manage keys and projects.")
+@output_option
+def create_api_key(name: str, admin: bool, output: str) -> None:
+    """Create an API key; its secret is printed once and never again."""
+    created = call_server(settings_for(), lambda c: c.create_api_key(name, admin))
+    if output == "json":
+        print_json(created)
+        return
+    click.echo(created.key)
+    click.echo(
+        f"API key {created.name!r} created; store it now, it will not be shown again. "
+        "Use it with LOOM_API_KEY=... or `api_key:` in the config file.",
+        err=True,
+    )
+
+
+@click.group()
+def delete() -> None:
+    """Delete API keys."""
+
+
+@delete.command("api-key")
+@click.argument("name")
+def delete_api_key(name: str) -> None:
+    """Delete an API key; requests using it are refused from now on."""
+    call_server(settings_for(), lambda c: c.delete_api_key(name))
+    click.echo(f"deleted API key {name!r}")
+
+
+@click.group()
+def abort() -> None:
+    """Abort runs."""
+
+
+@abort.command("run")
+@click.argument("name")
+def abort_run(name: str) -> None:
+    """Abort a run: every unfinished action stops and is marked ABORTED."""
+    info = call_server(settings_for(), lambda c: c.abort_run(name))
+    click.echo(f"run {info.name} is {info.phase}")

@@ -1,0 +1,238 @@
+"""An async HTTP client for the control plane API (see ``loom.wire`` for the endpoints)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, TypeAdapter
+
+from .. import wire
+from ..errors import (
+    ApiError,
+    AuthenticationError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ServerUnreachableError,
+)
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Client:
+    """Talks to one loom server with one API key.
+
+    The underlying connection pool belongs to the event loop that first uses the client; use
+    one client per loop.
+    """
+
+    def __init__(self, endpoint: str, api_key: str | None, *, timeout: float = 60.0) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self._api_key = api_key
+        self._timeout = timeout
+        self._http: httpx.AsyncClient | None = None
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+            self._http = httpx.AsyncClient(
+                base_url=self.endpoint + wire.API_PREFIX,
+                headers=headers,
+                timeout=self._timeout,
+                limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
+            )
+        return self._http
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = await self._client().request(method, path, **kwargs)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+            raise ServerUnreachableError(
+                f"cannot reach the server at {self.endpoint} — start it with `loom server start`"
+            ) from e
+        except httpx.HTTPError as e:
+            raise ApiError(f"request to {self.endpoint}{path} failed: {e}") from e
+        if response.status_code >= 400:
+            raise _error_for(response)
+        return response
+
+    async def _get(self, path: str, model: type[M], **params: Any) -> M:
+        response = await self._request("GET", path, params=_clean(params))
+        return model.model_validate_json(response.content)
+
+    async def _list(self, path: str, model: type[M], **params: Any) -> list[M]:
+        response = await self._request("GET", path, params=_clean(params))
+        return TypeAdapter(list[model]).validate_json(response.content)  # type: ignore[valid-type]
+
+    async def _post(self, path: str, body: BaseModel | None, model: type[M]) -> M:
+        data = None if body is None else body.model_dump_json()
+        response = await self._request(
+            "POST", path, content=data, headers={"Content-Type": "application/json"}
+        )
+        return model.model_validate_json(response.content)
+
+    # -- server and keys ----------------------------------------------------------------------
+
+    async def health(self) -> wire.Health:
+        return await self._get("/health", wire.Health)
+
+    async def whoami(self) -> wire.ApiKeyInfo:
+        return await self._get("/whoami", wire.ApiKeyInfo)
+
+    async def create_api_key(self, name: str, admin: bool = False) -> wire.ApiKeyCreated:
+        return await self._post(
+            "/api-keys", wire.ApiKeyCreate(name=name, admin=admin), wire.ApiKeyCreated
+        )
+
+    async def list_api_keys(self) -> list[wire.ApiKeyInfo]:
+        return await self._list("/api-keys", wire.ApiKeyInfo)
+
+    async def delete_api_key(self, name: str) -> None:
+        await self._request("DELETE", f"/api-keys/{name}")
+
+    async def create_project(self, name: str, description: str = "") -> wire.ProjectInfo:
+        return await self._post(
+            "/projects", wire.ProjectCreate(name=name, description=description), wire.ProjectInfo
+        )
+
+    async def list_projects(self) -> list[wire.ProjectInfo]:
+        return await self._list("/projects", wire.ProjectInfo)
+
+    # -- bundles ------------------------------------------------------------------------------
+
+    async def has_bundle(self, digest: str) -> bool:
+        try:
+            await self._request("HEAD", f"/bundles/{digest}")
+        except NotFoundError:
+            return False
+        return True
+
+    async def upload_bundle(self, digest: str, data: bytes) -> wire.BundleInfo:
+        response = await self._request(
+            "PUT",
+            f"/bundles/{digest}",
+            content=data,
+            headers={"Content-Type": "application/gzip"},
+        )
+        return wire.BundleInfo.model_validate_json(response.content)
+
+    async def download_bundle(self, digest: str) -> bytes:
+        return (await self._request("GET", f"/bundles/{digest}")).content
+
+    # -- runs and actions ---------------------------------------------------------------------
+
+    async def create_run(self, body: wire.RunCreate) -> wire.RunInfo:
+        return await self._post("/runs", body, wire.RunInfo)
+
+    async def list_runs(self, **filters: Any) -> list[wire.RunInfo]:
+        return await self._list("/runs", wire.RunInfo, **filters)
+
+    async def get_run(self, run: str) -> wire.RunInfo:
+        return await self._get(f"/runs/{run}", wire.RunInfo)
+
+    async def abort_run(self, run: str) -> wire.RunInfo:
+        return await self._post(f"/runs/{run}/abort", None, wire.RunInfo)
+
+    async def list_actions(self, run: str) -> list[wire.ActionInfo]:
+        return await self._list(f"/runs/{run}/actions", wire.ActionInfo)
+
+    async def create_action(self, run: str, body: wire.ActionCreate) -> wire.ActionInfo:
+        return await self._post(f"/runs/{run}/actions", body, wire.ActionInfo)
+
+    async def get_action(self, run: str, action: str) -> wire.ActionInfo:
+        return await self._get(f"/runs/{run}/actions/{action}", wire.ActionInfo)
+
+    async def get_spec(self, run: str, action: str) -> wire.ActionSpec:
+        return await self._get(f"/runs/{run}/actions/{action}/spec", wire.ActionSpec)
+
+    async def get_outputs(self, run: str, action: str) -> wire.Outputs:
+        return await self._get(f"/runs/{run}/actions/{action}/outputs", wire.Outputs)
+
+    async def wait_action(self, run: str, action: str, timeout: float = 25.0) -> wire.ActionInfo:
+        """The action once it is terminal (long-polls as long as it takes)."""
+        while True:
+            info = await self._get(
+                f"/runs/{run}/actions/{action}/wait", wire.ActionInfo, timeout=timeout
+            )
+            if info.phase in wire.TERMINAL_PHASES:
+                return info
+
+    async def attempt_started(self, run: str, action: str, attempt: int) -> wire.ActionInfo:
+        return await self._post(
+            f"/runs/{run}/actions/{action}/attempts/{attempt}/started", None, wire.ActionInfo
+        )
+
+    async def heartbeat(self, run: str, action: str, attempt: int) -> None:
+        await self._request("POST", f"/runs/{run}/actions/{action}/attempts/{attempt}/heartbeat")
+
+    async def attempt_finished(
+        self, run: str, action: str, attempt: int, result: wire.AttemptResult
+    ) -> wire.ActionInfo:
+        return await self._post(
+            f"/runs/{run}/actions/{action}/attempts/{attempt}/finished", result, wire.ActionInfo
+        )
+
+    async def logs(
+        self, run: str, action: str, attempt: int | None = None, follow: bool = False
+    ) -> AsyncIterator[str]:
+        """The action's log text, chunk by chunk; with ``follow`` until the attempt ends."""
+        params = _clean({"attempt": attempt, "follow": "true" if follow else None})
+        path = f"/runs/{run}/actions/{action}/logs"
+        try:
+            async with self._client().stream("GET", path, params=params, timeout=None) as r:
+                if r.status_code >= 400:
+                    await r.aread()
+                    raise _error_for(r)
+                async for chunk in r.aiter_text():
+                    yield chunk
+        except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+            raise ServerUnreachableError(
+                f"cannot reach the server at {self.endpoint} — start it with `loom server start`"
+            ) from e
+
+    async def events(self, run: str | None = None) -> AsyncIterator[wire.Event]:
+        """Phase changes as the server sends them (server-sent events)."""
+        params = _clean({"run": run})
+        async with self._client().stream("GET", "/events", params=params, timeout=None) as r:
+            if r.status_code >= 400:
+                await r.aread()
+                raise _error_for(r)
+            async for line in r.aiter_lines():
+                if line.startswith("data:"):
+                    yield wire.Event.model_validate_json(line[5:].strip())
+
+
+def _clean(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def _error_for(response: httpx.Response) -> ApiError:
+    try:
+        detail = response.json().get("detail", response.text)
+    except (json.JSONDecodeError, AttributeError):
+        detail = response.text
+    if not isinstance(detail, str):
+        detail = json.dumps(detail)
+    status = response.status_code
+    if status == 401:
+        return AuthenticationError(f"the server refused the API key: {detail}", status)
+    if status == 404:
+        return NotFoundError(detail, status)
+    if status == 413:
+        return PayloadTooLargeError(detail, status)
+    return ApiError(f"{detail} (HTTP {status})", status)

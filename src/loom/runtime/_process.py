@@ -1,0 +1,105 @@
+"""One attempt of one action, from spec to reported result."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import wire
+from .._controller._remote import RemoteRun, error_info
+from .._settings import Settings
+from .._task import TaskTemplate
+from ..errors import ApiError, LoomError, TaskLoadError
+from ..remote import Client
+from ..remote._bundle import extract_bundle
+
+HEARTBEAT_SECONDS = 10.0
+
+
+def _say(message: str) -> None:
+    print(f"[loom] {message}", file=sys.stderr, flush=True)
+
+
+async def _bundle_dir(client: Client, settings: Settings, digest: str) -> Path:
+    target = settings.home / "bundles" / digest
+    if not target.exists():
+        data = await client.download_bundle(digest)
+        extract_bundle(data, target)
+    return target
+
+
+def _load_task(bundle: Path, spec: wire.TaskSpec) -> TaskTemplate[Any, Any]:
+    sys.path.insert(0, str(bundle))
+    try:
+        module = importlib.import_module(spec.module)
+    except Exception as e:
+        raise TaskLoadError(
+            f"cannot import module {spec.module!r} from the code bundle: {type(e).__name__}: {e}"
+        ) from e
+    task = getattr(module, spec.attr, None)
+    if not isinstance(task, TaskTemplate):
+        raise TaskLoadError(
+            f"module {spec.module!r} has no task named {spec.attr!r} in this code bundle"
+        )
+    return task
+
+
+async def _heartbeat(client: Client, spec: wire.ActionSpec) -> None:
+    while True:
+        await asyncio.sleep(HEARTBEAT_SECONDS)
+        with contextlib.suppress(ApiError):
+            await client.heartbeat(spec.run, spec.action, spec.attempt)
+
+
+async def run_attempt(endpoint: str, run: str, action: str, attempt: int) -> int:
+    """Execute and report one attempt; the exit code says whether reporting worked."""
+    settings = Settings.load()
+    async with Client(endpoint, settings.api_key) as client:
+        try:
+            spec = await client.get_spec(run, action)
+        except ApiError as e:
+            _say(f"cannot fetch the spec of {run}/{action}: {e}")
+            return 2
+        spec = spec.model_copy(update={"attempt": attempt})
+        await client.attempt_started(run, action, attempt)
+        _say(f"run {run} action {action} attempt {attempt}: {spec.task.name}")
+        beat = asyncio.create_task(_heartbeat(client, spec))
+        started = time.monotonic()
+        try:
+            result = await _execute(client, settings, spec)
+        finally:
+            beat.cancel()
+        outcome = "succeeded" if result.error is None else f"failed: {result.error.type}"
+        _say(f"attempt {attempt} {outcome} after {time.monotonic() - started:.2f} s")
+        try:
+            await client.attempt_finished(run, action, attempt, result)
+        except ApiError as e:
+            _say(f"cannot report the result: {e}")
+            return 3
+    return 0
+
+
+async def _execute(client: Client, settings: Settings, spec: wire.ActionSpec) -> wire.AttemptResult:
+    try:
+        bundle = await _bundle_dir(client, settings, spec.bundle)
+    except (ApiError, LoomError) as e:
+        return wire.AttemptResult(error=error_info(e, "system"))
+    try:
+        os.environ.update({**spec.task.env_vars, **spec.env_vars})
+        task = _load_task(bundle, spec.task)
+        codecs = {p.name: p.codec for p in task.interface.parameters}
+        inputs = {n: codecs[n].decode(v, None) for n, v in spec.inputs.items() if n in codecs}
+        host = RemoteRun(client, spec, settings)
+        value = await host.execute(task, inputs)
+        encoded = task.interface.output.encode(value, None)
+    except BaseException as e:
+        if isinstance(e, KeyboardInterrupt | SystemExit):
+            raise
+        return wire.AttemptResult(error=error_info(e))
+    return wire.AttemptResult(outputs=wire.Outputs(value=encoded))
