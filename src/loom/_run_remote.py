@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import wire
 from ._controller._remote import rebuild_error, task_spec
+from ._naming import new_run_name
 from ._settings import Settings
 from ._sync import run_sync
 from .errors import ConfigError, LoomError
@@ -104,7 +105,7 @@ async def submit(
             body = wire.RunCreate(
                 project=settings.project,
                 domain=settings.domain,
-                name=name,
+                name=name or new_run_name(),
                 bundle=bundle.digest,
                 root=wire.ActionCreate(
                     name=ROOT_ACTION, task=task_spec(task, encoded), inputs=encoded

@@ -80,6 +80,19 @@ class Settings:
 _CONFIG_KEYS = {f.name for f in fields(Settings)} & {"project", "domain", "endpoint", "api_key"}
 
 
+def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
+    """A YAML file that must hold a mapping, or a :class:`ConfigError` saying what is wrong."""
+    import yaml  # only paid for when such a file exists
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot read {what} {path}: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {path} must hold a mapping of keys to values")
+    return {str(k): v for k, v in data.items()}
+
+
 def _read_config_file(path: Path, *, required: bool) -> dict[str, Any]:
     if not path.exists():
         if required:
@@ -88,14 +101,7 @@ def _read_config_file(path: Path, *, required: bool) -> dict[str, Any]:
                 "the defaults"
             )
         return {}
-    import yaml  # only paid for when a config file exists
-
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"cannot read configuration file {path}: {e}") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"configuration file {path} must hold a mapping of settings")
+    data = read_yaml_mapping(path, "configuration file")
     unknown = sorted(set(data) - _CONFIG_KEYS)
     if unknown:
         raise ConfigError(

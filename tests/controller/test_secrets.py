@@ -99,3 +99,10 @@ def test_a_missing_secret_fails_the_action_and_is_recorded() -> None:
     child = next(a for a in run.actions() if a.task == "secretive.read_secrets")
     assert child.phase == "FAILED" and child.attempts == 0
     assert child.error is not None and "MissingSecretError" in child.error
+
+
+def test_a_malformed_secrets_file_is_named(loom_home: Path) -> None:
+    loom_home.mkdir(parents=True)
+    (loom_home / "secrets.yaml").write_text("- just\n- a list\n")
+    with pytest.raises(loom.errors.ConfigError, match="secrets file .* must hold a mapping"):
+        loom.run(read_secrets)

@@ -6,8 +6,8 @@ import logging
 import stat
 from pathlib import Path
 
-from .._settings import Settings, secret_env_name
-from ..errors import ConfigError, MissingSecretError
+from .._settings import Settings, read_yaml_mapping, secret_env_name
+from ..errors import MissingSecretError
 
 log = logging.getLogger("loom")
 
@@ -41,14 +41,6 @@ class LocalSecrets:
 def _read_secrets_file(path: Path) -> dict[str, str]:
     if not path.exists():
         return {}
-    import yaml
-
     if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         log.warning("secrets file %s is readable by others; run: chmod 600 %s", path, path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"cannot read secrets file {path}: {e}") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"secrets file {path} must map secret keys to values")
-    return {str(k): str(v) for k, v in data.items()}
+    return {k: str(v) for k, v in read_yaml_mapping(path, "secrets file").items()}
