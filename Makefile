@@ -1,5 +1,8 @@
 # Set-up and everyday commands. Each target installs what it needs first.
 export UV_PYTHON_DOWNLOADS := never
+# Compile bytecode at install: with PYTHONDONTWRITEBYTECODE set, nothing would be cached later
+# and every process (each remote action is one) would recompile its imports.
+export UV_COMPILE_BYTECODE := 1
 PY ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 
@@ -9,6 +12,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 .venv/.installed: pyproject.toml uv.lock
 	@command -v uv >/dev/null 2>&1 || test -x $(UV) || $(PY) -m pip install --quiet --user uv
 	$(UV) sync --locked --all-extras
+	.venv/bin/python -m compileall -q src
 	@touch $@
 
 install: .venv/.installed

@@ -47,3 +47,177 @@ def write_module(path: Path, source: str) -> Path:
 
     path.write_text(textwrap.dedent(source))
     return path
+
+
+# -- server and database fixtures --
+# Owned by the control plane (loom.server). `postgres_url` is a throwaway PostgreSQL database
+# per test session; `database_url` runs a test on SQLite and on PostgreSQL (a fresh schema
+# each); `server` is a real `python -m loom.server` subprocess.
+
+import dataclasses  # noqa: E402
+import re  # noqa: E402
+import secrets  # noqa: E402
+import signal  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+_READY = re.compile(r"^loom server ready at (http://\S+)$")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A SQLAlchemy URL of a database created for this test session, dropped afterwards."""
+    import psycopg
+
+    name = f"loom_test_{secrets.token_hex(6)}"
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as e:
+        pytest.fail(f"PostgreSQL is needed at {POSTGRES_ADMIN_URL} (trust auth): {e}")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The server's database for one test: an SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'server.db'}"
+        return
+    import psycopg
+
+    base: str = request.getfixturevalue("postgres_url")
+    schema = f"t_{secrets.token_hex(6)}"
+    plain = base.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield f"{base}?options=-csearch_path%3D{schema}"
+    finally:
+        _drop_schema(plain, schema)
+
+
+def _drop_schema(url: str, schema: str) -> None:
+    """Drop a test's schema; a session the test left open must not hang the suite."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET lock_timeout = '10s'")
+        try:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+            return
+        except psycopg.errors.LockNotAvailable:
+            blockers = conn.execute(
+                "SELECT pid, state, query FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchall()
+            print(f"dropping schema {schema} waited on: {blockers}", file=sys.stderr)
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
+                "current_database() AND pid <> pg_backend_pid() AND state LIKE 'idle in%'"
+            )
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@dataclasses.dataclass
+class ServerProcess:
+    """A running `python -m loom.server`."""
+
+    endpoint: str
+    api_key: str
+    data_dir: Path
+    config_path: Path
+    env: dict[str, str]  # for an SDK subprocess: LOOM_CONFIG, LOOM_HOME
+    process: subprocess.Popen[str]
+    output: list[str]  # the server's stdout and stderr lines so far
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        """Signal the server (SIGKILL: a crash) and wait for it to exit."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+def start_server(
+    data_dir: Path,
+    *,
+    home: Path | None = None,
+    env: dict[str, str] | None = None,
+    port: int = 0,
+    args: tuple[str, ...] = (),
+    timeout: float = 60,
+) -> ServerProcess:
+    """Start `python -m loom.server` on ``port`` (0: a free one) and wait for its ready line.
+
+    The client configuration goes to ``<data_dir>/config.yaml``; ``env`` adds variables
+    (e.g. ``LOOM_DATABASE_URL``, ``LOOM_RUNTIME_COMMAND``) to this process's environment.
+    """
+    config_path = data_dir / "config.yaml"
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("LOOM_")}
+    full_env.update({"LOOM_CONFIG": str(config_path), "PYTHONUNBUFFERED": "1"})
+    full_env.update(env or {})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "loom.server", "--data-dir", str(data_dir), "--port", str(port)]
+        + list(args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=full_env,
+        cwd=REPO,
+    )
+    output: list[str] = []
+    ready = threading.Event()
+    endpoint: list[str] = []
+
+    def pump() -> None:  # keep reading, or a chatty server would block on a full pipe
+        assert process.stdout is not None
+        for line in process.stdout:
+            output.append(line.rstrip("\n"))
+            match = _READY.match(line.strip())
+            if match and not ready.is_set():
+                endpoint.append(match.group(1))
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while not ready.wait(0.05):
+        if time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError("server not ready in time:\n" + "\n".join(output))
+    if not endpoint:
+        process.wait(5)
+        raise RuntimeError(
+            f"server exited with {process.returncode} before it was ready:\n" + "\n".join(output)
+        )
+    import yaml
+
+    api_key = yaml.safe_load(config_path.read_text())["api_key"]
+    client_env = {"LOOM_CONFIG": str(config_path)}
+    if home is not None:
+        client_env["LOOM_HOME"] = str(home)
+    return ServerProcess(endpoint[0], api_key, data_dir, config_path, client_env, process, output)
+
+
+@pytest.fixture
+def server(tmp_path: Path, loom_home: Path) -> Iterator[ServerProcess]:
+    """A real server in a subprocess, with its own data directory; killed at teardown."""
+    proc = start_server(tmp_path / "server-data", home=loom_home)
+    try:
+        yield proc
+    finally:
+        proc.stop()

@@ -15,11 +15,26 @@ from .. import wire
 from .._controller._remote import RemoteRun, error_info
 from .._settings import Settings
 from .._task import TaskTemplate
-from ..errors import ApiError, LoomError, TaskLoadError
+from ..errors import (
+    ApiError,
+    InputError,
+    LoomError,
+    MissingSecretError,
+    OutputTypeError,
+    TaskDefinitionError,
+    TaskLoadError,
+)
 from ..remote import Client
 from ..remote._bundle import extract_bundle
 
 HEARTBEAT_SECONDS = 10.0
+_NOT_RETRYABLE = (
+    InputError,
+    OutputTypeError,
+    MissingSecretError,
+    TaskDefinitionError,
+    TaskLoadError,
+)
 
 
 def _say(message: str) -> None:
@@ -67,7 +82,11 @@ async def run_attempt(endpoint: str, run: str, action: str, attempt: int) -> int
             _say(f"cannot fetch the spec of {run}/{action}: {e}")
             return 2
         spec = spec.model_copy(update={"attempt": attempt})
-        await client.attempt_started(run, action, attempt)
+        try:
+            await client.attempt_started(run, action, attempt)
+        except ApiError as e:  # e.g. 409: the server already ended this attempt
+            _say(f"the server will not start attempt {attempt}: {e}")
+            return 0
         _say(f"run {run} action {action} attempt {attempt}: {spec.task.name}")
         beat = asyncio.create_task(_heartbeat(client, spec))
         started = time.monotonic()
@@ -81,7 +100,7 @@ async def run_attempt(endpoint: str, run: str, action: str, attempt: int) -> int
             await client.attempt_finished(run, action, attempt, result)
         except ApiError as e:
             _say(f"cannot report the result: {e}")
-            return 3
+            return 0 if e.status == 409 else 3  # 409: the server already ended the attempt
     return 0
 
 
@@ -98,8 +117,10 @@ async def _execute(client: Client, settings: Settings, spec: wire.ActionSpec) ->
         host = RemoteRun(client, spec, settings)
         value = await host.execute(task, inputs)
         encoded = task.interface.output.encode(value, None)
-    except BaseException as e:
+    except BaseException as e:  # every failure is reported; none escapes the attempt
         if isinstance(e, KeyboardInterrupt | SystemExit):
             raise
-        return wire.AttemptResult(error=error_info(e))
+        # failures another attempt cannot fix are "system" errors, which the server never retries
+        kind = "system" if isinstance(e, _NOT_RETRYABLE) else "user"
+        return wire.AttemptResult(error=error_info(e, kind))
     return wire.AttemptResult(outputs=wire.Outputs(value=encoded))

@@ -1,0 +1,203 @@
+"""The local process executor: every attempt is a ``python -m loom.runtime`` process group."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import sys
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ._errors import JobStartError
+from ._protocol import Capacity, ExitCallback, ExitReason, Job, JobExit, JobStatus
+
+log = logging.getLogger("loom.executors")
+
+_KEEP_FINISHED = 10_000
+DEFAULT_COMMAND: tuple[str, ...] = (sys.executable, "-m", "loom.runtime")
+
+
+def machine_capacity(slots: int | None = None) -> Capacity:
+    """This machine: its CPUs (the ones this process may use) and physical memory."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        memory = 0
+    return Capacity(slots=slots or cpus, cpu=float(cpus), memory_bytes=memory)
+
+
+def process_identity(pid: int) -> str | None:
+    """A token that tells this process apart from a later one with a reused pid (its start
+    time on Linux), or ``None`` if no process ``pid`` exists."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        stat = ""
+    if not stat:  # no /proc: fall back to "it exists"
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return ""
+    # the command name may contain spaces and parentheses: fields start after the last ')'
+    fields = stat.rsplit(")", 1)[-1].split()
+    return fields[19] if len(fields) > 19 else ""
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILL a whole process group; a group that is gone already is fine."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+@dataclass
+class _Running:
+    job: Job
+    process: asyncio.subprocess.Process
+    reason: ExitReason = "exited"
+    watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class LocalProcessExecutor:
+    """Runs each job as a process in its own session and process group on this machine.
+
+    stdout and stderr go to the job's log file. A timeout or a cancel SIGKILLs the whole
+    group at once: the attempt's outcome is decided by the server, so the runtime gets no
+    chance to report something else in between. When the main process exits, whatever it
+    left behind in its group is killed too.
+    """
+
+    def __init__(
+        self,
+        command: Sequence[str] = DEFAULT_COMMAND,
+        *,
+        slots: int | None = None,
+        capacity: Capacity | None = None,
+    ) -> None:
+        self._command = tuple(command)
+        self._capacity = capacity or machine_capacity(slots)
+        self._running: dict[str, _Running] = {}
+        self._finished: OrderedDict[str, int | None] = OrderedDict()  # recent exits
+        self._on_exit: ExitCallback | None = None
+        self._closing = False
+
+    def capacity(self) -> Capacity:
+        return self._capacity
+
+    async def start(self, on_exit: ExitCallback) -> None:
+        self._on_exit = on_exit
+
+    def argv(self, job: Job) -> list[str]:
+        """The command line of ``job``."""
+        return [
+            *self._command,
+            "--endpoint",
+            job.endpoint,
+            "--run",
+            job.run,
+            "--action",
+            job.action,
+            "--attempt",
+            str(job.attempt),
+        ]
+
+    async def submit(self, job: Job) -> str:
+        if self._closing:
+            raise JobStartError("the executor is shutting down")
+        try:
+            job.log_path.parent.mkdir(parents=True, exist_ok=True)
+            job.workdir.mkdir(parents=True, exist_ok=True)
+            with job.log_path.open("ab") as out:
+                process = await asyncio.create_subprocess_exec(
+                    *self.argv(job),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=asyncio.subprocess.STDOUT,
+                    env=dict(job.env),
+                    cwd=job.workdir,
+                    start_new_session=True,  # its own process group, to kill it whole
+                )
+        except OSError as e:
+            shutil.rmtree(job.workdir, ignore_errors=True)
+            raise JobStartError(f"cannot start {self._command[0]!r}: {e}") from e
+        running = _Running(job, process)
+        self._running[job.id] = running
+        running.watcher = asyncio.create_task(self._watch(running), name=f"job {job.id}")
+        identity = process_identity(process.pid) or ""
+        return f"pid:{process.pid}:{identity}"
+
+    async def _watch(self, running: _Running) -> None:
+        job, process = running.job, running.process
+        try:
+            if job.timeout_s is None:
+                await process.wait()
+            else:
+                try:
+                    await asyncio.wait_for(process.wait(), job.timeout_s)
+                except TimeoutError:
+                    running.reason = "timeout"
+                    kill_group(process.pid)
+                    await process.wait()
+        finally:
+            # leftovers: children the task started in its group outlive nothing
+            kill_group(process.pid)
+            self._running.pop(job.id, None)
+            self._finished[job.id] = process.returncode
+            while len(self._finished) > _KEEP_FINISHED:
+                self._finished.popitem(last=False)
+            shutil.rmtree(job.workdir, ignore_errors=True)
+        if self._on_exit is not None and not self._closing:
+            try:
+                await self._on_exit(JobExit(job.id, process.returncode, running.reason))
+            except Exception:  # the server logs and recovers; never lose the watcher quietly
+                log.exception("handling the exit of job %s failed", job.id)
+
+    async def cancel(self, job_id: str) -> None:
+        running = self._running.get(job_id)
+        if running is None:
+            return
+        if running.reason == "exited":
+            running.reason = "cancelled"
+        kill_group(running.process.pid)
+
+    def status(self, job_id: str) -> JobStatus:
+        if job_id in self._running:
+            return JobStatus("running")
+        if job_id in self._finished:
+            return JobStatus("exited", self._finished[job_id])
+        return JobStatus("unknown")
+
+    async def reclaim(self, handle: str) -> None:
+        kind, _, rest = handle.partition(":")
+        pid_text, _, identity = rest.partition(":")
+        if kind != "pid" or not pid_text.isdigit():
+            return
+        pid = int(pid_text)
+        current = process_identity(pid)
+        # only kill the very process we started: a reused pid belongs to someone else
+        if current is not None and (current == identity or not identity):
+            kill_group(pid)
+
+    async def shutdown(self) -> None:
+        self._closing = True
+        running = list(self._running.values())
+        for r in running:
+            kill_group(r.process.pid)
+        for r in running:
+            if r.watcher is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(asyncio.shield(r.watcher), 5)

@@ -1,0 +1,90 @@
+"""The executor protocol: all the scheduler knows about where actions run (DESIGN §4, rule 4)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+from .. import wire
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """How much an executor can run: concurrent slots and the size of its largest worker."""
+
+    slots: int
+    cpu: float
+    memory_bytes: int
+    gpu: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One attempt of one action, to run as ``<runtime> --endpoint ... --attempt N``."""
+
+    run: str
+    action: str
+    attempt: int
+    endpoint: str
+    env: Mapping[str, str] = field(repr=False)
+    log_path: Path
+    workdir: Path
+    timeout_s: float | None = None
+    resources: wire.ResourceSpec = field(default_factory=wire.ResourceSpec)
+
+    @property
+    def id(self) -> str:
+        return job_id(self.run, self.action, self.attempt)
+
+
+def job_id(run: str, action: str, attempt: int) -> str:
+    """The id of a job: unique per attempt of an action."""
+    return f"{run}/{action}/{attempt}"
+
+
+ExitReason = Literal["exited", "timeout", "cancelled"]
+
+
+@dataclass(frozen=True, slots=True)
+class JobExit:
+    """A job ended. ``reason`` says whether the executor ended it (timeout, cancel)."""
+
+    job_id: str
+    returncode: int | None
+    reason: ExitReason
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatus:
+    state: Literal["running", "exited", "unknown"]
+    returncode: int | None = None
+
+
+ExitCallback = Callable[[JobExit], Awaitable[None]]
+
+
+class Executor(Protocol):
+    """Runs jobs. All methods are called on the server's event loop."""
+
+    def capacity(self) -> Capacity:
+        """The slots and worker size; the scheduler keeps within the slots."""
+
+    async def start(self, on_exit: ExitCallback) -> None:
+        """Begin; ``on_exit`` is awaited once for every job that ends after ``submit``."""
+
+    async def submit(self, job: Job) -> str:
+        """Start ``job``; return a handle the server stores to :meth:`reclaim` it later."""
+
+    async def cancel(self, job_id: str) -> None:
+        """Stop a job (its exit is reported with reason ``"cancelled"``); no-op if gone."""
+
+    def status(self, job_id: str) -> JobStatus:
+        """What the executor knows about a job it started."""
+
+    async def reclaim(self, handle: str) -> None:
+        """Stop whatever a previous server process left running under ``handle``."""
+
+    async def shutdown(self) -> None:
+        """Stop every job without reporting exits (the server is going away)."""

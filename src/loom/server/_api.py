@@ -1,0 +1,405 @@
+"""The HTTP API under ``/api/v1`` (the endpoint table is in :mod:`loom.wire`).
+
+Routes only translate between HTTP and the services; they return wire models, never rows.
+Handlers that touch the database are plain functions (FastAPI runs them in worker threads);
+long-polls and streams are coroutines that wait on the event bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any
+
+from anyio import to_thread
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
+from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from .. import wire
+from .._version import __version__
+from ._errors import AuthenticationError, PayloadTooLargeError, PermissionDeniedError
+from ._keys import Principal
+from ._plane import ControlPlane
+
+_MAX_WAIT_S = 30.0
+_KEEPALIVE_S = 15.0
+_LOG_POLL_S = 0.2
+_LOG_GRACE_S = 3.0
+_bearer = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer <key>`")
+
+
+def plane(request: Request) -> ControlPlane:
+    p: ControlPlane = request.app.state.plane
+    return p
+
+
+Plane = Annotated[ControlPlane, Depends(plane)]
+
+
+def principal(
+    p: Plane, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    """The caller, from ``Authorization: Bearer <key>``; 401 with a hint otherwise."""
+    hint = (
+        f"The server's admin key is in {p.settings.config_path} (written at its first start; "
+        "`loom` reads it from there). Create more keys with `loom create api-key NAME`."
+    )
+    if credentials is None or not credentials.credentials:
+        raise AuthenticationError(f"missing API key: send 'Authorization: Bearer <key>'. {hint}")
+    try:
+        return p.keys.authenticate(credentials.credentials)
+    except AuthenticationError:
+        raise AuthenticationError(f"invalid API key. {hint}") from None
+
+
+Caller = Annotated[Principal, Depends(principal)]
+
+
+def admin(caller: Caller) -> Principal:
+    if not caller.admin:
+        raise PermissionDeniedError(f"API key {caller.name!r} is not an admin key")
+    return caller
+
+
+Admin = Annotated[Principal, Depends(admin)]
+
+public = APIRouter(prefix=wire.API_PREFIX)
+router = APIRouter(prefix=wire.API_PREFIX, dependencies=[Depends(principal)])
+
+
+@public.get("/health")
+def health() -> wire.Health:
+    """Liveness; the only endpoint without an API key."""
+    return wire.Health(version=__version__)
+
+
+@router.get("/openapi.json", include_in_schema=False)
+def openapi(request: Request) -> dict[str, Any]:
+    app: FastAPI = request.app
+    return app.openapi()
+
+
+@router.get("/whoami")
+def whoami(caller: Caller) -> wire.ApiKeyInfo:
+    return caller.info()
+
+
+# -- API keys and projects ----------------------------------------------------------------
+
+
+@router.post("/api-keys", status_code=201)
+def create_api_key(spec: wire.ApiKeyCreate, p: Plane, _: Admin) -> wire.ApiKeyCreated:
+    """Create a key; its secret is in this response only (the server keeps a hash)."""
+    return p.keys.create(spec)
+
+
+@router.get("/api-keys")
+def list_api_keys(p: Plane, _: Admin) -> list[wire.ApiKeyInfo]:
+    return p.keys.list()
+
+
+@router.delete("/api-keys/{name}", status_code=204)
+def delete_api_key(name: str, p: Plane, _: Admin) -> Response:
+    p.keys.delete(name)
+    return Response(status_code=204)
+
+
+@router.post("/projects", status_code=201)
+def create_project(spec: wire.ProjectCreate, p: Plane, _: Admin) -> wire.ProjectInfo:
+    return p.projects.create(spec)
+
+
+@router.get("/projects")
+def list_projects(p: Plane) -> list[wire.ProjectInfo]:
+    return p.projects.list()
+
+
+# -- bundles ------------------------------------------------------------------------------
+
+
+@router.put("/bundles/{digest}")
+async def put_bundle(digest: str, request: Request, p: Plane) -> wire.BundleInfo:
+    """Upload a code bundle (the body is the .tar.gz); idempotent per digest."""
+    limit = p.bundles.max_bytes
+    sha = hashlib.sha256()
+    size = 0
+    fd, name = tempfile.mkstemp(dir=p.tmp_dir, prefix="bundle-")
+    path = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLargeError(
+                        f"bundle is over the limit of {limit} bytes (LOOM_MAX_BUNDLE_BYTES); "
+                        "leave data files out of the source root"
+                    )
+                sha.update(chunk)
+                f.write(chunk)
+        return await to_thread.run_sync(p.bundles.put, digest, path, size, sha.hexdigest())
+    finally:
+        path.unlink(missing_ok=True)
+
+
+@router.head("/bundles/{digest}")
+def head_bundle(digest: str, p: Plane) -> Response:
+    info = p.bundles.info(digest)
+    return Response(headers={"Content-Length": str(info.size)})
+
+
+@router.get("/bundles/{digest}", response_class=Response)
+def get_bundle(digest: str, p: Plane) -> Response:
+    local, chunks, size = p.bundles.source(digest)
+    if local is not None:
+        return FileResponse(local, media_type="application/gzip")
+    assert chunks is not None
+    return StreamingResponse(
+        chunks, media_type="application/gzip", headers={"Content-Length": str(size)}
+    )
+
+
+# -- runs and actions ---------------------------------------------------------------------
+
+
+@router.post("/runs", status_code=201)
+def create_run(spec: wire.RunCreate, p: Plane, caller: Caller) -> wire.RunInfo:
+    """Create a run and its root action ``a0`` (``root.name`` is ignored)."""
+    return p.runs.create_run(spec, created_by=caller.name)
+
+
+@router.get("/runs")
+def list_runs(
+    p: Plane,
+    project: str | None = None,
+    domain: str | None = None,
+    phase: str | None = None,
+    task: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[wire.RunInfo]:
+    """Runs, newest first, filtered by every parameter given."""
+    return p.runs.list_runs(project=project, domain=domain, phase=phase, task=task, limit=limit)
+
+
+@router.get("/runs/{run}")
+def get_run(run: str, p: Plane) -> wire.RunInfo:
+    return p.runs.get_run(run)
+
+
+@router.post("/runs/{run}/abort")
+def abort_run(run: str, p: Plane, caller: Caller) -> wire.RunInfo:
+    """Abort every action of the run that has not ended and kill its processes."""
+    return p.runs.abort_run(run, by=caller.name)
+
+
+@router.get("/runs/{run}/actions")
+def list_actions(run: str, p: Plane) -> list[wire.ActionInfo]:
+    return p.runs.list_actions(run)
+
+
+@router.post("/runs/{run}/actions")
+def create_action(run: str, spec: wire.ActionCreate, p: Plane) -> wire.ActionInfo:
+    """Create a child action; an existing name returns that action unchanged."""
+    return p.runs.create_action(run, spec)
+
+
+@router.get("/runs/{run}/actions/{action}")
+def get_action(run: str, action: str, p: Plane) -> wire.ActionInfo:
+    return p.runs.get_action(run, action)
+
+
+@router.get("/runs/{run}/actions/{action}/spec")
+def get_spec(run: str, action: str, p: Plane) -> wire.ActionSpec:
+    """What the runtime needs to run the current attempt."""
+    return p.runs.get_spec(run, action)
+
+
+@router.get(
+    "/runs/{run}/actions/{action}/outputs",
+    response_model=wire.Outputs,
+    response_class=Response,
+)
+def get_outputs(run: str, action: str, p: Plane) -> Response:
+    """The outputs of a SUCCEEDED action (409 before)."""
+    return Response(p.runs.outputs_json(run, action), media_type="application/json")
+
+
+@router.get("/runs/{run}/actions/{action}/wait")
+async def wait_action(
+    run: str,
+    action: str,
+    p: Plane,
+    timeout: Annotated[float, Query(ge=0)] = _MAX_WAIT_S,
+) -> wire.ActionInfo:
+    """The action once it has ended, or as it is after ``timeout`` s (at most 30 s)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(timeout, _MAX_WAIT_S)
+    while True:
+        changed = p.bus.watch(run, action)  # before reading, so no change slips between
+        try:
+            info = await to_thread.run_sync(p.runs.get_action, run, action)
+            remaining = deadline - loop.time()
+            if info.phase in wire.TERMINAL_PHASES or remaining <= 0 or p.bus.stopping.is_set():
+                return info
+            stopping: asyncio.Future[Any] = asyncio.ensure_future(p.bus.stopping.wait())
+            try:
+                await asyncio.wait(
+                    {changed, stopping}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                stopping.cancel()
+        finally:
+            p.bus.unwatch(run, action, changed)
+
+
+@router.post("/runs/{run}/actions/{action}/attempts/{n}/started")
+def attempt_started(run: str, action: str, n: int, p: Plane) -> wire.ActionInfo:
+    """The runtime of attempt ``n`` is up (409 if that attempt is stale or over)."""
+    return p.runs.attempt_started(run, action, n)
+
+
+@router.post("/runs/{run}/actions/{action}/attempts/{n}/heartbeat", status_code=204)
+def attempt_heartbeat(run: str, action: str, n: int, p: Plane) -> Response:
+    p.runs.attempt_heartbeat(run, action, n)
+    return Response(status_code=204)
+
+
+@router.post("/runs/{run}/actions/{action}/attempts/{n}/finished")
+def attempt_finished(
+    run: str, action: str, n: int, result: wire.AttemptResult, p: Plane
+) -> wire.ActionInfo:
+    """The runtime's result for attempt ``n``. A repeat of an accepted report is ignored;
+    a report for a stale attempt, or one the server already ended, gets 409."""
+    return p.runs.attempt_finished(run, action, n, result)
+
+
+@router.get(
+    "/runs/{run}/actions/{action}/logs",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/plain": {}}}},
+)
+async def get_logs(
+    run: str,
+    action: str,
+    p: Plane,
+    attempt: Annotated[int | None, Query(ge=1)] = None,
+    follow: bool = False,
+) -> StreamingResponse:
+    """An attempt's output (default: the latest attempt); ``follow`` streams it until the
+    attempt ends."""
+    source = await to_thread.run_sync(p.runs.log_source, run, action, attempt)
+    return StreamingResponse(
+        _log_chunks(p, run, action, source.attempt, follow),
+        media_type="text/plain; charset=utf-8",
+    )
+
+
+async def _log_chunks(
+    p: ControlPlane, run: str, action: str, number: int, follow: bool
+) -> AsyncIterator[bytes]:
+    offset = 0
+    missing_since: float | None = None
+    loop = asyncio.get_running_loop()
+    while True:
+        if number == 0:  # no attempt yet: wait for the first, unless the action ended
+            source = await to_thread.run_sync(p.runs.log_source, run, action, None)
+            if source.attempt == 0:
+                if source.ended or not follow or p.bus.stopping.is_set():
+                    return
+                await asyncio.sleep(_LOG_POLL_S)
+                continue
+            number = source.attempt
+        source = await to_thread.run_sync(p.runs.log_source, run, action, number)
+        if source.log_key is not None:  # over and stored: the rest comes from the store
+            chunks = await to_thread.run_sync(_read_stored, p, source.log_key, offset)
+            for chunk in chunks:
+                yield chunk
+            return
+        path = p.live_log(run, action, number)
+        data = await to_thread.run_sync(_read_from, path, offset)
+        if data:
+            offset += len(data)
+            yield data
+            continue
+        if not follow or p.bus.stopping.is_set():
+            return
+        if source.ended and not path.exists():
+            # the log is on its way to the object store, or there never was one (the process
+            # did not start): give the former a moment, then stop
+            missing_since = missing_since or loop.time()
+            if loop.time() - missing_since > _LOG_GRACE_S:
+                return
+        await asyncio.sleep(_LOG_POLL_S)
+
+
+def _read_stored(p: ControlPlane, key: str, offset: int) -> list[bytes]:
+    return list(p.store.iter_bytes(key, offset))
+
+
+def _read_from(path: Path, offset: int, limit: int = 1 << 20) -> bytes:
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            return f.read(limit)
+    except FileNotFoundError:
+        return b""
+
+
+# -- events -------------------------------------------------------------------------------
+
+
+@router.get(
+    "/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def events(
+    p: Plane,
+    run: str | None = None,
+    after: Annotated[int | None, Query(ge=0)] = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    """Server-sent events, one ``wire.Event`` per ``data:`` line, ``id:`` = its ``seq``.
+
+    Resumes after ``after`` (or the ``Last-Event-ID`` header); without either, a ``run``
+    stream starts at that run's first event and an unfiltered one at the next new event.
+    """
+    if run is not None:
+        await to_thread.run_sync(p.runs.check_run, run)
+    start = after
+    if start is None and last_event_id and last_event_id.isdigit():
+        start = int(last_event_id)
+    if start is None:
+        start = 0 if run is not None else await to_thread.run_sync(p.runs.last_event_seq)
+    return StreamingResponse(
+        _event_stream(p, run, start),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _event_stream(p: ControlPlane, run: str | None, seq: int) -> AsyncIterator[str]:
+    while not p.bus.stopping.is_set():
+        changed = p.bus.next_change()  # before reading, so no change slips between
+        batch = await to_thread.run_sync(p.runs.events_after, seq, run)
+        for event in batch:
+            seq = event.seq
+            yield f"id: {event.seq}\ndata: {json.dumps(event.model_dump(mode='json'))}\n\n"
+        if batch:
+            continue
+        stopping = asyncio.ensure_future(p.bus.stopping.wait())
+        waiter = asyncio.ensure_future(changed.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {waiter, stopping}, timeout=_KEEPALIVE_S, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            stopping.cancel()
+            waiter.cancel()
+        if not done:
+            yield ": keep-alive\n\n"

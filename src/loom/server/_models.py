@@ -1,0 +1,184 @@
+"""The metadata tables (SQLAlchemy ORM). Values live in the object store; rows hold keys.
+
+Every schema change needs an Alembic migration in ``migrations/versions`` (a test compares the
+migrated schema with these models on SQLite and PostgreSQL).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit sequence.
+_BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite would drop the zone)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def utcnow() -> datetime:
+    """Now, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[str]: JSON}
+
+
+class Project(Base):
+    __tablename__ = "projects"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime]
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    # the public half of the key, used to find the row; the secret half is only hashed
+    key_id: Mapped[str] = mapped_column(String(32), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime]
+
+
+class Bundle(Base):
+    __tablename__ = "bundles"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 hex
+    size: Mapped[int] = mapped_column(BigInteger)
+    object_key: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime]
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    __table_args__ = (Index("ix_runs_project_created", "project_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
+    domain: Mapped[str] = mapped_column(String(32))
+    task: Mapped[str] = mapped_column(String(255))
+    phase: Mapped[str] = mapped_column(String(16), index=True)
+    bundle: Mapped[str] = mapped_column(ForeignKey("bundles.digest"))
+    env_vars: Mapped[dict[str, Any]]
+    overwrite_cache: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_by: Mapped[str] = mapped_column(String(63))
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    error: Mapped[dict[str, Any] | None]
+
+
+class Action(Base):
+    __tablename__ = "actions"
+    __table_args__ = (
+        UniqueConstraint("run_id", "name", name="uq_actions_run_name"),
+        Index("ix_actions_phase_id", "phase", "id"),  # the scheduler's queue, in creation order
+        Index("ix_actions_run_parent", "run_id", "parent"),
+    )
+
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    parent: Mapped[str | None] = mapped_column(String(200))
+    group: Mapped[list[str]]
+    task: Mapped[str] = mapped_column(String(255))
+    spec: Mapped[dict[str, Any]]  # the wire TaskSpec
+    inputs_key: Mapped[str] = mapped_column(String(255))
+    outputs_key: Mapped[str | None] = mapped_column(String(255))
+    phase: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # attempts started so far
+    retry_at: Mapped[datetime | None]  # when a RETRYING action may start its next attempt
+    cache: Mapped[str] = mapped_column(String(16), default="disabled")
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    error: Mapped[dict[str, Any] | None]
+
+
+class Attempt(Base):
+    __tablename__ = "attempts"
+    __table_args__ = (
+        UniqueConstraint("action_id", "number", name="uq_attempts_action_number"),
+        Index("ix_attempts_phase", "phase"),
+    )
+
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True)
+    action_id: Mapped[int] = mapped_column(ForeignKey("actions.id"))
+    number: Mapped[int] = mapped_column(Integer)
+    phase: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    error: Mapped[dict[str, Any] | None]
+    # True once the runtime's own `finished` report was accepted, so a duplicate is ignored
+    reported: Mapped[bool] = mapped_column(Boolean, default=False)
+    runtime_started_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    handle: Mapped[str | None] = mapped_column(String(255))  # the executor's, for reclaiming
+    timeout_s: Mapped[float | None] = mapped_column(Float)
+    log_key: Mapped[str | None] = mapped_column(String(255))
+
+
+class CacheEntry(Base):
+    __tablename__ = "cache_entries"
+    __table_args__ = (
+        UniqueConstraint("project_id", "domain", "key_digest", name="uq_cache_scope_key"),
+    )
+
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
+    domain: Mapped[str] = mapped_column(String(32))
+    key_digest: Mapped[str] = mapped_column(String(64))  # sha256 of the key: keys can be long
+    key: Mapped[str] = mapped_column(Text)
+    object_key: Mapped[str] = mapped_column(String(255))
+    run: Mapped[str] = mapped_column(String(63))
+    action: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+
+
+class Event(Base):
+    __tablename__ = "events"
+
+    seq: Mapped[int] = mapped_column(_BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    run: Mapped[str] = mapped_column(String(63), index=True)
+    action: Mapped[str | None] = mapped_column(String(200))
+    phase: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime]

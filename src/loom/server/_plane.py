@@ -1,0 +1,190 @@
+"""The control plane: storage, services, scheduler and executor wired together.
+
+It runs on the server's event loop. Services are synchronous and run in worker threads; what
+they decide to do after a commit (:class:`~loom.server._runs.Effects`) is carried out here, on
+the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from anyio import to_thread
+
+from ..executors import Executor, Job, JobExit, LocalProcessExecutor
+from ._bundles import BundleService
+from ._db import Database
+from ._events import EventBus
+from ._keys import KeyService
+from ._objects import ObjectStore, open_object_store
+from ._projects import ProjectService
+from ._runs import Effects, Launch, RunningAttempt, RunService, log_key, log_path
+from ._scheduler import Scheduler
+from ._settings import ServerSettings
+
+log = logging.getLogger("loom.server")
+
+
+class ControlPlane:
+    """Everything the API needs, for one server process."""
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        *,
+        executor: Executor | None = None,
+        db: Database | None = None,
+        store: ObjectStore | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db or Database(settings.database_url)
+        self.store = store or open_object_store(settings)
+        self.executor: Executor = executor or LocalProcessExecutor(
+            settings.runtime_command, slots=settings.executor_slots
+        )
+        self.keys = KeyService(self.db)
+        self.projects = ProjectService(self.db)
+        self.bundles = BundleService(self.db, self.store, settings.max_bundle_bytes)
+        self.runs = RunService(self.db, self.store, self.executor.capacity())
+        self.runs.dispatch = self._dispatch
+        self.bus = EventBus()
+        self.scheduler = Scheduler(self.runs, self._launch, self.executor.capacity().slots)
+        self.logs_dir = settings.data_dir / "logs"
+        self.work_dir = settings.data_dir / "work"
+        self.tmp_dir = settings.data_dir / "tmp"
+        self.runtime_home = settings.data_dir / "runtime"
+        #: where action processes reach the API; set once the port is known
+        self.endpoint = f"http://{settings.client_host()}:{settings.port}"
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def prepare(self) -> None:
+        """Synchronous start-up work: migrate the schema, make the directories."""
+        self.db.migrate()
+        self.projects.ensure_default()
+        for d in (self.logs_dir, self.work_dir, self.tmp_dir, self.runtime_home):
+            d.mkdir(parents=True, exist_ok=True)
+
+    async def start(self) -> None:
+        """Begin scheduling on the running loop, after recovering from a previous crash."""
+        self._loop = asyncio.get_running_loop()
+        self.bus.attach(self._loop)
+        await self.executor.start(self._on_exit)
+        await self._recover()
+        self.scheduler.start()
+
+    async def stop(self) -> None:
+        """Stop scheduling and kill every action process (a restart re-runs them)."""
+        self.bus.stop()
+        await self.scheduler.stop()
+        await self.executor.shutdown()
+        for task in list(self._tasks):
+            task.cancel()
+        self._loop = None
+
+    # -- after a commit -------------------------------------------------------------------
+
+    def _dispatch(self, fx: Effects) -> None:
+        """Carry out ``fx`` on the loop (called from any thread)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closing
+            loop.call_soon_threadsafe(self._apply, fx)
+
+    def _apply(self, fx: Effects) -> None:
+        if fx.changed:
+            self.bus.publish(fx.changed)
+        if fx.schedule or fx.cancel:
+            self.scheduler.wake()
+        for job in fx.cancel:
+            self._spawn(self.executor.cancel(job))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- executor -------------------------------------------------------------------------
+
+    def job_env(self, launch: Launch) -> dict[str, str]:
+        """An action process's environment: the server's (less ``LOOM_*``), the task's
+        variables, the run's on top, and the runtime's key, endpoint and home, which nobody
+        overrides."""
+        env = dict(self.settings.child_env)
+        env.update(launch.task.env_vars)
+        env.update(launch.run_env)
+        env["LOOM_ENDPOINT"] = self.endpoint
+        env["LOOM_API_KEY"] = self.keys.runtime_key
+        # the runtime's own home (bundle cache...), shared by attempts, apart from the user's
+        # ~/.loom; its config file does not exist, so the admin's key is never read by a task
+        env["LOOM_HOME"] = str(self.runtime_home)
+        env["LOOM_CONFIG"] = str(self.runtime_home / "config.yaml")
+        return env
+
+    async def _launch(self, launch: Launch) -> None:
+        job = Job(
+            run=launch.run,
+            action=launch.action,
+            attempt=launch.attempt,
+            endpoint=self.endpoint,
+            env=self.job_env(launch),
+            log_path=log_path(self.logs_dir, launch.run, launch.action, launch.attempt),
+            workdir=self.work_dir / launch.run / launch.action / str(launch.attempt),
+            timeout_s=launch.task.timeout_s,
+            resources=launch.task.resources,
+        )
+        try:
+            handle = await self.executor.submit(job)
+        except Exception as e:
+            log.warning("cannot start %s: %s", job.id, e)
+            await to_thread.run_sync(
+                self.runs.launch_failed, launch.run, launch.action, launch.attempt, str(e)
+            )
+            return
+        await to_thread.run_sync(
+            self.runs.record_handle, launch.run, launch.action, launch.attempt, handle
+        )
+
+    async def _on_exit(self, exit: JobExit) -> None:
+        run, action, number = exit.job_id.rsplit("/", 2)
+        key = await to_thread.run_sync(self._keep_log, run, action, int(number))
+        await to_thread.run_sync(
+            self.runs.process_exited, run, action, int(number), exit.returncode, exit.reason, key
+        )
+
+    def _keep_log(self, run: str, action: str, number: int) -> str | None:
+        """Move an ended attempt's log into the object store; return its key."""
+        path = log_path(self.logs_dir, run, action, number)
+        if not path.exists():
+            return None
+        key = log_key(run, action, number)
+        try:
+            self.store.put_file(key, path, move=True)
+        except Exception:
+            log.exception("cannot store the log of %s/%s/%s", run, action, number)
+            return None
+        return key
+
+    async def _recover(self) -> None:
+        """Attempts the database says are running belong to a previous server process: kill
+        whatever is left of them and fail them as lost (their retry policy decides the
+        rest). Queued actions need nothing: the scheduler picks them up."""
+        lost: list[RunningAttempt] = await to_thread.run_sync(self.runs.running_attempts)
+        for attempt in lost:
+            if attempt.handle:
+                await self.executor.reclaim(attempt.handle)
+            key = await to_thread.run_sync(
+                self._keep_log, attempt.run, attempt.action, attempt.attempt
+            )
+            await to_thread.run_sync(self.runs.lose_attempt, attempt, key)
+        if lost:
+            log.warning("recovered %d attempt(s) lost in a restart", len(lost))
+
+    def live_log(self, run: str, action: str, number: int) -> Path:
+        return log_path(self.logs_dir, run, action, number)

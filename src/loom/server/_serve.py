@@ -1,0 +1,113 @@
+"""Running the server: one process with the API, the scheduler and the local executor."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from types import FrameType
+
+import uvicorn
+
+from ..executors import Executor
+from ._app import create_app
+from ._bootstrap import bootstrap_admin_key
+from ._errors import ConfigurationError
+from ._plane import ControlPlane
+from ._settings import ServerSettings
+
+log = logging.getLogger("loom.server")
+
+READY_LINE = "loom server ready at {endpoint}"
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn, with our own signal handling: stop streams at once, exit with status 0."""
+
+    def __init__(self, config: uvicorn.Config, plane: ControlPlane) -> None:
+        super().__init__(config)
+        self._plane = plane
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        handled = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True  # a second Ctrl+C: stop waiting for connections
+        self.should_exit = True
+        # SSE streams and long-polls would hold the graceful shutdown open: end them now
+        self._plane.bus.stop()
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0 picks a free one)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as e:
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {e}") from e
+    sock.set_inheritable(False)
+    return sock
+
+
+def serve(
+    settings: ServerSettings, *, new_admin_key: bool = False, executor: Executor | None = None
+) -> None:
+    """Run the server until SIGTERM or SIGINT; print the ready line once it takes requests.
+
+    Raises :class:`ConfigurationError` for settings it cannot start with.
+    """
+    plane = ControlPlane(settings, executor=executor)
+    sock = bind(settings.host, settings.port)
+    try:
+        host, port = sock.getsockname()[:2]
+        plane.endpoint = f"http://{settings.client_host(host)}:{port}"
+        plane.prepare()
+        message = bootstrap_admin_key(
+            plane.db, plane.keys, settings.config_path, plane.endpoint, new_key=new_admin_key
+        )
+        if message:
+            print(message, file=sys.stderr, flush=True)
+        config = uvicorn.Config(
+            create_app(plane),
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=5,
+            server_header=False,
+        )
+        asyncio.run(_run(_Uvicorn(config, plane), sock, plane.endpoint))
+    finally:
+        sock.close()
+        plane.db.dispose()
+
+
+async def _run(server: _Uvicorn, sock: socket.socket, endpoint: str) -> None:
+    async def announce() -> None:
+        while not server.started:
+            if server.should_exit:
+                return
+            await asyncio.sleep(0.005)
+        print(READY_LINE.format(endpoint=endpoint), flush=True)
+
+    announcer = asyncio.create_task(announce())
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        announcer.cancel()

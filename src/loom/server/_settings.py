@@ -1,0 +1,141 @@
+"""The server's one typed settings object. Nothing else in the server reads ``os.environ``.
+
+Precedence, highest first: command-line arguments (passed as overrides), ``LOOM_*`` environment
+variables, defaults.
+
+==========================  ==============================================================
+``LOOM_HOME``               default data directory (``~/.loom``)
+``LOOM_CONFIG``             client configuration file written at first start
+                            (default ``<data-dir>/config.yaml``)
+``LOOM_DATABASE_URL``       SQLAlchemy URL (default SQLite in WAL mode at
+                            ``<data-dir>/server.db``), e.g. ``postgresql+psycopg://...``
+``LOOM_OBJECT_STORE``       ``s3://bucket/prefix`` or a directory (default
+                            ``<data-dir>/objects``)
+``LOOM_S3_ENDPOINT_URL``    endpoint of an S3-compatible store (MinIO, moto...)
+``LOOM_S3_REGION``          region of the S3 store (optional)
+``LOOM_EXECUTOR_SLOTS``     concurrent action processes (default: the number of CPUs)
+``LOOM_RUNTIME_COMMAND``    the command that runs one attempt (default
+                            ``<python> -m loom.runtime``), split like a shell would
+``LOOM_MAX_BUNDLE_BYTES``   largest code bundle accepted (default 1 GiB)
+==========================  ==============================================================
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shlex
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ._errors import ConfigurationError
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8377
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """Every knob the control plane reads, resolved once at start."""
+
+    data_dir: Path
+    config_path: Path
+    database_url: str
+    object_store: str
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    allow_remote: bool = False
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    executor_slots: int = 1
+    runtime_command: tuple[str, ...] = ()
+    max_bundle_bytes: int = 1 << 30
+    #: the environment action processes start from: the server's own, without ``LOOM_*``
+    #: (those configure the server, e.g. a database password, and must not leak into tasks)
+    child_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServerSettings:
+        """Read ``environ`` (default ``os.environ``) and apply non-``None`` ``overrides``
+        (``data_dir``, ``host``, ``port``, ``allow_remote`` and any other field)."""
+        env = os.environ if environ is None else environ
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        data_dir = Path(
+            overrides.pop("data_dir", None) or env.get("LOOM_HOME") or Path.home() / ".loom"
+        ).expanduser()
+        values: dict[str, Any] = {
+            "data_dir": data_dir,
+            "config_path": Path(env.get("LOOM_CONFIG") or data_dir / "config.yaml").expanduser(),
+            "database_url": env.get("LOOM_DATABASE_URL") or f"sqlite:///{data_dir / 'server.db'}",
+            "object_store": env.get("LOOM_OBJECT_STORE") or str(data_dir / "objects"),
+            "s3_endpoint_url": env.get("LOOM_S3_ENDPOINT_URL") or None,
+            "s3_region": env.get("LOOM_S3_REGION") or None,
+            "executor_slots": _int(env, "LOOM_EXECUTOR_SLOTS", os.cpu_count() or 1),
+            "max_bundle_bytes": _int(env, "LOOM_MAX_BUNDLE_BYTES", 1 << 30),
+            "runtime_command": tuple(
+                shlex.split(env["LOOM_RUNTIME_COMMAND"])
+                if env.get("LOOM_RUNTIME_COMMAND")
+                else (sys.executable, "-m", "loom.runtime")
+            ),
+            "child_env": {k: v for k, v in env.items() if not k.startswith("LOOM_")},
+        }
+        values.update(overrides)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def with_overrides(self, **overrides: Any) -> ServerSettings:
+        """A copy with the given non-``None`` fields replaced."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigurationError` for settings the server cannot run with."""
+        if self.executor_slots < 1:
+            raise ConfigurationError("LOOM_EXECUTOR_SLOTS must be at least 1")
+        if not 0 <= self.port <= 65535:
+            raise ConfigurationError(f"port must be between 0 and 65535, got {self.port}")
+        if not self.runtime_command:
+            raise ConfigurationError("LOOM_RUNTIME_COMMAND must not be empty")
+        if not self.allow_remote and not is_loopback(self.host):
+            raise ConfigurationError(
+                f"refusing to listen on {self.host!r}: the API would be reachable from other "
+                "machines. Use a loopback address (127.0.0.1, ::1, localhost), or pass "
+                "--allow-remote if that is what you want (put TLS in front of it)"
+            )
+
+    @property
+    def sqlite(self) -> bool:
+        """Whether the metadata database is the embedded SQLite file."""
+        return self.database_url.startswith("sqlite")
+
+    def client_host(self, host: str | None = None) -> str:
+        """The host a client on this machine should use to reach the server."""
+        host = host or self.host
+        if host in ("0.0.0.0", ""):  # a wildcard bind answers on loopback too
+            return "127.0.0.1"
+        if host == "::":
+            return "[::1]"
+        return f"[{host}]" if ":" in host else host
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError as e:
+        raise ConfigurationError(f"{name} must be a whole number, got {raw!r}") from e

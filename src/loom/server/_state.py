@@ -1,0 +1,74 @@
+"""The action state machine's rules, free of storage: legal transitions, retries, backoff.
+
+::
+
+    QUEUED ──► RUNNING ──► SUCCEEDED
+      │           │  ╲───► FAILED
+      │           │   ╲──► RETRYING ──► RUNNING (next attempt)
+      │           ▼
+      └──────► ABORTED ◄── (from any non-terminal phase)
+
+An action created from a cache hit starts SUCCEEDED; one that can never fit a worker goes
+QUEUED ─► FAILED at submission.
+"""
+
+from __future__ import annotations
+
+from .. import wire
+from ..executors import Capacity
+
+ROOT_ACTION = "a0"
+TERMINAL = wire.TERMINAL_PHASES
+RETRYABLE_KINDS = frozenset({"user", "timeout", "worker_lost"})
+
+ALLOWED: dict[str, frozenset[str]] = {
+    "QUEUED": frozenset({"RUNNING", "SUCCEEDED", "FAILED", "ABORTED"}),
+    "RUNNING": frozenset({"SUCCEEDED", "FAILED", "RETRYING", "ABORTED"}),
+    "RETRYING": frozenset({"RUNNING", "FAILED", "ABORTED"}),
+}
+
+
+class IllegalTransition(RuntimeError):
+    """A bug: the server tried a transition the state machine does not have."""
+
+
+def check_transition(current: str, new: str) -> None:
+    if new not in ALLOWED.get(current, frozenset()):
+        raise IllegalTransition(f"illegal action transition {current} -> {new}")
+
+
+def may_retry(error: wire.ErrorInfo, attempts_used: int, retries: wire.RetrySpec) -> bool:
+    """Whether a failed attempt gets another: a retryable kind and attempts left."""
+    return error.kind in RETRYABLE_KINDS and attempts_used < retries.count + 1
+
+
+def backoff_s(retries: wire.RetrySpec, failed_attempt: int) -> float:
+    """Seconds to wait before the attempt after ``failed_attempt`` (numbered from 1)."""
+    delay = retries.backoff_s * retries.backoff_factor ** (failed_attempt - 1)
+    return max(0.0, min(delay, retries.max_backoff_s))
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def resources_error(resources: wire.ResourceSpec, capacity: Capacity) -> wire.ErrorInfo | None:
+    """Why an action can never run on these workers, or ``None`` if it fits."""
+    message = None
+    if resources.cpu is not None and resources.cpu > capacity.cpu:
+        message = (
+            f"requests {resources.cpu:g} CPUs but the largest worker has {capacity.cpu:g}; "
+            "lower Resources(cpu=...)"
+        )
+    elif resources.memory_bytes is not None and resources.memory_bytes > capacity.memory_bytes:
+        message = (
+            f"requests {_size(resources.memory_bytes)} of memory but the largest worker has "
+            f"{_size(capacity.memory_bytes)}; lower Resources(memory=...)"
+        )
+    if message is None:
+        return None
+    return wire.ErrorInfo(type="InsufficientResourcesError", message=message, kind="system")

@@ -1,0 +1,54 @@
+"""``loom server start|status|stop`` through the real executable."""
+
+from __future__ import annotations
+
+import socket
+import stat
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.e2e
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_detached_server_lifecycle(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    env = {"LOOM_HOME": str(data), "LOOM_CONFIG": str(data / "config.yaml")}
+    port = str(_free_port())
+    started = run_cli("server", "start", "--detach", "--port", port, env=env)
+    try:
+        assert started.returncode == 0, started.stderr + started.stdout
+        assert f"loom server ready at http://127.0.0.1:{port}" in started.stdout
+        config = data / "config.yaml"
+        assert stat.S_IMODE(config.stat().st_mode) == 0o600
+        doc = yaml.safe_load(config.read_text())
+        assert doc["endpoint"] == f"http://127.0.0.1:{port}" and doc["api_key"]
+        status = run_cli("server", "status", env=env)
+        assert status.returncode == 0 and "is up at" in status.stdout
+        again = run_cli("server", "start", "--detach", "--port", port, env=env)
+        assert again.returncode == 1 and "already running" in again.stderr
+        projects = run_cli("get", "project", env=env)
+        assert projects.returncode == 0 and "default" in projects.stdout
+    finally:
+        stopped = run_cli("server", "stop", env=env)
+    assert stopped.returncode == 0, stopped.stderr
+    down = run_cli("server", "status", env=env)
+    assert down.returncode == 1 and "cannot reach the server" in down.stderr
+    assert run_cli("server", "stop", env=env).returncode == 1
+
+
+def test_refuses_a_non_loopback_bind(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    env = {"LOOM_HOME": str(data), "LOOM_CONFIG": str(data / "config.yaml")}
+    result = run_cli("server", "start", "--host", "0.0.0.0", "--port", "0", env=env)
+    assert result.returncode != 0
+    assert "loopback" in (result.stderr + result.stdout)

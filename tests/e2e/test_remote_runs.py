@@ -1,0 +1,247 @@
+"""Remote runs end to end: the real `loom` CLI against a real server subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO, run_cli, write_module
+
+pytestmark = pytest.mark.e2e
+
+EXAMPLES = REPO / "examples"
+
+FLOW = """
+import asyncio
+import os
+import time
+
+import loom
+
+env = loom.TaskEnvironment("remote-flow", env_vars={"FLAVOUR": "remote"})
+
+
+class Declined(Exception):
+    pass
+
+
+@env.task
+async def square(x: int) -> int:
+    print(f"squaring {x}")
+    return x * x
+
+
+@env.task
+def sync_double(x: int) -> int:
+    return 2 * x
+
+
+@env.task
+async def fan_out(n: int) -> int:
+    with loom.group("squares"):
+        squares = await asyncio.gather(*(square(i) for i in range(n)))
+    return sum(squares) + sync_double(1)
+
+
+@env.task
+async def refuse(amount: int) -> int:
+    raise Declined(f"cannot pay {amount}")
+
+
+@env.task
+async def catches(amount: int) -> str:
+    try:
+        await refuse(amount)
+    except Declined as e:
+        return f"caught {type(e).__name__}: {e}"
+    return "nothing"
+
+
+@env.task(retries=loom.RetryStrategy(2, backoff=0.1))
+async def flaky(marker: str) -> int:
+    with open(marker, "a") as f:
+        f.write("x")
+    with open(marker) as f:
+        count = len(f.read())
+    if count < 3:
+        raise ConnectionError(f"attempt {count} failed")
+    return count
+
+
+@env.task(timeout=1)
+async def sleepy(seconds: float) -> str:
+    await asyncio.sleep(seconds)
+    return "woke"
+
+
+@env.task
+async def long_sleep(seconds: float) -> str:
+    await asyncio.sleep(seconds)
+    return "woke"
+
+
+@env.task
+async def flavour() -> str:
+    return os.environ["FLAVOUR"]
+
+
+@env.task(cache="auto")
+async def cached(x: int) -> float:
+    return time.time()
+"""
+
+
+@pytest.fixture
+def flow(tmp_path: Path) -> Path:
+    return write_module(tmp_path / "remote_flow.py", FLOW)
+
+
+def loom_cli(server: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(*args, env=server.env)
+
+
+def remote(server: Any, *args: str) -> dict[str, Any]:
+    result = loom_cli(server, "run", "--remote", "-o", "json", *args)
+    assert result.stdout, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_hello_example_runs_remotely(server: Any) -> None:
+    result = loom_cli(server, "run", "--remote", str(EXAMPLES / "hello.py"), "main")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['Hello, Ada!', 'Hello, Grace!', 'Hello, Linus!']"
+    assert "created run" in result.stderr
+
+
+def test_fan_out_children_become_actions(server: Any, flow: Path) -> None:
+    doc = remote(server, str(flow), "fan_out", "--n", "5")
+    assert doc["phase"] == "SUCCEEDED" and doc["outputs"] == 30 + 2
+    shown = loom_cli(server, "get", "run", doc["run"], "-o", "json")
+    actions = json.loads(shown.stdout)["actions"]
+    squares = [a for a in actions if a["task"] == "remote-flow.square"]
+    assert len(squares) == 5 and {a["group"][0] for a in squares} == {"squares"}
+    assert all(a["parent"] == "a0" and a["phase"] == "SUCCEEDED" for a in squares)
+    logs = loom_cli(server, "get", "logs", doc["run"], squares[0]["name"])
+    assert "squaring" in logs.stdout
+
+
+def test_child_exception_types_survive(server: Any, flow: Path) -> None:
+    doc = remote(server, str(flow), "catches", "--amount", "7")
+    assert doc["outputs"] == "caught Declined: cannot pay 7"
+
+
+def test_failed_run_reports_the_error_and_exits_non_zero(server: Any, flow: Path) -> None:
+    result = loom_cli(server, "run", "--remote", str(flow), "refuse", "--amount", "3")
+    assert result.returncode == 1
+    assert "Declined: cannot pay 3" in result.stderr
+
+
+def test_retries_are_recorded(server: Any, flow: Path, tmp_path: Path) -> None:
+    doc = remote(server, str(flow), "flaky", "--marker", str(tmp_path / "marker"))
+    assert doc["outputs"] == 3
+    action = json.loads(loom_cli(server, "get", "action", doc["run"], "a0", "-o", "json").stdout)
+    assert [a["phase"] for a in action["attempts"]] == ["FAILED", "FAILED", "SUCCEEDED"]
+
+
+def test_timeouts_are_enforced(server: Any, flow: Path) -> None:
+    started = time.monotonic()
+    doc = remote(server, str(flow), "sleepy", "--seconds", "30")
+    assert doc["phase"] == "FAILED" and doc["error"]["kind"] == "timeout"
+    assert time.monotonic() - started < 20
+
+
+def test_env_vars_reach_the_action(server: Any, flow: Path) -> None:
+    assert remote(server, str(flow), "flavour")["outputs"] == "remote"
+
+
+def test_cache_hits_across_runs(server: Any, flow: Path) -> None:
+    first = remote(server, str(flow), "cached", "--x", "1")["outputs"]
+    second = remote(server, str(flow), "cached", "--x", "1")
+    assert second["outputs"] == first
+    action = json.loads(loom_cli(server, "get", "action", second["run"], "a0", "-o", "json").stdout)
+    assert action["cache"] == "hit"
+
+
+def test_python_api(server: Any, tmp_path: Path, flow: Path) -> None:
+    script = tmp_path / "drive.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import sys
+            sys.path.insert(0, {str(flow.parent)!r})
+            import loom
+            import remote_flow
+
+            loom.init_from_config()
+            run = loom.with_runcontext(mode="remote").run(remote_flow.fan_out, n=3)
+            run.wait()
+            print(run.name, run.outputs())
+            """
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        env={**server.env},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[1] == "7"
+
+
+def test_detach_then_inspect_and_abort(server: Any, flow: Path) -> None:
+    result = loom_cli(
+        server, "run", "--remote", "--detach", str(flow), "sleepy", "--seconds", "0.5"
+    )
+    assert result.returncode == 0, result.stderr
+    name = result.stdout.strip()
+    runs = json.loads(loom_cli(server, "get", "run", "-o", "json").stdout)
+    assert name in [r["name"] for r in runs]
+    detached = loom_cli(
+        server, "run", "--remote", "--detach", str(flow), "long_sleep", "--seconds", "60"
+    )
+    aborted = loom_cli(server, "abort", "run", detached.stdout.strip())
+    assert aborted.returncode == 0 and "ABORTED" in aborted.stdout
+
+
+def test_api_keys_from_the_cli(server: Any) -> None:
+    created = loom_cli(server, "create", "api-key", "ci-bot")
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    listed = json.loads(loom_cli(server, "get", "api-key", "-o", "json").stdout)
+    assert "ci-bot" in [k["name"] for k in listed]
+    assert key not in json.dumps(listed)
+    whoami = run_cli("get", "project", env={**server.env, "LOOM_API_KEY": key})
+    assert whoami.returncode == 0, whoami.stderr
+    assert loom_cli(server, "delete", "api-key", "ci-bot").returncode == 0
+    refused = run_cli("get", "project", env={**server.env, "LOOM_API_KEY": key})
+    assert refused.returncode == 1 and "refused the API key" in refused.stderr
+
+
+def test_projects_from_the_cli(server: Any) -> None:
+    created = loom_cli(server, "create", "project", "analytics")
+    assert created.returncode == 0, created.stderr
+    listed = json.loads(loom_cli(server, "get", "project", "-o", "json").stdout)
+    assert {"default", "analytics"} <= {p["name"] for p in listed}
+
+
+def test_unknown_run_is_a_clear_error(server: Any) -> None:
+    result = loom_cli(server, "get", "run", "no-such-run")
+    assert result.returncode == 1 and "no-such-run" in result.stderr
+
+
+def test_a_stopped_server_gets_a_clear_message(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("endpoint: http://127.0.0.1:9\napi_key: nope\n")
+    result = run_cli("get", "run", env={"LOOM_CONFIG": str(config)})
+    assert result.returncode == 1
+    assert "cannot reach the server at http://127.0.0.1:9" in result.stderr
+    assert "loom server start" in result.stderr

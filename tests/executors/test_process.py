@@ -1,0 +1,220 @@
+"""The local process executor, with small scripts standing in for the runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from loom.executors import (
+    Job,
+    JobExit,
+    JobStartError,
+    LocalProcessExecutor,
+    machine_capacity,
+    process_identity,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+def _script(tmp_path: Path, body: str) -> list[str]:
+    path = tmp_path / "runtime.py"
+    path.write_text("import os, sys, time, subprocess\n" + textwrap.dedent(body))
+    return [sys.executable, str(path)]
+
+
+def _job(tmp_path: Path, attempt: int = 1, timeout_s: float | None = None, **env: str) -> Job:
+    return Job(
+        run="r1",
+        action="a0",
+        attempt=attempt,
+        endpoint="http://127.0.0.1:1",
+        env={"PATH": os.environ.get("PATH", ""), "LOOM_API_KEY": "k", **env},
+        log_path=tmp_path / "logs" / f"{attempt}.log",
+        workdir=tmp_path / "work" / str(attempt),
+        timeout_s=timeout_s,
+    )
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.exits: list[JobExit] = []
+        self.event = asyncio.Event()
+
+    async def __call__(self, exit: JobExit) -> None:
+        self.exits.append(exit)
+        self.event.set()
+
+    async def wait(self, n: int = 1, timeout: float = 20) -> list[JobExit]:
+        async with asyncio.timeout(timeout):
+            while len(self.exits) < n:
+                self.event.clear()
+                await self.event.wait()
+        return self.exits
+
+
+def _alive(pid: int) -> bool:
+    state = process_identity(pid)
+    if state is None:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_job_runs_with_its_arguments_env_and_log(tmp_path: Path) -> None:
+    command = _script(
+        tmp_path,
+        """
+        print("args", sys.argv[1:])
+        print("key", os.environ["LOOM_API_KEY"], "extra", os.environ.get("EXTRA"))
+        print("cwd", os.getcwd())
+        print("to stderr", file=sys.stderr)
+        print("pgid==pid", os.getpgid(0) == os.getpid())
+        sys.exit(5)
+        """,
+    )
+
+    async def main() -> None:
+        executor = LocalProcessExecutor(command, slots=3)
+        recorder = Recorder()
+        await executor.start(recorder)
+        job = _job(tmp_path, EXTRA="x")
+        handle = await executor.submit(job)
+        assert handle.startswith("pid:")
+        assert executor.status(job.id).state == "running"
+        (exit,) = await recorder.wait()
+        assert exit == JobExit("r1/a0/1", 5, "exited")
+        assert executor.status(job.id).state == "exited"
+        assert executor.status(job.id).returncode == 5
+        assert executor.status("nope").state == "unknown"
+
+    asyncio.run(main())
+    log = (tmp_path / "logs" / "1.log").read_text()
+    assert (
+        "args ['--endpoint', 'http://127.0.0.1:1', '--run', 'r1', '--action', 'a0', "
+        "'--attempt', '1']" in log
+    )
+    assert "key k extra x" in log and "to stderr" in log and "pgid==pid True" in log
+    assert f"cwd {tmp_path / 'work' / '1'}" in log
+    assert not (tmp_path / "work" / "1").exists()  # the work directory is removed
+
+
+def test_a_timeout_kills_the_whole_group(tmp_path: Path) -> None:
+    pidfile = tmp_path / "child.pid"
+    command = _script(
+        tmp_path,
+        f"""
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        open({str(pidfile)!r}, "w").write(str(child.pid))
+        time.sleep(60)
+        """,
+    )
+
+    async def main() -> None:
+        executor = LocalProcessExecutor(command)
+        recorder = Recorder()
+        await executor.start(recorder)
+        started = time.monotonic()
+        await executor.submit(_job(tmp_path, timeout_s=1.0))
+        (exit,) = await recorder.wait()
+        assert exit.reason == "timeout" and exit.returncode == -9
+        assert 1.0 <= time.monotonic() - started < 10
+
+    asyncio.run(main())
+    child = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while _alive(child):
+        assert time.monotonic() < deadline, "the job's child survived the timeout"
+        time.sleep(0.05)
+
+
+def test_cancel(tmp_path: Path) -> None:
+    command = _script(tmp_path, "time.sleep(60)\n")
+
+    async def main() -> None:
+        executor = LocalProcessExecutor(command)
+        recorder = Recorder()
+        await executor.start(recorder)
+        job = _job(tmp_path)
+        await executor.submit(job)
+        await executor.cancel(job.id)
+        (exit,) = await recorder.wait()
+        assert exit.reason == "cancelled"
+        await executor.cancel(job.id)  # gone already: a no-op
+
+    asyncio.run(main())
+
+
+def test_shutdown_kills_jobs_without_reporting(tmp_path: Path) -> None:
+    command = _script(tmp_path, "print(os.getpid(), flush=True); time.sleep(60)\n")
+
+    async def main() -> int:
+        executor = LocalProcessExecutor(command)
+        recorder = Recorder()
+        await executor.start(recorder)
+        job = _job(tmp_path)
+        handle = await executor.submit(job)
+        await executor.shutdown()
+        assert recorder.exits == []
+        with pytest.raises(JobStartError):
+            await executor.submit(_job(tmp_path, attempt=2))
+        return int(handle.split(":")[1])
+
+    pid = asyncio.run(main())
+    assert not _alive(pid)
+
+
+def test_a_missing_command_is_a_job_start_error(tmp_path: Path) -> None:
+    async def main() -> None:
+        executor = LocalProcessExecutor([str(tmp_path / "no-such-runtime")])
+        await executor.start(Recorder())
+        with pytest.raises(JobStartError, match="no-such-runtime"):
+            await executor.submit(_job(tmp_path))
+
+    asyncio.run(main())
+
+
+def test_reclaim_kills_only_the_process_it_started(tmp_path: Path) -> None:
+    def orphan() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
+        )
+
+    victim, bystander = orphan(), orphan()
+    try:
+        time.sleep(0.1)
+        identity = process_identity(victim.pid)
+        assert identity
+
+        async def main() -> None:
+            executor = LocalProcessExecutor()
+            await executor.reclaim(f"pid:{victim.pid}:{identity}")
+            # a reused pid (different start time) is somebody else's process: left alone
+            await executor.reclaim(f"pid:{bystander.pid}:12345")
+            await executor.reclaim("garbage")
+
+        asyncio.run(main())
+        assert victim.wait(5) == -9
+        assert bystander.poll() is None
+    finally:
+        for p in (victim, bystander):
+            p.kill()
+            p.wait()
+
+
+def test_machine_capacity() -> None:
+    capacity = machine_capacity()
+    assert capacity.slots == capacity.cpu >= 1
+    assert capacity.memory_bytes > 0
+    assert machine_capacity(slots=7).slots == 7
+    assert LocalProcessExecutor(slots=5).capacity().slots == 5

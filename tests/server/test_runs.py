@@ -1,0 +1,437 @@
+"""Runs, actions and the state machine, driven through the API with a fake executor."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from loom import wire
+from loom.executors import Capacity
+from tests.server.conftest import Api, error_info, task_spec
+
+
+def test_create_run_starts_its_root_action(api: Api) -> None:
+    run = api.create_run(
+        task_spec(env_vars={"A": "task", "B": "task"}), inputs={"x": 1}, env_vars={"B": "run"}
+    )
+    assert run["phase"] == "QUEUED" and run["task"] == "env.main" and run["actions"] == 1
+    assert run["created_by"] == "admin" and run["project"] == "default"
+    name = run["name"]
+    job = api.job(name, "a0", 1)
+    assert job.env["A"] == "task" and job.env["B"] == "run"  # the run's variables win
+    assert job.env["LOOM_API_KEY"] == api.plane.keys.runtime_key
+    assert job.env["LOOM_ENDPOINT"] == api.plane.endpoint
+    action = api.wait_phase(name, "a0", "RUNNING")
+    assert action["parent"] is None and action["attempts"][0]["number"] == 1
+    # the runtime's key works for the runtime's calls
+    runtime = {"Authorization": f"Bearer {job.env['LOOM_API_KEY']}"}
+    spec = api.anon.get(f"/api/v1/runs/{name}/actions/a0/spec", headers=runtime).json()
+    assert spec["inputs"] == {"x": 1} and spec["attempt"] == 1
+    assert spec["bundle"] == api.bundle.removeprefix("sha256:")
+    assert spec["env_vars"] == {"B": "run"} and spec["task"]["env_vars"]["A"] == "task"
+    assert api.client.get(f"/api/v1/runs/{name}").json()["phase"] == "RUNNING"
+
+
+def test_run_names(api: Api) -> None:
+    run = api.create_run(name="my-run")
+    assert run["name"] == "my-run"
+    body = {"bundle": api.bundle, "name": "my-run", "root": {"name": "x", "task": task_spec()}}
+    r = api.client.post("/api/v1/runs", json=body)
+    assert r.status_code == 409 and "'my-run'" in r.json()["detail"]
+
+
+def test_unknown_bundle_is_400_saying_to_upload_it(api: Api) -> None:
+    body = {"bundle": "sha256:" + "0" * 64, "root": {"name": "x", "task": task_spec()}}
+    r = api.client.post("/api/v1/runs", json=body)
+    assert r.status_code == 400 and "upload it first" in r.json()["detail"]
+
+
+def test_unknown_domain_is_400(api: Api) -> None:
+    body = {"bundle": api.bundle, "domain": "qa", "root": {"name": "x", "task": task_spec()}}
+    r = api.client.post("/api/v1/runs", json=body)
+    assert r.status_code == 400 and "development" in r.json()["detail"]
+
+
+def test_success_records_outputs_and_ends_the_run(api: Api) -> None:
+    name = api.create_run()["name"]
+    api.job(name, "a0", 1)
+    r = api.client.post(f"/api/v1/runs/{name}/actions/a0/attempts/1/started")
+    assert r.status_code == 200 and r.json()["phase"] == "RUNNING"
+    assert api.client.get(f"/api/v1/runs/{name}/actions/a0/outputs").status_code == 409
+    r = api.finish(name, "a0", 1, value={"answer": [1, 2]})
+    assert r.status_code == 200 and r.json()["phase"] == "SUCCEEDED"
+    assert api.client.get(f"/api/v1/runs/{name}/actions/a0/outputs").json() == {
+        "value": {"answer": [1, 2]}
+    }
+    run = api.client.get(f"/api/v1/runs/{name}").json()
+    assert run["phase"] == "SUCCEEDED" and run["ended_at"] is not None
+    api.exit(f"{name}/a0/1", 0)  # the process exits after reporting: nothing changes
+    assert api.action(name, "a0")["phase"] == "SUCCEEDED"
+
+
+def test_duplicate_finished_is_ignored_and_stale_attempts_get_409(api: Api) -> None:
+    name = api.create_run(task_spec(retries={"count": 1, "backoff_s": 0}))["name"]
+    api.job(name, "a0", 1)
+    first = api.finish(name, "a0", 1, error=error_info("first"))
+    assert first.status_code == 200 and first.json()["phase"] == "RETRYING"
+    again = api.finish(name, "a0", 1, error=error_info("first"))  # a retried request
+    assert again.status_code == 200
+    assert [a["error"]["message"] for a in again.json()["attempts"] if a["error"]] == ["first"]
+    api.job(name, "a0", 2)
+    ok = api.finish(name, "a0", 2, value=5)
+    assert ok.json()["phase"] == "SUCCEEDED"
+    assert api.finish(name, "a0", 2, value=6).status_code == 200  # duplicate: ignored
+    assert api.client.get(f"/api/v1/runs/{name}/actions/a0/outputs").json()["value"] == 5
+
+
+def test_finished_for_an_attempt_the_server_ended_is_409(api: Api) -> None:
+    name = api.create_run(task_spec(retries={"count": 1, "backoff_s": 0}))["name"]
+    api.job(name, "a0", 1)
+    api.exit(f"{name}/a0/1", 1)  # lost before reporting
+    api.job(name, "a0", 2)
+    r = api.finish(name, "a0", 1, value=1)  # the lost attempt's late report
+    assert r.status_code == 409 and "stale" in r.json()["detail"]
+    r = api.client.post(f"/api/v1/runs/{name}/actions/a0/attempts/1/started")
+    assert r.status_code == 409
+
+
+def test_a_result_needs_exactly_one_of_outputs_and_error(api: Api) -> None:
+    name = api.create_run()["name"]
+    api.job(name, "a0", 1)
+    r = api.client.post(f"/api/v1/runs/{name}/actions/a0/attempts/1/finished", json={})
+    assert r.status_code == 400
+
+
+def test_child_actions_are_idempotent_per_name(api: Api) -> None:
+    name = api.create_run()["name"]
+    first = api.create_child(name, "a0-1", inputs={"x": 1})
+    again = api.create_child(name, "a0-1", inputs={"x": 999}, task=task_spec("env.other"))
+    same = ("name", "parent", "task", "created_at")
+    assert {k: again[k] for k in same} == {k: first[k] for k in same}  # (phase may move on)
+    spec = api.client.get(f"/api/v1/runs/{name}/actions/a0-1/spec").json()
+    assert spec["inputs"] == {"x": 1} and spec["task"]["name"] == "env.main"
+    actions = api.client.get(f"/api/v1/runs/{name}/actions").json()
+    assert [a["name"] for a in actions] == ["a0", "a0-1"]
+    assert api.client.get(f"/api/v1/runs/{name}").json()["actions"] == 2
+
+
+def test_child_needs_a_known_parent(api: Api) -> None:
+    name = api.create_run()["name"]
+    body = {"name": "c", "parent": "ghost", "task": task_spec()}
+    r = api.client.post(f"/api/v1/runs/{name}/actions", json=body)
+    assert r.status_code == 404 and "'ghost'" in r.json()["detail"]
+    body = {"name": "c", "task": task_spec()}
+    assert api.client.post(f"/api/v1/runs/{name}/actions", json=body).status_code == 400
+    r = api.client.post("/api/v1/runs/nope/actions", json=body)
+    assert r.status_code == 404 and "'nope'" in r.json()["detail"]
+
+
+def test_retries_with_exponential_backoff(api: Api) -> None:
+    retries = {"count": 2, "backoff_s": 0.3, "backoff_factor": 2.0, "max_backoff_s": 0.5}
+    name = api.create_run(task_spec(retries=retries))["name"]
+    api.job(name, "a0", 1)
+    failed_at = time.monotonic()
+    api.finish(name, "a0", 1, error=error_info("one"))
+    assert api.action(name, "a0")["phase"] == "RETRYING"
+    api.job(name, "a0", 2)
+    assert time.monotonic() - failed_at >= 0.3
+    failed_at = time.monotonic()
+    api.exit(f"{name}/a0/2", None, "timeout")
+    api.job(name, "a0", 3)
+    assert time.monotonic() - failed_at >= 0.5  # 0.6 capped at max_backoff_s
+    api.finish(name, "a0", 3, error=error_info("three"))
+    action = api.wait_phase(name, "a0", "FAILED")
+    assert [a["phase"] for a in action["attempts"]] == ["FAILED"] * 3
+    assert action["attempts"][1]["error"]["kind"] == "timeout"
+    assert action["error"]["message"] == "three"  # the last attempt's error
+    run = api.client.get(f"/api/v1/runs/{name}").json()
+    assert run["phase"] == "FAILED" and run["error"]["message"] == "three"
+
+
+def test_system_errors_are_not_retried(api: Api) -> None:
+    name = api.create_run(task_spec(retries={"count": 3, "backoff_s": 0}))["name"]
+    api.job(name, "a0", 1)
+    r = api.finish(name, "a0", 1, error=error_info("bad input", kind="system", type="InputError"))
+    assert r.json()["phase"] == "FAILED" and len(r.json()["attempts"]) == 1
+
+
+def test_timeout_fails_the_attempt_as_timeout(api: Api) -> None:
+    name = api.create_run(task_spec(timeout_s=1.5))["name"]
+    job = api.job(name, "a0", 1)
+    assert job.timeout_s == 1.5
+    api.exit(job.id, -9, "timeout")
+    action = api.wait_phase(name, "a0", "FAILED")
+    error = action["error"]
+    assert error["kind"] == "timeout" and error["type"] == "TaskTimeoutError"
+    assert "1.5s" in error["message"]
+
+
+def test_a_process_that_exits_without_reporting_is_lost(api: Api) -> None:
+    name = api.create_run(task_spec(retries={"count": 1, "backoff_s": 0}))["name"]
+    api.exit(api.job(name, "a0", 1).id, 3)
+    api.exit(api.job(name, "a0", 2).id, -9)
+    action = api.wait_phase(name, "a0", "FAILED")
+    first, second = (a["error"] for a in action["attempts"])
+    assert first["kind"] == "worker_lost"
+    assert first["message"] == "worker lost: process exited with code 3"
+    assert second["message"].startswith("worker lost: process exited with code -9")
+
+
+def test_abort_run_kills_everything_still_going(api: Api) -> None:
+    name = api.create_run()["name"]
+    api.job(name, "a0", 1)
+    api.create_child(name, "c1")
+    api.create_child(name, "c2")
+    api.job(name, "c1", 1)
+    api.finish(name, "c1", 1, value=1)
+    api.job(name, "c2", 1)
+    r = api.client.post(f"/api/v1/runs/{name}/abort")
+    assert r.status_code == 200 and r.json()["phase"] == "ABORTED"
+    phases = {a["name"]: a["phase"] for a in api.client.get(f"/api/v1/runs/{name}/actions").json()}
+    assert phases == {"a0": "ABORTED", "c1": "SUCCEEDED", "c2": "ABORTED"}
+    api.wait_for(lambda: {f"{name}/a0/1", f"{name}/c2/1"} <= set(api.executor.cancelled))
+    c2 = api.action(name, "c2")
+    assert c2["error"]["kind"] == "aborted" and c2["attempts"][0]["phase"] == "ABORTED"
+    # aborting again is a no-op; the run takes no new actions; late reports are refused
+    assert api.client.post(f"/api/v1/runs/{name}/abort").json()["phase"] == "ABORTED"
+    body = {"name": "c3", "parent": "a0", "task": task_spec()}
+    assert api.client.post(f"/api/v1/runs/{name}/actions", json=body).status_code == 409
+    assert api.finish(name, "c2", 1, value=1).status_code == 409
+
+
+def test_an_ended_parent_aborts_its_open_children(api: Api) -> None:
+    name = api.create_run()["name"]
+    api.job(name, "a0", 1)
+    api.create_child(name, "c1")
+    api.create_child(name, "c1-1", parent="c1")
+    api.finish(name, "a0", 1, error=error_info("parent gave up"))
+    for child in ("c1", "c1-1"):
+        action = api.action(name, child)
+        assert action["phase"] == "ABORTED" and "'a0'" in action["error"]["message"]
+
+
+def test_parents_waiting_on_children_hold_no_slot(api: Api) -> None:
+    # 2 slots: the root and its children would deadlock if the root counted while it waits
+    name = api.create_run()["name"]
+    api.job(name, "a0", 1)
+    for i in range(3):
+        api.create_child(name, f"c{i}")
+    api.job(name, "c0", 1)
+    api.job(name, "c1", 1)
+    time.sleep(0.3)
+    assert f"{name}/c2/1" not in api.executor.jobs  # both slots are taken by c0 and c1
+    api.finish(name, "c0", 1, value=0)
+    api.job(name, "c2", 1)  # a slot freed: the next in creation order starts
+
+
+def test_queued_actions_start_in_creation_order(api: Api) -> None:
+    runs = [api.create_run()["name"] for _ in range(4)]
+    api.job(runs[0], "a0", 1)
+    api.job(runs[1], "a0", 1)
+    time.sleep(0.2)
+    assert len(api.executor.jobs) == 2
+    api.finish(runs[1], "a0", 1, value=1)
+    api.job(runs[2], "a0", 1)
+    assert f"{runs[3]}/a0/1" not in api.executor.jobs
+
+
+@pytest.mark.parametrize(
+    "resources,needle",
+    [
+        ({"cpu": 64}, "requests 64 CPUs but the largest worker has 2"),
+        ({"memory_bytes": 1 << 50}, "of memory but the largest worker has 8.0 GiB"),
+    ],
+)
+def test_an_action_too_big_for_any_worker_fails_at_once(
+    api: Api, resources: dict[str, int], needle: str
+) -> None:
+    run = api.create_run(task_spec(resources=resources))
+    assert run["phase"] == "FAILED"
+    error = api.action(run["name"], "a0")["error"]
+    assert error["kind"] == "system" and needle in error["message"]
+    assert "lower Resources(" in error["message"]
+
+
+def test_the_executor_failing_to_start_a_job_fails_the_action(api: Api) -> None:
+    api.executor.fail_submit = "no such runtime"
+    name = api.create_run(task_spec(retries={"count": 2}))["name"]
+    action = api.wait_phase(name, "a0", "FAILED")
+    assert action["error"]["kind"] == "system" and "no such runtime" in action["error"]["message"]
+
+
+def _cached(key: str) -> dict[str, object]:
+    return task_spec(cache={"key": key})
+
+
+def test_cache_hits_are_scoped_by_project_and_domain(api: Api) -> None:
+    first = api.create_run(_cached("k1"))["name"]
+    assert api.action(first, "a0")["cache"] == "miss"
+    api.job(first, "a0", 1)
+    api.finish(first, "a0", 1, value="computed")
+    hit = api.create_run(_cached("k1"))
+    assert hit["phase"] == "SUCCEEDED"
+    action = api.action(hit["name"], "a0")
+    assert action["cache"] == "hit" and action["attempts"] == []
+    outputs = api.client.get(f"/api/v1/runs/{hit['name']}/actions/a0/outputs").json()
+    assert outputs == {"value": "computed"}
+    # children hit the cache too
+    api.job(first, "a0", 1)
+    other = api.create_run()["name"]
+    api.job(other, "a0", 1)
+    assert api.create_child(other, "c", task=_cached("k1"))["cache"] == "hit"
+    # another domain, another project: misses
+    assert api.create_run(_cached("k1"), domain="staging")["phase"] == "QUEUED"
+    api.client.post("/api/v1/projects", json={"name": "p2"})
+    assert api.create_run(_cached("k1"), project="p2")["phase"] == "QUEUED"
+
+
+def test_overwrite_cache_recomputes_and_replaces(api: Api) -> None:
+    first = api.create_run(_cached("k2"))["name"]
+    api.job(first, "a0", 1)
+    api.finish(first, "a0", 1, value="old")
+    again = api.create_run(_cached("k2"), overwrite_cache=True)["name"]
+    assert api.action(again, "a0")["phase"] != "SUCCEEDED"
+    api.job(again, "a0", 1)
+    assert api.finish(again, "a0", 1, value="new").json()["cache"] == "overwritten"
+    hit = api.create_run(_cached("k2"))["name"]
+    outputs = api.client.get(f"/api/v1/runs/{hit}/actions/a0/outputs").json()
+    assert outputs == {"value": "new"}
+
+
+def test_failures_are_not_cached(api: Api) -> None:
+    first = api.create_run(_cached("k3"))["name"]
+    api.job(first, "a0", 1)
+    api.finish(first, "a0", 1, error=error_info())
+    assert api.create_run(_cached("k3"))["phase"] == "QUEUED"
+
+
+def test_oversized_inputs_and_outputs_are_413(api: Api) -> None:
+    big = "x" * (wire.MAX_INLINE_BYTES + 1)
+    body = {"bundle": api.bundle, "root": {"name": "x", "task": task_spec(), "inputs": {"s": big}}}
+    r = api.client.post("/api/v1/runs", json=body)
+    assert r.status_code == 413 and str(wire.MAX_INLINE_BYTES) in r.json()["detail"]
+    name = api.create_run()["name"]
+    child = {"name": "c", "parent": "a0", "task": task_spec(), "inputs": {"s": big}}
+    assert api.client.post(f"/api/v1/runs/{name}/actions", json=child).status_code == 413
+    api.job(name, "a0", 1)
+    r = api.finish(name, "a0", 1, value=big)
+    assert r.status_code == 413 and "outputs" in r.json()["detail"]
+    huge = {"s": "x" * (4 * wire.MAX_INLINE_BYTES + 10)}
+    assert api.client.post("/api/v1/runs", json=huge).status_code == 413  # refused unread
+
+
+def test_wait_returns_at_timeout_or_when_the_action_ends(api: Api) -> None:
+    name = api.create_run()["name"]
+    api.job(name, "a0", 1)
+    started = time.monotonic()
+    r = api.client.get(f"/api/v1/runs/{name}/actions/a0/wait?timeout=0.3")
+    assert r.json()["phase"] == "RUNNING" and time.monotonic() - started >= 0.3
+
+    def finish_soon() -> None:
+        time.sleep(0.3)
+        api.finish(name, "a0", 1, value=1)
+
+    threading.Thread(target=finish_soon).start()
+    started = time.monotonic()
+    r = api.client.get(f"/api/v1/runs/{name}/actions/a0/wait?timeout=20")
+    assert r.json()["phase"] == "SUCCEEDED" and time.monotonic() - started < 5
+    assert api.client.get("/api/v1/runs/x/actions/a0/wait").status_code == 404
+
+
+def test_list_runs_filters_newest_first(api: Api) -> None:
+    a = api.create_run(name="one")["name"]
+    b = api.create_run(task_spec("env.other"), name="two")["name"]
+    api.job(a, "a0", 1)
+    api.finish(a, "a0", 1, value=1)
+    names = [r["name"] for r in api.client.get("/api/v1/runs").json()]
+    assert names[:2] == [b, a]
+    assert [r["name"] for r in api.client.get("/api/v1/runs?phase=SUCCEEDED").json()] == [a]
+    assert [r["name"] for r in api.client.get("/api/v1/runs?task=env.other").json()] == [b]
+    assert api.client.get("/api/v1/runs?domain=staging").json() == []
+    assert len(api.client.get("/api/v1/runs?limit=1").json()) == 1
+
+
+def test_events_record_every_phase_change(api: Api) -> None:
+    name = api.create_run()["name"]
+    api.job(name, "a0", 1)
+    api.finish(name, "a0", 1, value=1)
+    events = api.plane.runs.events_after(0, name)
+    seen = [(e.kind, e.action, e.phase) for e in events]
+    assert seen == [
+        ("run", None, "QUEUED"),
+        ("action", "a0", "QUEUED"),
+        ("action", "a0", "RUNNING"),
+        ("run", None, "RUNNING"),
+        ("action", "a0", "SUCCEEDED"),
+        ("run", None, "SUCCEEDED"),
+    ]
+    assert [e.seq for e in events] == sorted(e.seq for e in events)
+
+
+def test_logs_are_served_live_then_from_the_object_store(api: Api) -> None:
+    name = api.create_run()["name"]
+    job = api.job(name, "a0", 1)
+    assert api.client.get(f"/api/v1/runs/{name}/actions/a0/logs").text == ""
+    job.log_path.parent.mkdir(parents=True, exist_ok=True)
+    job.log_path.write_text("hello\n")
+    assert api.client.get(f"/api/v1/runs/{name}/actions/a0/logs").text == "hello\n"
+    api.finish(name, "a0", 1, value=1)
+    api.exit(job.id, 0)
+    assert not job.log_path.exists()  # moved to the object store
+    r = api.client.get(f"/api/v1/runs/{name}/actions/a0/logs?attempt=1&follow=true")
+    assert r.text == "hello\n" and r.headers["content-type"].startswith("text/plain")
+    assert api.client.get(f"/api/v1/runs/{name}/actions/a0/logs?attempt=2").status_code == 404
+
+
+@pytest.fixture
+def capacity_small() -> Capacity:
+    return Capacity(slots=1, cpu=1.0, memory_bytes=1 << 30)
+
+
+def test_restart_loses_running_attempts_and_retries_them(api: Api) -> None:
+    from fastapi.testclient import TestClient
+
+    from loom.server import ControlPlane, create_app
+    from tests.server.conftest import FakeExecutor
+
+    name = api.create_run(task_spec(retries={"count": 1, "backoff_s": 0}))["name"]
+    api.job(name, "a0", 1)
+    queued = api.create_run()["name"]
+    api.job(queued, "a0", 1)
+    third = api.create_run()["name"]  # waits: both slots are taken
+    # a second server process on the same storage, as after kill -9 and restart
+    executor = FakeExecutor(api.executor.capacity())
+    plane = ControlPlane(api.settings, executor=executor)
+    plane.prepare()
+    with TestClient(create_app(plane), headers=dict(api.client.headers)) as client:
+        assert sorted(executor.reclaimed) == sorted([f"fake:{name}/a0/1", f"fake:{queued}/a0/1"])
+        action = client.get(f"/api/v1/runs/{name}/actions/a0").json()
+        assert action["attempts"][0]["error"]["kind"] == "worker_lost"
+        assert "server restarted" in action["attempts"][0]["error"]["message"]
+        deadline = time.monotonic() + 10
+        while {f"{name}/a0/2", f"{third}/a0/1"} - set(executor.jobs):
+            assert time.monotonic() < deadline, executor.jobs
+            time.sleep(0.02)
+        lost = client.get(f"/api/v1/runs/{queued}").json()
+        assert lost["phase"] == "FAILED" and lost["error"]["kind"] == "worker_lost"
+    plane.db.dispose()
+
+
+def test_following_the_log_of_an_attempt_that_never_started_ends(api: Api) -> None:
+    api.executor.fail_submit = "cannot start"
+    name = api.create_run()["name"]
+    api.wait_phase(name, "a0", "FAILED")
+    started = time.monotonic()
+    r = api.client.get(f"/api/v1/runs/{name}/actions/a0/logs?follow=true")
+    assert r.status_code == 200 and r.text == "" and time.monotonic() - started < 10
+
+
+def test_heartbeats(api: Api) -> None:
+    name = api.create_run()["name"]
+    api.job(name, "a0", 1)
+    url = f"/api/v1/runs/{name}/actions/a0/attempts/1/heartbeat"
+    assert api.client.post(url).status_code == 204
+    api.finish(name, "a0", 1, value=1)
+    assert api.client.post(url).status_code == 409  # over: the runtime should stop
