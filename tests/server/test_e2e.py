@@ -430,9 +430,15 @@ def test_on_s3(tmp_path: Path, loom_home: Path, moto_endpoint: str, s3_bucket: s
         digest = client.bundle
         assert client.http.get(f"/bundles/{digest}").content == make_bundle()[1]
         s3 = boto3.client("s3", endpoint_url=moto_endpoint)
-        keys = {o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"]}
+        log_key = f"loom/logs/{run}/a0/1.log"
+        deadline = time.monotonic() + 15
+        while True:  # the log moves to the store once the executor has seen the process exit
+            keys = {o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"]}
+            if log_key in keys or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         assert f"loom/bundles/{digest.removeprefix('sha256:')}.tar.gz" in keys
-        assert f"loom/logs/{run}/a0/1.log" in keys
+        assert log_key in keys
         assert not (tmp_path / "d" / "objects").exists()
     finally:
         proc.stop()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from ._errors import JobStartError
 from ._protocol import Capacity, ExitCallback, ExitReason, Job, JobExit, JobStatus
+from ._zygote import ForkedProcess, Zygote
 
 log = logging.getLogger("loom.executors")
 
@@ -67,7 +68,7 @@ def kill_group(pgid: int) -> None:
 @dataclass
 class _Running:
     job: Job
-    process: asyncio.subprocess.Process
+    process: asyncio.subprocess.Process | ForkedProcess
     reason: ExitReason = "exited"
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -87,8 +88,13 @@ class LocalProcessExecutor:
         *,
         slots: int | None = None,
         capacity: Capacity | None = None,
+        fork_server: bool | None = None,
     ) -> None:
         self._command = tuple(command)
+        # Fork attempts from a warm runtime process; only the real runtime speaks its protocol.
+        use_zygote = self._command == DEFAULT_COMMAND if fork_server is None else fork_server
+        self._zygote: Zygote | None = Zygote(self._command) if use_zygote else None
+        self._zygote_starting: asyncio.Task[None] | None = None
         self._capacity = capacity or machine_capacity(slots)
         self._running: dict[str, _Running] = {}
         self._finished: OrderedDict[str, int | None] = OrderedDict()  # recent exits
@@ -100,6 +106,15 @@ class LocalProcessExecutor:
 
     async def start(self, on_exit: ExitCallback) -> None:
         self._on_exit = on_exit
+        if self._zygote is not None:  # warm up in the background; spawn directly meanwhile
+            self._zygote_starting = asyncio.create_task(self._start_zygote(self._zygote))
+
+    @staticmethod
+    async def _start_zygote(zygote: Zygote) -> None:
+        try:
+            await zygote.start()
+        except (OSError, JobStartError, TimeoutError, ValueError) as e:
+            log.warning("no runtime fork server (%s); every attempt starts a fresh process", e)
 
     def argv(self, job: Job) -> list[str]:
         """The command line of ``job``."""
@@ -121,16 +136,7 @@ class LocalProcessExecutor:
         try:
             job.log_path.parent.mkdir(parents=True, exist_ok=True)
             job.workdir.mkdir(parents=True, exist_ok=True)
-            with job.log_path.open("ab") as out:
-                process = await asyncio.create_subprocess_exec(
-                    *self.argv(job),
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=asyncio.subprocess.STDOUT,
-                    env=dict(job.env),
-                    cwd=job.workdir,
-                    start_new_session=True,  # its own process group, to kill it whole
-                )
+            process = await self._fork(job) or await self._spawn(job)
         except OSError as e:
             shutil.rmtree(job.workdir, ignore_errors=True)
             raise JobStartError(f"cannot start {self._command[0]!r}: {e}") from e
@@ -139,6 +145,30 @@ class LocalProcessExecutor:
         running.watcher = asyncio.create_task(self._watch(running), name=f"job {job.id}")
         identity = process_identity(process.pid) or ""
         return f"pid:{process.pid}:{identity}"
+
+    async def _fork(self, job: Job) -> ForkedProcess | None:
+        """A child of the warm fork server, or ``None`` when it is not available."""
+        zygote = self._zygote
+        if zygote is None or not zygote.alive:
+            return None
+        try:
+            argv = self.argv(job)[len(self._command) :]
+            return await zygote.spawn(argv, job.env, job.workdir, job.log_path)
+        except (JobStartError, OSError, TimeoutError) as e:
+            log.warning("forking attempt %s failed (%s); starting a fresh process", job.id, e)
+            return None
+
+    async def _spawn(self, job: Job) -> asyncio.subprocess.Process:
+        with job.log_path.open("ab") as out:
+            return await asyncio.create_subprocess_exec(
+                *self.argv(job),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+                env=dict(job.env),
+                cwd=job.workdir,
+                start_new_session=True,  # its own process group, to kill it whole
+            )
 
     async def _watch(self, running: _Running) -> None:
         job, process = running.job, running.process
@@ -201,3 +231,8 @@ class LocalProcessExecutor:
             if r.watcher is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(asyncio.shield(r.watcher), 5)
+        if self._zygote_starting is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._zygote_starting, 5)
+        if self._zygote is not None:
+            await self._zygote.stop()

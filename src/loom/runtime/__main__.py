@@ -10,6 +10,10 @@ from ._process import run_attempt
 
 
 def main(argv: list[str] | None = None) -> int:
+    if (sys.argv[1:] if argv is None else argv) == ["--zygote"]:
+        from ._zygote import serve
+
+        return serve()
     parser = argparse.ArgumentParser(prog="python -m loom.runtime", description=__doc__)
     parser.add_argument("--endpoint", required=True, help="the control plane's base URL")
     parser.add_argument("--run", required=True)

@@ -1,0 +1,74 @@
+"""The runtime fork server: attempts forked from a warm process, with a fallback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from loom.executors._zygote import Zygote
+
+pytestmark = pytest.mark.e2e
+
+RUNTIME = (sys.executable, "-m", "loom.runtime")
+
+
+def test_forked_attempts_run_the_runtime(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        zygote = Zygote(RUNTIME)
+        await zygote.start()
+        try:
+            work = tmp_path / "work"
+            work.mkdir()
+            argv = ["--endpoint", "http://127.0.0.1:9", "--run", "r", "--action", "a"]
+            logs, children = [], []
+            for n in range(3):
+                log = tmp_path / f"{n}.log"
+                env = {"LOOM_HOME": str(tmp_path / "home"), "PATH": os.environ["PATH"]}
+                child = await zygote.spawn([*argv, "--attempt", str(n)], env, work, log)
+                logs.append(log)
+                children.append(child)
+            assert len({c.pid for c in children}) == 3
+            codes = await asyncio.gather(*(c.wait() for c in children))
+            # nothing listens on port 9: the runtime says so and exits with its "no spec" code
+            assert codes == [2, 2, 2]
+            for log in logs:
+                assert "cannot fetch the spec of r/a" in log.read_text()
+        finally:
+            await zygote.stop()
+
+    asyncio.run(scenario())
+
+
+def test_children_lead_their_own_process_group(tmp_path: Path) -> None:
+    async def scenario() -> tuple[int, int]:
+        zygote = Zygote(RUNTIME)
+        await zygote.start()
+        try:
+            # the zygote sets the group before it reports the pid, so it is there at once
+            child = await zygote.spawn(["--help"], {"PATH": os.environ["PATH"]}, tmp_path,
+                                       tmp_path / "help.log")  # fmt: skip
+            pgid = os.getpgid(child.pid)
+            await child.wait()
+            return child.pid, pgid
+        finally:
+            await zygote.stop()
+
+    try:
+        pid, pgid = asyncio.run(scenario())
+    except ProcessLookupError:
+        pytest.skip("the child ended before its group could be read")
+    assert pid == pgid
+
+
+def test_a_zygote_that_cannot_start_is_reported(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        zygote = Zygote((sys.executable, "-c", "print('nope')"))
+        with pytest.raises(Exception, match="did not start"):
+            await zygote.start()
+        assert not zygote.alive
+
+    asyncio.run(scenario())
