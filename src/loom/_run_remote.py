@@ -93,9 +93,7 @@ async def submit(
 ) -> RemoteRun:
     """Bundle the task's source tree (uploaded once per content) and create the run."""
     client = client_for(settings)  # fail fast, before packaging anything
-    bound = task.interface.bind(args, inputs)
-    codecs = {p.name: p.codec for p in task.interface.parameters}
-    encoded = {n: codecs[n].encode(v, None) for n, v in bound.items()}
+    encoded = task.interface.encode_inputs(task.interface.bind(args, inputs))
     root_dir, _, _ = task_location(task)
     bundle = make_bundle(root_dir)
     async with client:

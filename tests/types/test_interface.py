@@ -15,7 +15,13 @@ from typing import Annotated, Any, Optional
 
 import pytest
 
-from loom.errors import InputError, LoomError, OutputTypeError, TaskDefinitionError
+from loom.errors import (
+    InputError,
+    LoomError,
+    OutputTypeError,
+    SerializationError,
+    TaskDefinitionError,
+)
 from loom.types import Interface, Parameter
 
 
@@ -340,3 +346,13 @@ def test_dataclass_output_requires_an_instance() -> None:
     assert i.check_output(Point(1, 2)) == Point(1, 2)
     with pytest.raises(OutputTypeError, match="declared to return Point but returned dict"):
         i.check_output({"x": 1, "y": 2})
+
+
+def test_inputs_encode_and_decode_by_their_parameters() -> None:
+    i = iface(greet)
+    values = i.bind(("ann",), {"times": 3})
+    data = i.encode_inputs(values)
+    assert data == {"name": "ann", "greeting": "hello", "times": 3}
+    assert i.decode_inputs(data) == values
+    with pytest.raises(SerializationError, match=r"has no input\(s\) \['nope'\]"):
+        i.decode_inputs({**data, "nope": 1})

@@ -188,8 +188,7 @@ class RemoteRun:
     ) -> Callable[[], Coroutine[Any, Any, Any]]:
         # Binding and naming happen at call time, in call order, so names are deterministic.
         inputs = task.interface.bind(args, kwargs)
-        codecs = {p.name: p.codec for p in task.interface.parameters}
-        encoded = {n: codecs[n].encode(v, None) for n, v in inputs.items()}
+        encoded = task.interface.encode_inputs(inputs)
         size = len(json.dumps(encoded))
         if size > wire.MAX_INLINE_BYTES:
             raise LoomError(

@@ -171,10 +171,8 @@ class ActionExecution:
 
     def _compute_cache_key(self) -> str | None:
         task = self.task
-        by_name = {p.name: p.codec for p in task.interface.parameters}
         try:
-            encoded = {n: by_name[n].encode(v, self.host.blobs) for n, v in self.inputs.items()}
-            return cache_key(task, encoded)
+            return cache_key(task, task.interface.encode_inputs(self.inputs, self.host.blobs))
         except (SerializationError, TypeError, ValueError) as e:
             log.warning("not caching %s: its inputs cannot be encoded (%s)", task.name, e)
             return None

@@ -112,8 +112,7 @@ async def _execute(client: Client, settings: Settings, spec: wire.ActionSpec) ->
     try:
         os.environ.update({**spec.task.env_vars, **spec.env_vars})
         task = _load_task(bundle, spec.task)
-        codecs = {p.name: p.codec for p in task.interface.parameters}
-        inputs = {n: codecs[n].decode(v, None) for n, v in spec.inputs.items() if n in codecs}
+        inputs = task.interface.decode_inputs(spec.inputs)
         host = RemoteRun(client, spec, settings)
         value = await host.execute(task, inputs)
         encoded = task.interface.output.encode(value, None)

@@ -8,8 +8,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import InputError, OutputTypeError, TaskDefinitionError
+from ..errors import InputError, OutputTypeError, SerializationError, TaskDefinitionError
 from ._codecs import Codec, codec_for
+from ._store import BlobStore
 
 _MISSING: Any = inspect.Parameter.empty
 
@@ -136,6 +137,25 @@ class Interface:
             if missing:
                 raise InputError(f"task {self.task_name!r} is missing required input(s) {missing}")
         return values
+
+    def encode_inputs(
+        self, values: Mapping[str, Any], store: BlobStore | None = None
+    ) -> dict[str, Any]:
+        """Bound inputs as JSON-compatible data, each by its parameter's codec."""
+        by_name = self._by_name
+        return {n: by_name[n].codec.encode(v, store) for n, v in values.items()}
+
+    def decode_inputs(
+        self, data: Mapping[str, Any], store: BlobStore | None = None
+    ) -> dict[str, Any]:
+        """The inverse of :meth:`encode_inputs`; unknown names are an error, not dropped."""
+        unknown = sorted(set(data) - set(self._by_name))
+        if unknown:
+            raise SerializationError(
+                f"task {self.task_name!r} has no input(s) {unknown}; its inputs are "
+                f"{list(self.names)}"
+            )
+        return {n: self._by_name[n].codec.decode(v, store) for n, v in data.items()}
 
     def check_output(self, value: Any) -> Any:
         """Raise :class:`OutputTypeError` unless ``value`` matches the return annotation."""
