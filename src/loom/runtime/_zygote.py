@@ -30,7 +30,11 @@ from typing import Any
 
 def _preload() -> None:
     # what every attempt imports anyway; the children inherit it already imported
+    import anyio._backends._asyncio  # noqa: F401  (httpx loads these on its first request)
     import cloudpickle  # noqa: F401
+    import h11  # noqa: F401
+    import httpcore._async.http11
+    import httpcore._backends.anyio  # noqa: F401
 
     import loom.io
     import loom.runtime._process
