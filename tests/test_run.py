@@ -233,3 +233,13 @@ def test_init_and_init_from_config(tmp_path) -> None:
     config.write_text("projekt: typo\n")
     with pytest.raises(ConfigError, match=r"unknown keys \['projekt'\]"):
         loom.init_from_config(config)
+
+
+def test_runs_stay_local_unless_initialised_for_a_server(tmp_path, monkeypatch) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("endpoint: http://127.0.0.1:9\napi_key: k\n")
+    monkeypatch.setenv("LOOM_CONFIG", str(config))
+    assert loom.run(whoami).mode == "local"  # a config file alone does not send runs away
+    loom.init_from_config()
+    with pytest.raises(loom.errors.ServerUnreachableError, match="cannot reach the server"):
+        loom.run(whoami)

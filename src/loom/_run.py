@@ -134,7 +134,9 @@ class RunContext:
         return 0 if self._host is None else len(self._host.records)
 
     def _resolve_mode(self, settings: Settings) -> Mode:
-        return self.mode or ("remote" if settings.endpoint else "local")
+        # Remote by default only after an explicit init with a server configured: a config
+        # file left by `loom server start` must not silently send scripts' runs away.
+        return self.mode or ("remote" if _settings is not None and settings.endpoint else "local")
 
     async def submit_remote(self, task: TaskTemplate[Any, Any], *args: Any, **inputs: Any) -> Any:
         """Create the run on the control plane and return its handle without waiting."""

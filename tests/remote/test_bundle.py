@@ -22,6 +22,9 @@ def _tree(root: Path) -> None:
         (root / junk).mkdir()
         (root / junk / "junk.txt").write_text("no")
     (root / "pkg" / "flow.cpython-311.pyc").write_bytes(b"\0")
+    (root / "side-env").mkdir()
+    (root / "side-env" / "pyvenv.cfg").write_text("home = /usr\n")
+    (root / "side-env" / "lib.py").write_text("no")
 
 
 def test_bundles_are_reproducible_and_skip_junk(tmp_path: Path) -> None:

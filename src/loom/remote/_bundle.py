@@ -42,7 +42,11 @@ def _walk(root: Path) -> list[Path]:
     files = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(
-            d for d in dirnames if d not in SKIP_DIRS and not d.endswith(SKIP_SUFFIXES)
+            d
+            for d in dirnames
+            if d not in SKIP_DIRS
+            and not d.endswith(SKIP_SUFFIXES)
+            and not (Path(dirpath) / d / "pyvenv.cfg").exists()  # a virtualenv by any name
         )
         for name in sorted(filenames):
             path = Path(dirpath) / name
