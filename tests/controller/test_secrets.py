@@ -106,3 +106,22 @@ def test_a_malformed_secrets_file_is_named(loom_home: Path) -> None:
     (loom_home / "secrets.yaml").write_text("- just\n- a list\n")
     with pytest.raises(loom.errors.ConfigError, match="secrets file .* must hold a mapping"):
         loom.run(read_secrets)
+
+
+def test_mounted_secrets_are_whole_for_concurrent_readers(monkeypatch: pytest.MonkeyPatch) -> None:
+    mounted = loom.TaskEnvironment("mounted", secrets=[loom.Secret("cert", mount="/etc/cert")])
+
+    @mounted.task
+    def read_cert() -> str:
+        c = loom.ctx()
+        assert c is not None
+        return c.secrets.path("cert").read_text()
+
+    @loom.TaskEnvironment("readers").task
+    async def many(n: int) -> list[str]:
+        import asyncio
+
+        return list(await asyncio.gather(*(read_cert.aio() for _ in range(n))))
+
+    monkeypatch.setenv("LOOM_SECRET_CERT", "-----BEGIN-----" * 100)
+    assert set(loom.run(many, n=40).outputs()) == {"-----BEGIN-----" * 100}

@@ -147,13 +147,21 @@ class LocalRun:
             if secret.env_var:
                 environ[secret.env_var] = value
             if secret.mount is not None:
-                path = self._scratch_dir() / "secrets" / re.sub(r"[^\w.-]", "_", secret.key)
+                paths[secret.key] = self._mounted_secret(secret.key, value)
+        return values, paths, environ
+
+    def _mounted_secret(self, key: str, value: str) -> Path:
+        """The run's file for a mounted secret, written once: concurrent tasks may read it."""
+        path = self._scratch_dir() / "secrets" / re.sub(r"[^\w.-]", "_", key)
+        with self._lock:
+            if not path.exists():
                 path.parent.mkdir(mode=0o700, exist_ok=True)
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                staged = path.with_name(f".{path.name}.tmp")
+                fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                 with os.fdopen(fd, "w") as f:
                     f.write(value)
-                paths[secret.key] = path
-        return values, paths, environ
+                os.replace(staged, path)  # readers never see a partly written file
+        return path
 
     def _scratch_dir(self) -> Path:
         with self._lock:
