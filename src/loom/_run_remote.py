@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import wire
+from ._controller import ROOT_ACTION
 from ._controller._remote import rebuild_error, task_spec
 from ._naming import new_run_name
 from ._settings import Settings
@@ -15,8 +16,6 @@ from .remote import Client, make_bundle, task_location
 
 if TYPE_CHECKING:
     from ._task import TaskTemplate
-
-ROOT_ACTION = "a0"
 
 
 def client_for(settings: Settings) -> Client:

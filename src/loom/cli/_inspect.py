@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from .. import wire
+from .._controller import ROOT_ACTION
 from ..remote import Client
 from ._common import (
     PHASE_STYLE,
@@ -154,7 +155,7 @@ def get_action(run: str, action: str | None, output: str) -> None:
 
 @get.command("logs")
 @click.argument("run")
-@click.argument("action", default="a0")
+@click.argument("action", default=ROOT_ACTION)
 @click.option("--attempt", type=int, help="Which attempt [default: the latest].")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the attempt ends.")
 def get_logs(run: str, action: str, attempt: int | None, follow: bool) -> None:

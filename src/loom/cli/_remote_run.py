@@ -12,7 +12,8 @@ import click
 from rich.console import Console
 
 from .. import wire
-from .._run_remote import ROOT_ACTION, submit
+from .._controller import ROOT_ACTION
+from .._run_remote import submit
 from .._task import TaskTemplate
 from ..remote import Client
 from ._common import call_server, settings_for
