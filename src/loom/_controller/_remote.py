@@ -22,7 +22,7 @@ from .._execution import ActionExecution, cache_key, execute_async, execute_sync
 from .._resources import _cpu_value, parse_memory
 from .._settings import Settings
 from .._sync import run_sync
-from ..errors import LoomError, RemoteTaskError
+from ..errors import LoomError, RemoteTaskError, TaskTimeoutError
 from ..remote import Client
 from ..remote._bundle import task_location
 from ._secrets import LocalSecrets
@@ -120,6 +120,8 @@ def rebuild_error(info: wire.ErrorInfo | None, action: str) -> BaseException:
             error = cloudpickle.loads(base64.b64decode(info.pickled))
         except Exception:
             error = None
+    if not isinstance(error, BaseException) and info.kind == "timeout":
+        error = TaskTimeoutError(info.message)  # the server ended it: the same type as locally
     if not isinstance(error, BaseException):
         error = RemoteTaskError(info.type, info.message, info.traceback)
     if info.traceback:

@@ -10,10 +10,12 @@ import shutil
 import signal
 import sys
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ._errors import JobStartError
+from ._pool import WorkerPools
 from ._protocol import Capacity, ExitCallback, ExitReason, Job, JobExit, JobStatus
 from ._zygote import ForkedProcess, Zygote
 
@@ -79,7 +81,8 @@ class LocalProcessExecutor:
     stdout and stderr go to the job's log file. A timeout or a cancel SIGKILLs the whole
     group at once: the attempt's outcome is decided by the server, so the runtime gets no
     chance to report something else in between. When the main process exits, whatever it
-    left behind in its group is killed too.
+    left behind in its group is killed too. Jobs of a reusable environment run in warm
+    worker processes instead (:mod:`loom.executors._pool`).
     """
 
     def __init__(
@@ -100,6 +103,12 @@ class LocalProcessExecutor:
         self._finished: OrderedDict[str, int | None] = OrderedDict()  # recent exits
         self._on_exit: ExitCallback | None = None
         self._closing = False
+        self._pools = WorkerPools(
+            lambda job: ["--endpoint", job.endpoint],
+            self._start,
+            kill_group,
+            self._pooled_exit,
+        )
 
     def capacity(self) -> Capacity:
         return self._capacity
@@ -133,6 +142,8 @@ class LocalProcessExecutor:
     async def submit(self, job: Job) -> str:
         if self._closing:
             raise JobStartError("the executor is shutting down")
+        if job.reuse is not None:
+            return await self._pools.submit(job, job.pool or job.id, job.reuse)
         try:
             job.log_path.parent.mkdir(parents=True, exist_ok=True)
             job.workdir.mkdir(parents=True, exist_ok=True)
@@ -147,28 +158,60 @@ class LocalProcessExecutor:
         return f"pid:{process.pid}:{identity}"
 
     async def _fork(self, job: Job) -> ForkedProcess | None:
+        return await self._fork_argv(
+            self.argv(job)[len(self._command) :], job.env, job.workdir, job.log_path
+        )
+
+    async def _fork_argv(
+        self, argv: Sequence[str], env: Mapping[str, str], cwd: Path, log_path: Path
+    ) -> ForkedProcess | None:
         """A child of the warm fork server, or ``None`` when it is not available."""
         zygote = self._zygote
         if zygote is None or not zygote.alive:
             return None
         try:
-            argv = self.argv(job)[len(self._command) :]
-            return await zygote.spawn(argv, job.env, job.workdir, job.log_path)
+            return await zygote.spawn(argv, env, cwd, log_path)
         except (JobStartError, OSError, TimeoutError) as e:
-            log.warning("forking attempt %s failed (%s); starting a fresh process", job.id, e)
+            log.warning("forking %s failed (%s); starting a fresh process", argv, e)
             return None
 
     async def _spawn(self, job: Job) -> asyncio.subprocess.Process:
-        with job.log_path.open("ab") as out:
+        return await self._spawn_argv(
+            self.argv(job)[len(self._command) :], job.env, job.workdir, job.log_path
+        )
+
+    async def _spawn_argv(
+        self, argv: Sequence[str], env: Mapping[str, str], cwd: Path, log_path: Path
+    ) -> asyncio.subprocess.Process:
+        with log_path.open("ab") as out:
             return await asyncio.create_subprocess_exec(
-                *self.argv(job),
+                *self._command,
+                *argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
                 stderr=asyncio.subprocess.STDOUT,
-                env=dict(job.env),
-                cwd=job.workdir,
+                env=dict(env),
+                cwd=cwd,
                 start_new_session=True,  # its own process group, to kill it whole
             )
+
+    async def _start(
+        self, argv: Sequence[str], env: dict[str, str], cwd: Path, log_path: Path
+    ) -> ForkedProcess | asyncio.subprocess.Process:
+        """``<runtime> *argv`` forked from the fork server when it runs, spawned otherwise."""
+        return await self._fork_argv(argv, env, cwd, log_path) or await self._spawn_argv(
+            argv, env, cwd, log_path
+        )
+
+    async def _pooled_exit(self, exit: JobExit) -> None:
+        self._finished[exit.job_id] = exit.returncode
+        while len(self._finished) > _KEEP_FINISHED:
+            self._finished.popitem(last=False)
+        if self._on_exit is not None and not self._closing:
+            try:
+                await self._on_exit(exit)
+            except Exception:
+                log.exception("handling the exit of job %s failed", exit.job_id)
 
     async def _watch(self, running: _Running) -> None:
         job, process = running.job, running.process
@@ -197,6 +240,9 @@ class LocalProcessExecutor:
                 log.exception("handling the exit of job %s failed", job.id)
 
     async def cancel(self, job_id: str) -> None:
+        if self._pools.has(job_id):
+            self._pools.cancel(job_id, "cancelled")
+            return
         running = self._running.get(job_id)
         if running is None:
             return
@@ -205,7 +251,7 @@ class LocalProcessExecutor:
         kill_group(running.process.pid)
 
     def status(self, job_id: str) -> JobStatus:
-        if job_id in self._running:
+        if job_id in self._running or self._pools.has(job_id):
             return JobStatus("running")
         if job_id in self._finished:
             return JobStatus("exited", self._finished[job_id])
@@ -224,6 +270,7 @@ class LocalProcessExecutor:
 
     async def shutdown(self) -> None:
         self._closing = True
+        await self._pools.shutdown()
         running = list(self._running.values())
         for r in running:
             kill_group(r.process.pid)

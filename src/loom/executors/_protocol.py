@@ -33,6 +33,10 @@ class Job:
     workdir: Path
     timeout_s: float | None = None
     resources: wire.ResourceSpec = field(default_factory=wire.ResourceSpec)
+    #: a reusable environment's policy: the job runs in a warm worker of pool ``pool``, whose
+    #: workers are interchangeable (same environment, code and process variables)
+    reuse: wire.ReuseSpec | None = None
+    pool: str = ""
 
     @property
     def id(self) -> str:

@@ -76,49 +76,60 @@ async def run_attempt(endpoint: str, run: str, action: str, attempt: int) -> int
     """Execute and report one attempt; the exit code says whether reporting worked."""
     settings = Settings.load()
     async with Client(endpoint, settings.api_key) as client:
-        try:
-            spec = await client.get_spec(run, action)
-        except ApiError as e:
-            _say(f"cannot fetch the spec of {run}/{action}: {e}")
-            return 2
-        spec = spec.model_copy(update={"attempt": attempt})
-        try:
-            await client.attempt_started(run, action, attempt)
-        except ApiError as e:  # e.g. 409: the server already ended this attempt
-            _say(f"the server will not start attempt {attempt}: {e}")
-            return 0
-        _say(f"run {run} action {action} attempt {attempt}: {spec.task.name}")
-        beat = asyncio.create_task(_heartbeat(client, spec))
-        started = time.monotonic()
-        try:
-            result = await _execute(client, settings, spec)
-        finally:
-            beat.cancel()
-        outcome = "succeeded" if result.error is None else f"failed: {result.error.type}"
-        _say(f"attempt {attempt} {outcome} after {time.monotonic() - started:.2f} s")
-        try:
-            await client.attempt_finished(run, action, attempt, result)
-        except ApiError as e:
-            _say(f"cannot report the result: {e}")
-            return 0 if e.status == 409 else 3  # 409: the server already ended the attempt
+        return await attempt_with(client, settings, run, action, attempt)
+
+
+async def attempt_with(
+    client: Client, settings: Settings, run: str, action: str, attempt: int, *, shared: bool = False
+) -> int:
+    """One attempt over an open client: in its own process, or one of many in a warm worker
+    (``shared``: the process environment is the worker's and must not be changed)."""
+    try:
+        spec = await client.get_spec(run, action)
+    except ApiError as e:
+        _say(f"cannot fetch the spec of {run}/{action}: {e}")
+        return 2
+    spec = spec.model_copy(update={"attempt": attempt})
+    try:
+        await client.attempt_started(run, action, attempt)
+    except ApiError as e:  # e.g. 409: the server already ended this attempt
+        _say(f"the server will not start attempt {attempt}: {e}")
+        return 0
+    _say(f"run {run} action {action} attempt {attempt}: {spec.task.name}")
+    beat = asyncio.create_task(_heartbeat(client, spec))
+    started = time.monotonic()
+    try:
+        result = await _execute(client, settings, spec, shared=shared)
+    finally:
+        beat.cancel()
+    outcome = "succeeded" if result.error is None else f"failed: {result.error.type}"
+    _say(f"attempt {attempt} {outcome} after {time.monotonic() - started:.2f} s")
+    try:
+        await client.attempt_finished(run, action, attempt, result)
+    except ApiError as e:
+        _say(f"cannot report the result: {e}")
+        return 0 if e.status == 409 else 3  # 409: the server already ended the attempt
     return 0
 
 
-async def _execute(client: Client, settings: Settings, spec: wire.ActionSpec) -> wire.AttemptResult:
+async def _execute(
+    client: Client, settings: Settings, spec: wire.ActionSpec, *, shared: bool
+) -> wire.AttemptResult:
     try:
         bundle = await _bundle_dir(client, settings, spec.bundle)
     except (ApiError, LoomError) as e:
         return wire.AttemptResult(error=error_info(e, "system"))
     try:
-        os.environ.update({**spec.task.env_vars, **spec.env_vars})
+        if not shared:  # a worker was started with exactly these variables already
+            os.environ.update({**spec.task.env_vars, **spec.env_vars})
         task = _load_task(bundle, spec.task)
         inputs = task.interface.decode_inputs(spec.inputs)
         host = RemoteRun(client, spec, settings)
         value = await host.execute(task, inputs)
         encoded = task.interface.output.encode(value, None)
     except BaseException as e:  # every failure is reported; none escapes the attempt
-        if isinstance(e, KeyboardInterrupt | SystemExit):
-            raise
+        if isinstance(e, KeyboardInterrupt | SystemExit | asyncio.CancelledError):
+            raise  # a cancelled attempt reports nothing: the server decided its outcome
         # failures another attempt cannot fix are "system" errors, which the server never retries
         kind = "system" if isinstance(e, _NOT_RETRYABLE) else "user"
         return wire.AttemptResult(error=error_info(e, kind))

@@ -125,6 +125,9 @@ class Action(Base):
     outputs_key: Mapped[str | None] = mapped_column(String(255))
     phase: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # attempts started so far
+    # the share of an executor slot it holds while running: 1, or 1/concurrency in a warm
+    # worker (one worker process runs `concurrency` actions in the slot of one)
+    weight: Mapped[float] = mapped_column(Float, default=1.0, server_default="1")
     retry_at: Mapped[datetime | None]  # when a RETRYING action may start its next attempt
     cache: Mapped[str] = mapped_column(String(16), default="disabled")
     created_at: Mapped[datetime]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 from collections.abc import Coroutine
 from pathlib import Path
@@ -128,16 +130,19 @@ class ControlPlane:
         return env
 
     async def _launch(self, launch: Launch) -> None:
+        env = self.job_env(launch)
         job = Job(
             run=launch.run,
             action=launch.action,
             attempt=launch.attempt,
             endpoint=self.endpoint,
-            env=self.job_env(launch),
+            env=env,
             log_path=log_path(self.logs_dir, launch.run, launch.action, launch.attempt),
             workdir=self.work_dir / launch.run / launch.action / str(launch.attempt),
             timeout_s=launch.task.timeout_s,
             resources=launch.task.resources,
+            reuse=launch.task.reuse,
+            pool=_pool_key(launch, env) if launch.task.reuse is not None else "",
         )
         try:
             handle = await self.executor.submit(job)
@@ -188,3 +193,17 @@ class ControlPlane:
 
     def live_log(self, run: str, action: str, number: int) -> Path:
         return log_path(self.logs_dir, run, action, number)
+
+
+def _pool_key(launch: Launch, env: dict[str, str]) -> str:
+    """Warm workers are interchangeable within one environment, code bundle, reuse policy and
+    process environment: a worker started for one of those runs any action of the others."""
+    assert launch.task.reuse is not None
+    identity = [
+        launch.task.environment,
+        launch.bundle,
+        launch.task.reuse.model_dump(mode="json"),
+        sorted(env.items()),
+    ]
+    digest = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
+    return f"{launch.task.environment}-{digest}"

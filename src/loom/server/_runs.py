@@ -34,6 +34,8 @@ from ._objects import ObjectStore
 from ._state import ROOT_ACTION, TERMINAL
 
 _NAME_ALPHABET = string.ascii_lowercase + string.digits
+_CLAIM_BATCH = 200  # queued actions looked at per query when claiming
+_SLOT_EPSILON = 1e-6  # slot shares are fractions: 50 x 1/50 must fill a slot exactly
 
 
 @dataclass
@@ -57,6 +59,7 @@ class Launch:
     attempt: int
     task: wire.TaskSpec
     run_env: dict[str, str]
+    bundle: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,6 +451,7 @@ class RunService:
             phase="QUEUED",
             attempts=0,
             cache="disabled" if task.cache is None else "miss",
+            weight=1.0 if task.reuse is None else 1.0 / task.reuse.concurrency,
             created_at=utcnow(),
         )
         tx.s.add(action)
@@ -647,13 +651,13 @@ class RunService:
             )
             # a parent blocked on its children holds no slot, or a deep tree would deadlock
             busy = s.scalar(
-                select(func.count())
-                .select_from(Action)
-                .where(Action.phase == "RUNNING", ~waiting_on_children)
+                select(func.coalesce(func.sum(Action.weight), 0.0)).where(
+                    Action.phase == "RUNNING", ~waiting_on_children
+                )
             )
-            free = slots - (busy or 0)
+            free = slots - float(busy or 0.0)
             launches: list[Launch] = []
-            if free > 0:
+            while free > _SLOT_EPSILON:
                 rows = s.execute(
                     select(Action, Run)
                     .join(Run, Run.id == Action.run_id)
@@ -664,9 +668,10 @@ class RunService:
                         )
                     )
                     .order_by(Action.id)
-                    .limit(free)
+                    .limit(_CLAIM_BATCH)
                 ).all()
                 for action, run in rows:
+                    free -= action.weight  # may go below 0 by less than one slot
                     task = wire.TaskSpec.model_validate(action.spec)
                     action.attempts += 1
                     s.add(
@@ -680,8 +685,20 @@ class RunService:
                     )
                     self._set_phase(tx, run, action, "RUNNING")
                     launches.append(
-                        Launch(run.name, action.name, action.attempts, task, dict(run.env_vars))
+                        Launch(
+                            run.name,
+                            action.name,
+                            action.attempts,
+                            task,
+                            dict(run.env_vars),
+                            run.bundle,
+                        )
                     )
+                    if free <= _SLOT_EPSILON:
+                        break
+                if len(rows) < _CLAIM_BATCH:
+                    break
+                s.flush()  # the claimed rows are RUNNING now: the next batch skips them
             next_due = s.scalar(
                 select(func.min(Action.retry_at)).where(
                     Action.phase == "RETRYING", Action.retry_at > now

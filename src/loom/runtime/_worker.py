@@ -1,0 +1,144 @@
+"""A warm worker: one process that runs many attempts of a reusable environment.
+
+``python -m loom.runtime --worker --endpoint URL --socket PATH --worker-id ID`` connects to the
+executor's Unix socket and runs the attempts it is given, up to the environment's
+``concurrency`` at once (the executor keeps count), each as an asyncio task over one shared API
+client. It pays for start-up, imports and the task module once instead of once per action.
+
+Protocol, one JSON object per line:
+
+- worker to executor: ``{"hello": ID, "pid": N}`` once, then ``{"done": JOB, "code": C}`` as
+  each attempt ends;
+- executor to worker: ``{"job": JOB, "run": ..., "action": ..., "attempt": N, "log": PATH}``,
+  ``{"cancel": JOB}``, and ``{"stop": true}`` (finish what runs, then exit).
+
+What each attempt prints goes to its own log file: ``sys.stdout`` and ``sys.stderr`` are routed
+by a context variable that the attempt's task (and the threads it starts through asyncio) carry.
+Output that belongs to no attempt, such as a C library writing to fd 2, lands in the worker's
+own log. When the socket closes, the executor is gone: the worker cancels everything and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import json
+import os
+import sys
+from typing import IO, Any, TextIO
+
+from .._settings import Settings
+from ..remote import Client
+from ._process import attempt_with
+
+_attempt_log: contextvars.ContextVar[TextIO | None] = contextvars.ContextVar(
+    "loom_attempt_log", default=None
+)
+
+
+class _RoutedStream:
+    """A text stream that writes to the current attempt's log, or to ``fallback``."""
+
+    def __init__(self, fallback: TextIO) -> None:
+        self._fallback = fallback
+
+    def _target(self) -> TextIO:
+        return _attempt_log.get() or self._fallback
+
+    def write(self, text: str) -> int:
+        return self._target().write(text)
+
+    def writelines(self, lines: Any) -> None:
+        self._target().writelines(lines)
+
+    def flush(self) -> None:
+        self._target().flush()
+
+    def fileno(self) -> int:
+        return self._fallback.fileno()
+
+    def isatty(self) -> bool:
+        return False
+
+    def __getattr__(self, name: str) -> Any:  # encoding, errors, buffer...
+        return getattr(self._fallback, name)
+
+
+class _Worker:
+    def __init__(self, client: Client, settings: Settings, writer: asyncio.StreamWriter) -> None:
+        self._client = client
+        self._settings = settings
+        self._writer = writer
+        self._running: dict[str, asyncio.Task[None]] = {}
+
+    def _send(self, message: dict[str, Any]) -> None:
+        self._writer.write((json.dumps(message) + "\n").encode())
+
+    def start(self, message: dict[str, Any]) -> None:
+        job = message["job"]
+        self._running[job] = asyncio.create_task(self._attempt(message), name=f"attempt {job}")
+
+    async def _attempt(self, message: dict[str, Any]) -> None:
+        code = 1
+        log: IO[str] | None = None
+        try:
+            log = open(message["log"], "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+            _attempt_log.set(log)  # this task's context only, and the threads it starts
+            code = await attempt_with(
+                self._client,
+                self._settings,
+                message["run"],
+                message["action"],
+                message["attempt"],
+                shared=True,
+            )
+        except asyncio.CancelledError:
+            code = -15  # reported as cancelled; the server already decided the outcome
+        except Exception as e:  # the executor must hear that this attempt ended, whatever it was
+            print(f"[loom] worker: attempt failed to run: {type(e).__name__}: {e}", file=sys.stderr)
+        finally:
+            if log is not None:
+                log.close()
+            self._running.pop(message["job"], None)
+            self._send({"done": message["job"], "code": code})
+
+    def cancel(self, job: str) -> None:
+        task = self._running.get(job)
+        if task is not None:
+            task.cancel()
+
+    async def drain(self, cancel: bool) -> None:
+        tasks = list(self._running.values())
+        if cancel:
+            for task in tasks:
+                task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def serve_worker(endpoint: str, socket_path: str, worker_id: str) -> int:
+    """Run attempts for the executor until it says stop or goes away."""
+    sys.stdout = _RoutedStream(sys.stdout)
+    sys.stderr = _RoutedStream(sys.stderr)
+    settings = Settings.load()
+    reader, writer = await asyncio.open_unix_connection(socket_path, limit=2**20)
+    async with Client(endpoint, settings.api_key) as client:
+        worker = _Worker(client, settings, writer)
+        worker._send({"hello": worker_id, "pid": os.getpid()})
+        stopping = False
+        async for line in reader:
+            message = json.loads(line)
+            if "job" in message:
+                worker.start(message)
+            elif "cancel" in message:
+                worker.cancel(message["cancel"])
+            elif message.get("stop"):
+                stopping = True
+                break
+        # stop: let running attempts finish; EOF: the executor is gone, nobody awaits them
+        await worker.drain(cancel=not stopping)
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        writer.close()
+    return 0
