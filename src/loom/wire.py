@@ -58,6 +58,30 @@ model follows the arrow):
 - ``GET  /events?run=`` (server-sent events)
   → one ``Event`` per ``data:`` line
 
+Interactive sessions (the runtime registers the IDE it started; people resume or give up):
+
+- ``POST /runs/{run}/actions/{action}/session`` ``SessionRegister``
+  → ``SessionInfo`` (by the runtime; the action goes RUNNING -> INTERACTIVE)
+- ``GET  /runs/{run}/actions/{action}/session``
+  → ``SessionInfo`` (404 if the action never had one)
+- ``GET  /runs/{run}/actions/{action}/session/command?timeout=``
+  → ``SessionCommand`` (the runtime long-polls; ``idle`` once the idle limit has passed)
+- ``POST /runs/{run}/actions/{action}/session/resume`` ``SessionResume``
+  → ``ResumeOutcome`` once the runtime has tried (the action goes INTERACTIVE -> RUNNING
+  while it does; on failure back to INTERACTIVE and the session stays open)
+- ``POST /runs/{run}/actions/{action}/session/outcome`` ``ResumeOutcome``
+  → 204 (by the runtime: how the resume it was asked for went)
+- ``POST /runs/{run}/actions/{action}/session/ended`` ``SessionEnded``
+  → ``SessionInfo`` (by the runtime, once the IDE is stopped)
+- ``POST /runs/{run}/actions/{action}/abort``
+  → ``ActionInfo`` (ends one action and its descendants; its session closes)
+- ``POST /login`` ``Login`` → 204 and an HTTP-only cookie the UI and the session proxy accept;
+  ``POST /logout`` → 204
+
+The session proxy lives outside ``/api/v1``: ``/sessions/{id}/...`` (HTTP and WebSocket) for a
+caller with an API key (header) or the login cookie; anything else gets 401 (HTTP) or 403
+(WebSocket upgrade). Every proxied request and frame counts as activity.
+
 Run and action names are unique within the server; action names are unique within their run.
 """
 
@@ -79,6 +103,7 @@ DOMAINS = ("development", "staging", "production")
 Phase = Literal[
     "QUEUED",  # accepted, waiting for capacity
     "RUNNING",  # an attempt is executing
+    "INTERACTIVE",  # an attempt waits in an interactive session (VS Code or Jupyter)
     "RETRYING",  # an attempt failed and another will start after the backoff
     "SUCCEEDED",
     "FAILED",
@@ -161,6 +186,18 @@ class ReuseSpec(_Model):
     idle_ttl_s: float | None = None
 
 
+SessionKind = Literal["vscode", "jupyter"]
+
+
+class InteractiveSpec(_Model):
+    """How an action runs interactively: set by ``@vscode``/``@jupyter`` or ``--debug``."""
+
+    kind: SessionKind = "vscode"
+    max_idle_seconds: float | None = 36000.0  # None: never time out
+    run_task_first: bool = False
+    notebook_dir: str | None = None
+
+
 class TaskSpec(_Model):
     """What to run: a task found by module and attribute in the run's code bundle."""
 
@@ -175,6 +212,7 @@ class TaskSpec(_Model):
     timeout_s: float | None = None
     cache: CacheSpec | None = None
     reuse: ReuseSpec | None = None
+    interactive: InteractiveSpec | None = None
 
 
 class ActionCreate(_Model):
@@ -229,6 +267,7 @@ class ActionInfo(_Model):
     ended_at: datetime | None = None
     error: ErrorInfo | None = None
     cache: Literal["disabled", "miss", "hit", "overwritten"] = "disabled"
+    session: SessionInfo | None = None  # the latest interactive session, if it had any
 
 
 class ActionSpec(_Model):
@@ -244,6 +283,62 @@ class ActionSpec(_Model):
     inputs: dict[str, Any]
     env_vars: dict[str, str]  # run-level variables, on top of the task's own
     overwrite_cache: bool = False
+
+
+SessionState = Literal["starting", "ready", "resuming", "ended"]
+
+
+class SessionRegister(_Model):
+    """The runtime started an IDE for attempt ``attempt`` and tells the server where it is."""
+
+    attempt: int
+    kind: SessionKind
+    socket: str  # the IDE's private Unix socket: the proxy's only way in
+    token: str | None = Field(default=None, repr=False)  # Jupyter's; the proxy adds it
+    max_idle_seconds: float | None = None
+    workspace: str  # where the session's files are, on the worker
+
+
+class SessionInfo(_Model):
+    id: str
+    run: str
+    action: str
+    attempt: int
+    kind: SessionKind
+    state: SessionState
+    url: str  # the proxied path, e.g. "/sessions/<id>/"
+    workspace: str
+    max_idle_seconds: float | None
+    started_at: datetime
+    last_activity_at: datetime
+    idle_deadline: datetime | None  # None: no idle limit
+    ended_at: datetime | None = None
+    end_reason: str | None = None
+
+
+class SessionCommand(_Model):
+    """What the runtime waiting in a session should do next."""
+
+    command: Literal["none", "resume", "fail", "abort", "idle"]
+    id: int = 0  # of a resume or fail request, echoed in its ``ResumeOutcome``
+
+
+class SessionResume(_Model):
+    fail: bool = False  # give up instead: fail the action and close the session
+
+
+class ResumeOutcome(_Model):
+    id: int = 0
+    ok: bool
+    error: ErrorInfo | None = None  # why the resumed code could not run (the session stays)
+
+
+class SessionEnded(_Model):
+    reason: str  # e.g. "resumed", "idle for 36000 s", "aborted", "the IDE exited with code 1"
+
+
+class Login(_Model):
+    api_key: str = Field(repr=False)
 
 
 class Outputs(_Model):
