@@ -6,7 +6,7 @@ export UV_COMPILE_BYTECODE := 1
 PY ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 
-.PHONY: run test lint bench install
+.PHONY: run test lint bench install ide
 
 # The virtual environment, rebuilt whenever the project or lock file changes.
 .venv/.installed: pyproject.toml uv.lock
@@ -21,8 +21,28 @@ install: .venv/.installed
 run: .venv/.installed
 	.venv/bin/loom run examples/hello.py main
 
+## The IDE servers behind interactive tasks (code-server, JupyterLab), built once into .cache/ide.
+# code-server's native modules compile from source: the Debian build packages come first
+# (chromium is for the browser tests). `loom ide install` itself never runs apt-get.
+IDE_DIR := $(CURDIR)/.cache/ide
+IDE_DEBIAN_PACKAGES := build-essential pkg-config libkrb5-dev libx11-dev libxkbfile-dev \
+	libsecret-1-dev chromium
+SUDO := $(shell test "$$(id -u)" -eq 0 || echo sudo)
+
+ide: .venv/.installed
+	@missing=""; for p in $(IDE_DEBIAN_PACKAGES); do \
+		dpkg -s $$p 2>/dev/null | grep -q '^Status: install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		$(SUDO) apt-get update && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	fi
+	LOOM_IDE_DIR=$(IDE_DIR) .venv/bin/loom ide install vscode jupyter
+
 ## Lint, type-check, check the layering, and run every test.
-test: .venv/.installed
+test: export LOOM_IDE_DIR := $(IDE_DIR)
+test: .venv/.installed ide
 	.venv/bin/ruff check src tests examples bench
 	.venv/bin/ruff format --check src tests examples bench
 	.venv/bin/mypy

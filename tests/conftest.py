@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,10 +18,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(autouse=True)
 def loom_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """An empty ``LOOM_HOME`` and no inherited ``LOOM_*`` settings."""
+    """An empty ``LOOM_HOME`` and no inherited ``LOOM_*`` settings (but ``LOOM_IDE_DIR``, the
+    shared cache of IDE installs, is kept: see ``ide_installs``)."""
     home = tmp_path / "loom-home"
     for key in list(os.environ):
-        if key.startswith("LOOM_"):
+        if key.startswith("LOOM_") and key != "LOOM_IDE_DIR":
             monkeypatch.delenv(key)
     monkeypatch.setenv("LOOM_HOME", str(home))
     monkeypatch.setattr(loom._run, "_settings", None)
@@ -221,3 +223,37 @@ def server(tmp_path: Path, loom_home: Path) -> Iterator[ServerProcess]:
         yield proc
     finally:
         proc.stop()
+
+
+# -- IDE installs (loom.interactive._install) --
+# Building code-server takes about 2 minutes, so tests share one real install per cache
+# directory: $LOOM_IDE_DIR (the Makefile sets it to <repo>/.cache/ide) or else <repo>/.cache/ide.
+# The first test session that needs it builds it (`make ide` does it up front); later sessions
+# reuse it. Concurrent xdist workers wait for each other on the install's file lock.
+
+
+@dataclasses.dataclass(frozen=True)
+class IdeInstalls:
+    """The shared code-server and JupyterLab installs, and the cache directory they live in."""
+
+    ide_dir: Path
+    code_server: Any  # loom.interactive._install.CodeServerInstall
+    jupyter: Any  # loom.interactive._install.JupyterInstall
+
+
+def ide_cache_dir() -> Path:
+    """The shared IDE cache: $LOOM_IDE_DIR, or <repo>/.cache/ide."""
+    return Path(os.environ.get("LOOM_IDE_DIR") or REPO / ".cache" / "ide")
+
+
+@pytest.fixture(scope="session")
+def ide_installs() -> IdeInstalls:
+    """code-server and JupyterLab installed (or found) in :func:`ide_cache_dir`."""
+    from loom.interactive._install import install_code_server, install_jupyter
+
+    ide_dir = ide_cache_dir()
+    return IdeInstalls(
+        ide_dir=ide_dir,
+        code_server=install_code_server(ide_dir=ide_dir),
+        jupyter=install_jupyter(ide_dir=ide_dir),
+    )

@@ -30,6 +30,7 @@ class Settings:
     config_path: Path
     secrets_file: Path
     cache_dir: Path
+    ide_dir: Path
     project: str = "default"
     domain: str = "development"
     endpoint: str | None = None
@@ -49,6 +50,7 @@ class Settings:
             "config_path": cfg_path,
             "secrets_file": Path(env.get("LOOM_SECRETS_FILE") or home / "secrets.yaml"),
             "cache_dir": Path(env.get("LOOM_CACHE_DIR") or home / "cache"),
+            "ide_dir": Path(env.get("LOOM_IDE_DIR") or home / "ide").expanduser(),
         }
         values.update(_read_config_file(cfg_path, required=explicit_config))
         for name, var in (

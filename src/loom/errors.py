@@ -16,6 +16,8 @@ also means something to plain Python, it derives from the matching built-in too,
     ├── BundleError                    the source tree could not be packaged or unpacked
     ├── RemoteTaskError                a remote action failed with an exception that cannot be
     │                                  rebuilt here (its type, message and traceback are kept)
+    ├── IdeInstallError                code-server, JupyterLab or an extension could not be
+    │                                  installed (the message names the command that fixes it)
     └── ApiError                       the control plane refused a request or cannot be reached
         ├── ServerUnreachableError     nothing answers at the configured endpoint
         ├── AuthenticationError        the API key is missing or wrong (HTTP 401)
@@ -33,6 +35,7 @@ __all__ = [
     "AuthenticationError",
     "BundleError",
     "ConfigError",
+    "IdeInstallError",
     "InputError",
     "LoomError",
     "MissingSecretError",
@@ -98,6 +101,10 @@ class RemoteTaskError(LoomError):
         super().__init__(f"{type_name}: {message}")
         self.type_name = type_name
         self.remote_traceback = traceback
+
+
+class IdeInstallError(LoomError):
+    """code-server, JupyterLab or an editor extension could not be installed or found."""
 
 
 class ApiError(LoomError):

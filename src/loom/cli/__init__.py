@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .._version import __version__
+from ._ide import ide
 from ._inspect import abort, create, delete, get
 from ._run import run
 from ._server import server
@@ -18,7 +19,7 @@ def cli() -> None:
     """loom: a workflow runtime for Python with interactive, debuggable tasks."""
 
 
-for command in (run, server, get, create, delete, abort):
+for command in (run, server, get, create, delete, abort, ide):
     cli.add_command(command)
 
 
