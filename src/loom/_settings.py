@@ -31,6 +31,8 @@ class Settings:
     secrets_file: Path
     cache_dir: Path
     ide_dir: Path
+    #: inside an interactive session: the session's ``.loom/session.json`` (who to resume)
+    session_file: Path | None = None
     project: str = "default"
     domain: str = "development"
     endpoint: str | None = None
@@ -51,6 +53,7 @@ class Settings:
             "secrets_file": Path(env.get("LOOM_SECRETS_FILE") or home / "secrets.yaml"),
             "cache_dir": Path(env.get("LOOM_CACHE_DIR") or home / "cache"),
             "ide_dir": Path(env.get("LOOM_IDE_DIR") or home / "ide").expanduser(),
+            "session_file": Path(v) if (v := env.get("LOOM_SESSION_FILE")) else None,
         }
         values.update(_read_config_file(cfg_path, required=explicit_config))
         for name, var in (

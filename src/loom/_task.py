@@ -72,6 +72,8 @@ class TaskTemplate(Generic[P, R]):
             env.secrets if secrets is _UNSET else secrets or ()  # type: ignore[arg-type]
         )
         self.reusable = env.reusable if reusable is _UNSET else reusable
+        #: set by ``@loom.interactive.vscode``/``jupyter`` (above or below ``@env.task``)
+        self.interactive: Any = getattr(func, "__loom_interactive__", None)
         self._interface: Interface | None = None
         self._cache_version: str | None = None
         functools.update_wrapper(self, func)
@@ -140,6 +142,7 @@ class TaskTemplate(Generic[P, R]):
         current.update(given)
         copy: TaskTemplate[P, R] = TaskTemplate(self.func, self.env, **current)
         copy._interface = self._interface
+        copy.interactive = self.interactive
         return copy
 
     # -- derived facts, computed once ---------------------------------------------------------

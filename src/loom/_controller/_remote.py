@@ -84,6 +84,20 @@ def task_spec(task: TaskTemplate[Any, Any], encoded_inputs: Mapping[str, Any]) -
             else None
         ),
         reuse=reuse,
+        interactive=_interactive_spec(task),
+    )
+
+
+def _interactive_spec(task: TaskTemplate[Any, Any]) -> wire.InteractiveSpec | None:
+    """What ``@vscode``/``@jupyter`` recorded, for the server (hooks stay in the code)."""
+    options = task.interactive
+    if options is None:
+        return None
+    return wire.InteractiveSpec(
+        kind=options.kind,
+        max_idle_seconds=options.max_idle_seconds,
+        run_task_first=options.run_task_first,
+        notebook_dir=options.notebook_dir,
     )
 
 

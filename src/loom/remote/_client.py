@@ -190,6 +190,61 @@ class Client:
             f"/runs/{run}/actions/{action}/attempts/{attempt}/finished", result, wire.ActionInfo
         )
 
+    async def abort_action(self, run: str, action: str) -> wire.ActionInfo:
+        return await self._post(f"/runs/{run}/actions/{action}/abort", None, wire.ActionInfo)
+
+    # -- interactive sessions -----------------------------------------------------------------
+
+    def _session_path(self, run: str, action: str, rest: str = "") -> str:
+        return f"/runs/{run}/actions/{action}/session{rest}"
+
+    async def register_session(
+        self, run: str, action: str, body: wire.SessionRegister
+    ) -> wire.SessionInfo:
+        return await self._post(self._session_path(run, action), body, wire.SessionInfo)
+
+    async def get_session(self, run: str, action: str) -> wire.SessionInfo:
+        return await self._get(self._session_path(run, action), wire.SessionInfo)
+
+    async def session_command(
+        self, run: str, action: str, timeout: float = 25.0
+    ) -> wire.SessionCommand:
+        """The next thing the session should do (long-polls up to ``timeout`` s)."""
+        path = self._session_path(run, action, "/command")
+        response = await self._request(
+            "GET", path, params={"timeout": timeout}, timeout=timeout + 10
+        )
+        return wire.SessionCommand.model_validate_json(response.content)
+
+    async def resume_session(
+        self, run: str, action: str, fail: bool = False, timeout: float = 900.0
+    ) -> wire.ResumeOutcome:
+        """Ask the session's runtime to resume (or to give up) and wait for how it went."""
+        path = self._session_path(run, action, "/resume")
+        response = await self._request(
+            "POST",
+            path,
+            content=wire.SessionResume(fail=fail).model_dump_json(),
+            headers={"Content-Type": "application/json"},
+            timeout=timeout,
+        )
+        return wire.ResumeOutcome.model_validate_json(response.content)
+
+    async def session_outcome(self, run: str, action: str, outcome: wire.ResumeOutcome) -> None:
+        await self._request(
+            "POST",
+            self._session_path(run, action, "/outcome"),
+            content=outcome.model_dump_json(),
+            headers={"Content-Type": "application/json"},
+        )
+
+    async def session_ended(self, run: str, action: str, reason: str) -> wire.SessionInfo:
+        return await self._post(
+            self._session_path(run, action, "/ended"),
+            wire.SessionEnded(reason=reason),
+            wire.SessionInfo,
+        )
+
     async def logs(
         self, run: str, action: str, attempt: int | None = None, follow: bool = False
     ) -> AsyncIterator[str]:

@@ -17,6 +17,7 @@ from .._settings import Settings
 from .._task import TaskTemplate
 from ..errors import (
     ApiError,
+    IdeInstallError,
     InputError,
     LoomError,
     MissingSecretError,
@@ -29,6 +30,7 @@ from ..remote._bundle import extract_bundle
 
 HEARTBEAT_SECONDS = 10.0
 _NOT_RETRYABLE = (
+    IdeInstallError,
     InputError,
     OutputTypeError,
     MissingSecretError,
@@ -125,6 +127,10 @@ async def _execute(
         task = _load_task(bundle, spec.task)
         inputs = task.interface.decode_inputs(spec.inputs)
         host = RemoteRun(client, spec, settings)
+        if spec.task.interactive is not None:
+            from ._session import Session
+
+            return await Session(client, settings, spec, task, host, bundle).run()
         value = await host.execute(task, inputs)
         encoded = task.interface.output.encode(value, None)
     except BaseException as e:  # every failure is reported; none escapes the attempt
