@@ -89,8 +89,12 @@ async def submit(
     name: str | None = None,
     env_vars: Mapping[str, str] | None = None,
     overwrite_cache: bool = False,
+    debug: bool = False,
 ) -> RemoteRun:
-    """Bundle the task's source tree (uploaded once per content) and create the run."""
+    """Bundle the task's source tree (uploaded once per content) and create the run.
+
+    ``debug`` makes the root action interactive (a VS Code session) even if the task is not
+    decorated with ``@vscode``/``@jupyter``."""
     client = client_for(settings)  # fail fast, before packaging anything
     encoded = task.interface.encode_inputs(task.interface.bind(args, inputs))
     root_dir, _, _ = task_location(task)
@@ -98,15 +102,16 @@ async def submit(
     async with client:
         if not await client.has_bundle(bundle.digest):
             await client.upload_bundle(bundle.digest, bundle.data)
+        spec = task_spec(task, encoded)
+        if debug and spec.interactive is None:
+            spec = spec.model_copy(update={"interactive": wire.InteractiveSpec()})
         try:
             body = wire.RunCreate(
                 project=settings.project,
                 domain=settings.domain,
                 name=name or new_run_name(),
                 bundle=bundle.digest,
-                root=wire.ActionCreate(
-                    name=ROOT_ACTION, task=task_spec(task, encoded), inputs=encoded
-                ),
+                root=wire.ActionCreate(name=ROOT_ACTION, task=spec, inputs=encoded),
                 env_vars=dict(env_vars or {}),
                 overwrite_cache=overwrite_cache,
             )

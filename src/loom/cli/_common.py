@@ -73,6 +73,7 @@ PHASE_STYLE = {
     "FAILED": "red",
     "ABORTED": "yellow",
     "RUNNING": "cyan",
+    "INTERACTIVE": "bold blue",
     "RETRYING": "magenta",
     "QUEUED": "dim",
 }

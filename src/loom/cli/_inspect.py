@@ -149,6 +149,16 @@ def get_action(run: str, action: str | None, output: str) -> None:
         if attempt.error:
             line += f"  [red]{attempt.error.kind}: {attempt.error.type}: {attempt.error.message}[/]"
         console.print(line)
+    session = info.session
+    if session is not None:
+        endpoint = settings.endpoint or ""
+        line = f"  session: {session.kind} {session.state}  {endpoint}{session.url}"
+        if session.state != "ended":
+            deadline = when(session.idle_deadline) if session.idle_deadline else "never"
+            line += f"  idle limit: {deadline}"
+        elif session.end_reason:
+            line += f"  ({session.end_reason})"
+        console.print(line, highlight=False)
     if info.error and info.error.traceback:
         console.print(info.error.traceback, markup=False, highlight=False)
 
@@ -248,7 +258,7 @@ def delete_api_key(name: str) -> None:
 
 @click.group()
 def abort() -> None:
-    """Abort runs."""
+    """Abort runs and actions."""
 
 
 @abort.command("run")
@@ -257,3 +267,12 @@ def abort_run(name: str) -> None:
     """Abort a run: every unfinished action stops and is marked ABORTED."""
     info = call_server(settings_for(), lambda c: c.abort_run(name))
     click.echo(f"run {info.name} is {info.phase}")
+
+
+@abort.command("action")
+@click.argument("run")
+@click.argument("action")
+def abort_action(run: str, action: str) -> None:
+    """Abort one action and its children (an open interactive session closes)."""
+    info = call_server(settings_for(), lambda c: c.abort_action(run, action))
+    click.echo(f"action {info.name} of run {info.run} is {info.phase}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import json
 import sys
 from typing import Any
@@ -27,7 +28,7 @@ def run_remote(task: TaskTemplate[Any, Any], inputs: dict[str, Any], opts: dict[
     async def go(client: Client) -> tuple[wire.RunInfo, wire.ActionInfo | None, Any]:
         handle = await submit(
             task, (), inputs, settings, name=opts["name"], env_vars=opts["env_vars"],
-            overwrite_cache=opts["overwrite_cache"],
+            overwrite_cache=opts["overwrite_cache"], debug=opts.get("debug", False),
         )  # fmt: skip
         if not as_json:
             err.print(f"created run [bold]{handle.name}[/] — {handle.url}")
@@ -54,13 +55,29 @@ async def _follow(client: Client, run: str, err: Console, show: bool) -> wire.Ac
     status = err.status(f"run {run}: starting") if show else None
     if status is not None:
         status.start()
+    announced: set[str] = set()
+    tick = itertools.count()
     try:
         while True:
             root = await client.get_action(run, ROOT_ACTION)
             if root.phase in wire.TERMINAL_PHASES:
                 return root
+            if next(tick) % 5:  # the whole action list once a second is plenty
+                await asyncio.sleep(0.2)
+                continue
+            actions = await client.list_actions(run)
+            for action in actions:
+                session = action.session
+                if action.phase == "INTERACTIVE" and session and session.id not in announced:
+                    announced.add(session.id)
+                    err.print(
+                        f"interactive {session.kind} session for action {action.name}: "
+                        f"{client.endpoint}{session.url}\n  resume with "
+                        f"`loom resume {run} {action.name}`",
+                        highlight=False,
+                    )
             if status is not None:
-                counts = collections.Counter(a.phase for a in await client.list_actions(run))
+                counts = collections.Counter(a.phase for a in actions)
                 summary = ", ".join(f"{n} {p.lower()}" for p, n in sorted(counts.items()))
                 status.update(f"run {run}: {summary}")
             await asyncio.sleep(0.2)

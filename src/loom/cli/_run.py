@@ -234,6 +234,10 @@ class RunGroup(click.Group):
 @click.option("--project", "-p", help="Project of a remote run [default: from the config].")
 @click.option("--domain", "-d", help="Domain of a remote run [default: from the config].")
 @click.option("--detach", is_flag=True, help="With --remote: print the run name and return.")
+@click.option(
+    "--debug", is_flag=True,
+    help="With --remote: open the task as an interactive VS Code session instead of running it.",
+)  # fmt: skip
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -245,6 +249,7 @@ def run(
     project: str | None,
     domain: str | None,
     detach: bool,
+    debug: bool,
 ) -> None:
     """Run a task from FILE locally and print its result.
 
@@ -254,9 +259,11 @@ def run(
     loom run FILE TASK --x 1    run TASK with input x=1 (lists, dicts and
                                 dataclasses are given as JSON)
     loom run --remote FILE TASK run it on the loom server instead
+    loom run --remote --debug FILE TASK
+                                open it as a VS Code session on the server
     """
-    if (project or domain or detach) and not remote:
-        raise click.UsageError("--project, --domain and --detach need --remote")
+    if (project or domain or detach or debug) and not remote:
+        raise click.UsageError("--project, --domain, --detach and --debug need --remote")
     ctx.obj = {
         "name": name,
         "overwrite_cache": overwrite_cache,
@@ -266,4 +273,5 @@ def run(
         "project": project,
         "domain": domain,
         "detach": detach,
+        "debug": debug,
     }

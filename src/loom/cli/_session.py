@@ -1,0 +1,99 @@
+"""Interactive sessions from the command line: resume, debug (an interactive re-run), diff."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .. import wire
+from .._controller import ROOT_ACTION
+from .._naming import new_run_name
+from ..interactive._commands import ResumeError, check_outcome
+from ..interactive._workspace import diff_workspace
+from ..remote import Client
+from ._common import call_server, output_option, print_json, settings_for
+
+
+@click.command()
+@click.argument("run")
+@click.argument("action", default=ROOT_ACTION)
+@click.option("--fail", is_flag=True, help="Give up instead: fail the action, close the session.")
+def resume(run: str, action: str, fail: bool) -> None:
+    """Resume an interactive action: run its task as edited in the session, then close it.
+
+    If the edited code does not import or raises, the error is printed and the session stays
+    open: fix it and resume again (or give up with --fail).
+    """
+    outcome = call_server(settings_for(), lambda c: c.resume_session(run, action, fail=fail))
+    try:
+        check_outcome(outcome)
+    except ResumeError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"action {action} of run {run} " + ("failed as asked" if fail else "resumed"))
+
+
+@click.command()
+@click.argument("run")
+@click.argument("action", default=ROOT_ACTION)
+@click.option("--jupyter", is_flag=True, help="Open JupyterLab instead of VS Code.")
+@output_option
+def debug(run: str, action: str, jupyter: bool, output: str) -> None:
+    """Re-run an action (e.g. a failed one) as an interactive session: a new run with the same
+    code bundle, task and inputs, opened in VS Code (or JupyterLab)."""
+    settings = settings_for()
+
+    async def go(c: Client) -> wire.RunInfo:
+        original = await c.get_run(run)
+        spec = await c.get_spec(run, action)
+        kind: wire.SessionKind = "jupyter" if jupyter else "vscode"
+        interactive = (spec.task.interactive or wire.InteractiveSpec()).model_copy(
+            update={"kind": kind, "run_task_first": False}
+        )
+        task = spec.task.model_copy(update={"interactive": interactive, "cache": None})
+        body = wire.RunCreate(
+            project=original.project,
+            domain=original.domain,
+            name=new_run_name(),
+            bundle=spec.bundle,
+            root=wire.ActionCreate(name=ROOT_ACTION, task=task, inputs=spec.inputs),
+            env_vars=spec.env_vars,
+        )
+        return await c.create_run(body)
+
+    info = call_server(settings, go)
+    if output == "json":
+        print_json(info)
+        return
+    click.echo(f"created run {info.name}: {spec_hint(info.name)}")
+
+
+def spec_hint(run: str) -> str:
+    return (
+        f"its session URL shows in `loom get action {run} {ROOT_ACTION}` once ready; "
+        f"resume with `loom resume {run}`"
+    )
+
+
+@click.group()
+def session() -> None:
+    """Interactive sessions."""
+
+
+@session.command("diff")
+@click.argument("run")
+@click.argument("action", default=ROOT_ACTION)
+def session_diff(run: str, action: str) -> None:
+    """Print the edits made in an action's session, as a unified diff against its bundle."""
+    info = call_server(settings_for(), lambda c: c.get_session(run, action))
+    workspace = Path(info.workspace)
+    manifest = workspace / ".loom" / "session.json"
+    if not manifest.exists():
+        raise click.ClickException(
+            f"the session's workspace {workspace} is not on this machine; run this command "
+            "where the action ran (its log also ends with the diff)"
+        )
+    bundle = Path(json.loads(manifest.read_text())["bundle"])
+    sys.stdout.write(diff_workspace(bundle, workspace))
