@@ -83,6 +83,12 @@ def _install_one(
 
     if name == "vscode":
         vscode = _install.install_code_server(ide_dir=ide_dir, force=force, progress=progress)
+        # loom's own extension (debugger, resume/abort, idle countdown), installed once into
+        # the extensions directory sessions share, so a session starts without packaging
+        from ..interactive._ide import ensure_extensions
+
+        progress("packaging and installing loom's VS Code extension")
+        ensure_extensions(None, ide_dir, progress)
         return {
             "ide": "code-server",
             "version": vscode.version,
