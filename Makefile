@@ -17,9 +17,12 @@ UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 
 install: .venv/.installed
 
-## Run loom's main job: an example workflow, locally.
+## Run loom's main job: start the local platform (server, scheduler, process executor on
+## 127.0.0.1:8377, SQLite and a data directory under ~/.loom) unless it is up, then run the
+## example workflow on it.
 run: .venv/.installed
-	.venv/bin/loom run examples/hello.py main
+	@.venv/bin/loom server status >/dev/null 2>&1 || .venv/bin/loom server start --detach
+	.venv/bin/loom run --remote examples/hello.py main
 
 ## The IDE servers behind interactive tasks (code-server, JupyterLab), built once into .cache/ide.
 # code-server's native modules compile from source: the Debian build packages come first
