@@ -1,0 +1,348 @@
+"""Interactive tasks end to end: a real server, real code-server and JupyterLab, the real CLI.
+
+Each test starts a run whose root action opens a session, reaches it through the server's
+proxy, then ends it in one of the ways a user can (resume, resume with broken code, idle,
+abort, the IDE dying, giving up) and checks the recorded outcome and that no IDE process is
+left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import IdeInstalls, ServerProcess, run_cli, start_server, write_module
+
+pytestmark = pytest.mark.e2e
+
+FLOW = """
+import asyncio
+import os
+from pathlib import Path
+
+import loom
+from loom.interactive import jupyter, vscode
+
+env = loom.TaskEnvironment("ide")
+MARKS = Path(os.environ["MARKS_DIR"])
+
+
+def mark(name):
+    def hook():
+        with open(MARKS / name, "a") as f:
+            f.write("x")
+    return hook
+
+
+@env.task
+async def double(x: int) -> int:
+    return 2 * x
+
+
+@vscode(max_idle_seconds=IDLE, pre_execute=mark("pre"), post_execute=mark("post"))
+@env.task
+async def edit_me(x: int) -> int:
+    return await double(x) + 1
+
+
+@env.task
+@vscode(run_task_first=True)
+def maybe_fails(x: int) -> int:
+    if x < 0:
+        raise ValueError(f"negative: {x}")
+    return x
+
+
+@jupyter(max_idle_seconds=IDLE, notebook_dir="notebooks")
+@env.task
+async def in_notebook(x: int) -> int:
+    return x * 3
+
+
+@env.task
+async def plain(x: int) -> int:
+    return x + 100
+"""
+
+
+@pytest.fixture
+def ide_server(
+    tmp_path: Path, loom_home: Path, ide_installs: IdeInstalls
+) -> Iterator[ServerProcess]:
+    """A real server whose actions find the shared IDE installs."""
+    started = start_server(
+        tmp_path / "server-data",
+        home=loom_home,
+        env={"LOOM_IDE_DIR": str(ide_installs.ide_dir)},
+    )
+    yield started
+    started.stop()
+
+
+def flow(tmp_path: Path, idle: float | None = 120) -> Path:
+    marks = tmp_path / "marks"
+    marks.mkdir(exist_ok=True)
+    return write_module(tmp_path / "ide_flow.py", FLOW.replace("IDLE", repr(idle)))
+
+
+def start(server: ServerProcess, tmp_path: Path, path: Path, *args: str) -> str:
+    result = run_cli(
+        "run", "--remote", "--detach", str(path), *args,
+        env={**server.env, "MARKS_DIR": str(tmp_path / "marks")},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def action(server: ServerProcess, run: str, name: str = "a0") -> dict[str, Any]:
+    response = httpx.get(
+        f"{server.endpoint}/api/v1/runs/{run}/actions/{name}", headers=server.headers
+    )
+    response.raise_for_status()
+    return response.json()
+
+
+def wait_for(
+    server: ServerProcess, run: str, phases: set[str], timeout: float = 90
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    info = action(server, run)
+    while info["phase"] not in phases:
+        assert time.monotonic() < deadline, f"still {info['phase']}:\n" + logs(server, run)
+        time.sleep(0.2)
+        info = action(server, run)
+    return info
+
+
+def wait_ready(server: ServerProcess, run: str) -> dict[str, Any]:
+    """The session once its IDE answers through the proxy."""
+    info = wait_for(server, run, {"INTERACTIVE", "FAILED", "SUCCEEDED"})
+    assert info["phase"] == "INTERACTIVE", logs(server, run)
+    url = server.endpoint + info["session"]["url"]
+    deadline = time.monotonic() + 60
+    while True:
+        response = httpx.get(url, headers=server.headers, follow_redirects=True, timeout=30)
+        if response.status_code == 200:
+            return info
+        assert time.monotonic() < deadline, f"{response.status_code}: {response.text[:500]}"
+        time.sleep(0.2)
+
+
+def logs(server: ServerProcess, run: str, name: str = "a0") -> str:
+    return run_cli("get", "logs", run, name, env=server.env).stdout
+
+
+def cli(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(*args, env=server.env)
+
+
+def ide_processes(workspace: str) -> list[int]:
+    """Live processes started for the session: the IDE and everything it started inherit
+    ``LOOM_SESSION_FILE``, which names the session's workspace."""
+    marker = f"LOOM_SESSION_FILE={workspace}/".encode()
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = Path(entry.path, "environ").read_bytes()
+            state = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker in environ and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def assert_no_processes_left(workspace: str) -> None:
+    deadline = time.monotonic() + 10
+    while ide_processes(workspace):
+        assert time.monotonic() < deadline, f"left behind: {ide_processes(workspace)}"
+        time.sleep(0.1)
+
+
+def edit(workspace: Path, old: str, new: str) -> None:
+    source = workspace / "ide_flow.py"
+    text = source.read_text()
+    assert old in text
+    source.write_text(text.replace(old, new))
+
+
+def test_vscode_session_edit_and_resume(ide_server: ServerProcess, tmp_path: Path) -> None:
+    run = start(ide_server, tmp_path, flow(tmp_path), "edit_me", "--x", "5")
+    info = wait_ready(ide_server, run)
+    session = info["session"]
+    assert session["kind"] == "vscode" and session["state"] == "ready"
+    workspace = Path(session["workspace"])
+    # the editor page, through the proxy only for a caller with a key
+    url = ide_server.endpoint + session["url"]
+    page = httpx.get(url, headers=ide_server.headers)
+    assert page.status_code == 200 and "vscode" in page.text.lower()
+    assert httpx.get(url).status_code == 401
+    # the workspace: launch configurations, the real inputs, the code outside the source tree
+    launch = json.loads((workspace / ".vscode" / "launch.json").read_text())
+    names = {c["name"] for c in launch["configurations"]}
+    assert {"Interactive Debugging", "Resume Task"} <= names
+    assert json.loads((workspace / ".loom" / "inputs.json").read_text()) == {"x": 5}
+    assert not str(workspace).startswith(str(tmp_path / "ide_flow.py"))
+    assert (tmp_path / "marks" / "pre").read_text() == "x"
+    shown = cli(ide_server, "get", "action", run, "a0")
+    assert "INTERACTIVE" in shown.stdout and session["url"] in shown.stdout
+    # edit, resume: the edited code runs with the original inputs, its child remotely
+    edit(workspace, "return await double(x) + 1", "return await double(x) + 1000")
+    resumed = cli(ide_server, "resume", run)
+    assert resumed.returncode == 0, resumed.stderr
+    final = wait_for(ide_server, run, {"SUCCEEDED", "FAILED"})
+    assert final["phase"] == "SUCCEEDED", logs(ide_server, run)
+    outputs = httpx.get(
+        f"{ide_server.endpoint}/api/v1/runs/{run}/actions/a0/outputs", headers=ide_server.headers
+    ).json()
+    assert outputs["value"] == 1010
+    assert_no_processes_left(str(workspace))
+    assert (tmp_path / "marks" / "pre").read_text() == "x"
+    assert (tmp_path / "marks" / "post").read_text() == "x"  # exactly once each
+    diff = cli(ide_server, "session", "diff", run)
+    assert "+    return await double(x) + 1000" in diff.stdout
+    assert "edits made in the session" in logs(ide_server, run)
+
+
+def test_resume_with_broken_code_keeps_the_session(
+    ide_server: ServerProcess, tmp_path: Path
+) -> None:
+    run = start(ide_server, tmp_path, flow(tmp_path), "edit_me", "--x", "1")
+    workspace = Path(wait_ready(ide_server, run)["session"]["workspace"])
+    edit(workspace, "return await double(x) + 1", "return undefined_name")
+    broken = cli(ide_server, "resume", run)
+    assert broken.returncode == 1
+    assert "NameError" in broken.stderr and "session stays open" in broken.stderr
+    assert action(ide_server, run)["phase"] == "INTERACTIVE"
+    edit(workspace, "return undefined_name", "return (")  # does not even import
+    broken = cli(ide_server, "resume", run)
+    assert broken.returncode == 1 and "SyntaxError" in broken.stderr
+    assert action(ide_server, run)["phase"] == "INTERACTIVE"
+    assert "resume failed" in logs(ide_server, run)
+    edit(workspace, "return (", "return -x")
+    assert cli(ide_server, "resume", run).returncode == 0
+    assert wait_for(ide_server, run, {"SUCCEEDED", "FAILED"})["phase"] == "SUCCEEDED"
+    assert_no_processes_left(str(workspace))
+
+
+def test_idle_session_fails_the_action(ide_server: ServerProcess, tmp_path: Path) -> None:
+    run = start(ide_server, tmp_path, flow(tmp_path, idle=3), "edit_me", "--x", "1")
+    workspace = wait_ready(ide_server, run)["session"]["workspace"]
+    final = wait_for(ide_server, run, {"SUCCEEDED", "FAILED", "ABORTED"}, timeout=60)
+    assert final["phase"] == "FAILED"
+    assert "interactive session idle for 3 s" in final["error"]["message"]
+    assert_no_processes_left(workspace)
+    assert (tmp_path / "marks" / "post").read_text() == "x"
+
+
+def test_abort_stops_the_ide(ide_server: ServerProcess, tmp_path: Path) -> None:
+    run = start(ide_server, tmp_path, flow(tmp_path), "edit_me", "--x", "1")
+    workspace = wait_ready(ide_server, run)["session"]["workspace"]
+    assert cli(ide_server, "abort", "run", run).returncode == 0
+    assert wait_for(ide_server, run, {"ABORTED"})["phase"] == "ABORTED"
+    assert_no_processes_left(workspace)
+
+
+def test_an_ide_that_dies_fails_the_action(ide_server: ServerProcess, tmp_path: Path) -> None:
+    run = start(ide_server, tmp_path, flow(tmp_path), "edit_me", "--x", "1")
+    workspace = wait_ready(ide_server, run)["session"]["workspace"]
+    main = [
+        p for p in ide_processes(workspace)
+        if b"code-server" in Path(f"/proc/{p}/cmdline").read_bytes()
+    ]  # fmt: skip
+    assert main
+    for pid in main:
+        os.kill(pid, signal.SIGKILL)
+    final = wait_for(ide_server, run, {"SUCCEEDED", "FAILED"})
+    assert final["phase"] == "FAILED"
+    assert "exited by itself" in final["error"]["message"]
+    assert_no_processes_left(workspace)
+
+
+def test_run_task_first_success_opens_no_session(ide_server: ServerProcess, tmp_path: Path) -> None:
+    run = start(ide_server, tmp_path, flow(tmp_path), "maybe_fails", "--x", "4")
+    final = wait_for(ide_server, run, {"SUCCEEDED", "FAILED"})
+    assert final["phase"] == "SUCCEEDED" and final["session"] is None
+
+
+def test_run_task_first_failure_opens_a_session(ide_server: ServerProcess, tmp_path: Path) -> None:
+    run = start(ide_server, tmp_path, flow(tmp_path), "maybe_fails", "--x", "-1")
+    workspace = Path(wait_ready(ide_server, run)["session"]["workspace"])
+    assert "ValueError: negative: -1" in (workspace / "loom_error.txt").read_text()
+    assert "ValueError: negative: -1" in logs(ide_server, run)
+    gave_up = cli(ide_server, "resume", "--fail", run)
+    assert gave_up.returncode == 0, gave_up.stderr
+    final = wait_for(ide_server, run, {"SUCCEEDED", "FAILED"})
+    assert final["phase"] == "FAILED" and final["error"]["type"] == "ValueError"
+    assert_no_processes_left(str(workspace))
+
+
+def test_debug_flag_makes_any_task_interactive(ide_server: ServerProcess, tmp_path: Path) -> None:
+    path = flow(tmp_path)
+    run = start(ide_server, tmp_path, path, "plain", "--x", "1")
+    assert wait_for(ide_server, run, {"SUCCEEDED", "FAILED"})["phase"] == "SUCCEEDED"
+    result = run_cli(
+        "run", "--remote", "--detach", "--debug", str(path), "plain", "--x", "2",
+        env={**ide_server.env, "MARKS_DIR": str(tmp_path / "marks")},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    debugged = result.stdout.strip()
+    workspace = Path(wait_ready(ide_server, debugged)["session"]["workspace"])
+    assert cli(ide_server, "resume", debugged).returncode == 0
+    assert wait_for(ide_server, debugged, {"SUCCEEDED", "FAILED"})["phase"] == "SUCCEEDED"
+    assert_no_processes_left(str(workspace))
+    # `loom debug` re-runs a finished action interactively, with its bundle and inputs
+    rerun = cli(ide_server, "debug", run, "-o", "json")
+    assert rerun.returncode == 0, rerun.stderr
+    again = json.loads(rerun.stdout)["name"]
+    session = wait_ready(ide_server, again)["session"]
+    assert json.loads((Path(session["workspace"]) / ".loom" / "inputs.json").read_text()) == {
+        "x": 1
+    }
+    assert cli(ide_server, "resume", again).returncode == 0
+    final = wait_for(ide_server, again, {"SUCCEEDED", "FAILED"})
+    assert final["phase"] == "SUCCEEDED"
+
+
+def test_jupyter_session(ide_server: ServerProcess, tmp_path: Path) -> None:
+    run = start(ide_server, tmp_path, flow(tmp_path), "in_notebook", "--x", "7")
+    session = wait_ready(ide_server, run)["session"]
+    assert session["kind"] == "jupyter"
+    base = ide_server.endpoint + session["url"]
+    lab = httpx.get(base + "lab", headers=ide_server.headers)
+    assert lab.status_code == 200 and "JupyterLab" in lab.text
+    assert httpx.get(base + "lab").status_code == 401
+    workspace = Path(session["workspace"])
+    notebooks = list((workspace / "notebooks").glob("*.ipynb"))
+    assert len(notebooks) == 1
+    contents = httpx.get(base + f"api/contents/{notebooks[0].name}", headers=ide_server.headers)
+    assert contents.status_code == 200, contents.text
+    # the notebook's resume() cell, run as the kernel would run it
+    resumed = subprocess.run(
+        [sys.executable, "-c", "from loom.interactive import resume; resume()"],
+        env={
+            **os.environ,
+            **ide_server.env,
+            "LOOM_SESSION_FILE": str(workspace / ".loom" / "session.json"),
+            "LOOM_API_KEY": ide_server.api_key,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    final = wait_for(ide_server, run, {"SUCCEEDED", "FAILED"})
+    assert final["phase"] == "SUCCEEDED", logs(ide_server, run)
+    assert_no_processes_left(str(workspace))
