@@ -87,12 +87,16 @@ class IdeProcess:
 
     async def stop(self) -> None:
         """Stop the IDE and everything it started: TERM, then KILL what lingers."""
-        _signal_others(signal.SIGTERM)
+        targets = _leftovers(self.process.pid)
+        _signal_all(targets, signal.SIGTERM)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.process.wait(), _STOP_GRACE_S)
-        for _ in range(100):  # children that outlived the IDE are still in our group
-            if not _signal_others(signal.SIGKILL):
+        for _ in range(100):  # until nothing it started is left
+            targets = sorted(set(targets) | set(_leftovers(self.process.pid)))
+            alive = [pid for pid in targets if pid in _processes()]
+            if not alive:
                 break
+            _signal_all(alive, signal.SIGKILL)
             await asyncio.sleep(0.05)
         await self.process.wait()
         if self._pump is not None:
@@ -101,30 +105,45 @@ class IdeProcess:
                 await self._pump
 
 
-def group_members() -> list[int]:
-    """Live processes in this process's group, other than this one (the IDE and its children)."""
-    me, group = os.getpid(), os.getpgid(0)
-    found: list[int] = []
+def _processes() -> dict[int, tuple[int, int]]:
+    """Every live process: pid -> (parent pid, process group)."""
+    found: dict[int, tuple[int, int]] = {}
     for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == me:
+        if not entry.name.isdigit():
             continue
         try:
             stat = Path(entry.path, "stat").read_text()
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) > 2 and fields[2] == str(group) and fields[0] not in ("Z", "X"):
-            found.append(int(entry.name))
+        if len(fields) > 2 and fields[0] not in ("Z", "X"):
+            found[int(entry.name)] = (int(fields[1]), int(fields[2]))
     return found
 
 
-def _signal_others(sig: int) -> bool:
-    """Send ``sig`` to every other live member of our group; whether there was any."""
-    members = group_members()
-    for pid in members:
+def _leftovers(root: int) -> list[int]:
+    """What to stop: as the leader of our process group (an action process), every other member
+    (so even children that re-parented are found); otherwise ``root``'s descendants."""
+    me = os.getpid()
+    table = _processes()
+    if os.getpgid(0) == me:
+        return [pid for pid, (_, group) in table.items() if group == me and pid != me]
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        if pid in table:
+            found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def _signal_all(pids: list[int], sig: int) -> None:
+    for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
-    return bool(members)
 
 
 async def _spawn(
