@@ -92,3 +92,8 @@ def test_every_example_runs_as_a_script(name: str) -> None:
         env={**__import__("os").environ, "LOOM_SECRET_GREETING_TOKEN": "x"},
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_interactive_tasks_just_run_locally() -> None:
+    assert run_example("interactive.py", "train", "--epochs", "2") == 0.75
+    assert run_example("interactive.py", "explore") == 0.5
