@@ -289,8 +289,14 @@ SessionState = Literal["starting", "ready", "resuming", "ended"]
 
 
 class SessionRegister(_Model):
-    """The runtime started an IDE for attempt ``attempt`` and tells the server where it is."""
+    """The runtime started an IDE for attempt ``attempt`` and tells the server where it is.
 
+    ``id`` lets the runtime choose the session's id (random, url-safe) when the IDE must know
+    its URL before it starts: Jupyter's ``--ServerApp.base_url=/sessions/<id>/``. Without it
+    the server picks one. Registering the same id again for the same attempt is a no-op.
+    """
+
+    id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{16,64}$")
     attempt: int
     kind: SessionKind
     socket: str  # the IDE's private Unix socket: the proxy's only way in

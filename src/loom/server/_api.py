@@ -19,10 +19,12 @@ from typing import Annotated, Any
 from anyio import to_thread
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
 from .. import wire
 from .._version import __version__
+from . import _sessions as sessions
+from ._auth import COOKIE_NAME, COOKIE_TTL_S
 from ._errors import AuthenticationError, PayloadTooLargeError, PermissionDeniedError
 from ._keys import Principal
 from ._plane import ControlPlane
@@ -32,6 +34,10 @@ _KEEPALIVE_S = 15.0
 _LOG_POLL_S = 0.2
 _LOG_GRACE_S = 3.0
 _bearer = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer <key>`")
+# declared for the OpenAPI schema; the cookie is read and checked in `principal`
+_cookie = APIKeyCookie(
+    name=COOKIE_NAME, auto_error=False, description="the login cookie (POST /api/v1/login)"
+)
 
 
 def plane(request: Request) -> ControlPlane:
@@ -43,19 +49,25 @@ Plane = Annotated[ControlPlane, Depends(plane)]
 
 
 def principal(
-    p: Plane, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request,
+    p: Plane,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    cookie: Annotated[str | None, Depends(_cookie)],
 ) -> Principal:
-    """The caller, from ``Authorization: Bearer <key>``; 401 with a hint otherwise."""
+    """The caller, from ``Authorization: Bearer <key>`` or the login cookie; 401 with a hint
+    otherwise (403 for a cross-site request riding on the cookie)."""
     hint = (
         f"The server's admin key is in {p.settings.config_path} (written at its first start; "
         "`loom` reads it from there). Create more keys with `loom create api-key NAME`."
     )
-    if credentials is None or not credentials.credentials:
+    if (credentials is None or not credentials.credentials) and not cookie:
         raise AuthenticationError(f"missing API key: send 'Authorization: Bearer <key>'. {hint}")
     try:
-        return p.keys.authenticate(credentials.credentials)
-    except AuthenticationError:
-        raise AuthenticationError(f"invalid API key. {hint}") from None
+        return p.auth.authenticate(request.method, request.headers, request.cookies)
+    except AuthenticationError as e:
+        if credentials is not None and credentials.credentials:
+            raise AuthenticationError(f"invalid API key. {hint}") from None
+        raise AuthenticationError(f"{e} {hint}") from None
 
 
 Caller = Annotated[Principal, Depends(principal)]
@@ -69,6 +81,19 @@ def admin(caller: Caller) -> Principal:
 
 Admin = Annotated[Principal, Depends(admin)]
 
+
+def runtime(caller: Caller) -> Principal:
+    """The runtime's own calls (the key the server gives action processes; or an admin's)."""
+    if not (caller.runtime or caller.admin):
+        raise PermissionDeniedError(
+            f"API key {caller.name!r} may not act for a runtime: only the runtime of an action "
+            "(or an admin key) registers sessions and answers their commands"
+        )
+    return caller
+
+
+Runtime = Annotated[Principal, Depends(runtime)]
+
 public = APIRouter(prefix=wire.API_PREFIX)
 router = APIRouter(prefix=wire.API_PREFIX, dependencies=[Depends(principal)])
 
@@ -77,6 +102,37 @@ router = APIRouter(prefix=wire.API_PREFIX, dependencies=[Depends(principal)])
 def health() -> wire.Health:
     """Liveness; the only endpoint without an API key."""
     return wire.Health(version=__version__)
+
+
+@public.post("/login", status_code=204)
+def login(body: wire.Login, request: Request, p: Plane) -> Response:
+    """Trade an API key for the login cookie (HTTP-only, SameSite=Lax, 12 h) that browsers
+    send to the API and the session proxy."""
+    try:
+        _, token = p.auth.login(body.api_key)
+    except AuthenticationError:
+        raise AuthenticationError("invalid API key: cannot log in") from None
+    response = Response(status_code=204)
+    response.set_cookie(
+        COOKIE_NAME,
+        token,
+        max_age=COOKIE_TTL_S,
+        path="/",
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+@public.post("/logout", status_code=204)
+def logout(request: Request) -> Response:
+    """Clear the login cookie (the key itself stays valid)."""
+    response = Response(status_code=204)
+    response.delete_cookie(
+        COOKIE_NAME, path="/", httponly=True, samesite="lax", secure=request.url.scheme == "https"
+    )
+    return response
 
 
 @router.get("/openapi.json", include_in_schema=False)
@@ -195,6 +251,12 @@ def get_run(run: str, p: Plane) -> wire.RunInfo:
 def abort_run(run: str, p: Plane, caller: Caller) -> wire.RunInfo:
     """Abort every action of the run that has not ended and kill its processes."""
     return p.runs.abort_run(run, by=caller.name)
+
+
+@router.post("/runs/{run}/actions/{action}/abort")
+def abort_action(run: str, action: str, p: Plane, caller: Caller) -> wire.ActionInfo:
+    """Abort one action and its descendants, kill their processes and close their sessions."""
+    return p.runs.abort_action(run, action, by=caller.name)
 
 
 @router.get("/runs/{run}/actions")
@@ -403,3 +465,59 @@ async def _event_stream(p: ControlPlane, run: str | None, seq: int) -> AsyncIter
             waiter.cancel()
         if not done:
             yield ": keep-alive\n\n"
+
+
+# -- interactive sessions -----------------------------------------------------------------
+
+
+@router.post("/runs/{run}/actions/{action}/session")
+def register_session(
+    run: str, action: str, spec: wire.SessionRegister, p: Plane, _: Runtime
+) -> wire.SessionInfo:
+    """The runtime started an IDE for the current attempt: the action goes INTERACTIVE."""
+    return p.sessions.register(run, action, spec)
+
+
+@router.get("/runs/{run}/actions/{action}/session")
+def get_session(run: str, action: str, p: Plane) -> wire.SessionInfo:
+    """The action's latest session (404 if it never had one)."""
+    return p.sessions.get(run, action)
+
+
+@router.get("/runs/{run}/actions/{action}/session/command")
+async def session_command(
+    run: str,
+    action: str,
+    p: Plane,
+    _: Runtime,
+    timeout: Annotated[float, Query(ge=0)] = sessions.MAX_COMMAND_WAIT_S,
+) -> wire.SessionCommand:
+    """The runtime's long-poll: ``resume``/``fail`` once asked, ``abort`` once the action
+    ended, ``idle`` past the idle limit, else ``none`` after ``timeout`` s (at most 30 s)."""
+    return await sessions.wait_command(p.sessions, p.bus, run, action, timeout)
+
+
+@router.post("/runs/{run}/actions/{action}/session/resume")
+async def resume_session(
+    run: str, action: str, body: wire.SessionResume, p: Plane
+) -> wire.ResumeOutcome:
+    """Ask the runtime to resume the task with the code as edited (or, with ``fail``, to
+    give up), and wait for how it went: up to 10 minutes, then 504."""
+    return await sessions.resume(p.sessions, p.bus, run, action, body)
+
+
+@router.post("/runs/{run}/actions/{action}/session/outcome", status_code=204)
+def session_outcome(
+    run: str, action: str, outcome: wire.ResumeOutcome, p: Plane, _: Runtime
+) -> Response:
+    """The runtime's answer to a resume or fail request."""
+    p.sessions.record_outcome(run, action, outcome)
+    return Response(status_code=204)
+
+
+@router.post("/runs/{run}/actions/{action}/session/ended")
+def session_ended(
+    run: str, action: str, body: wire.SessionEnded, p: Plane, _: Runtime
+) -> wire.SessionInfo:
+    """The runtime stopped the IDE."""
+    return p.sessions.ended(run, action, body)

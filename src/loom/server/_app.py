@@ -1,4 +1,5 @@
-"""The FastAPI application: routes, error shapes, and the control plane's lifespan."""
+"""The FastAPI application: routes, error shapes, the session proxy, and the control plane's
+lifespan."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from .._version import __version__
 from ._api import public, router
 from ._errors import AuthenticationError, ServerError
 from ._plane import ControlPlane
+from ._proxy import SessionProxy, session_path
 
 #: JSON bodies larger than this are refused before they are read (inputs and outputs are
 #: checked precisely, at wire.MAX_INLINE_BYTES, once parsed).
@@ -25,6 +27,8 @@ def create_app(plane: ControlPlane, *, manage_plane: bool = True) -> FastAPI:
     """The API app for ``plane``. With ``manage_plane`` its lifespan starts and stops the
     plane's scheduler and executor (``prepare`` must have run)."""
 
+    proxy = SessionProxy(plane)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if manage_plane:
@@ -32,6 +36,7 @@ def create_app(plane: ControlPlane, *, manage_plane: bool = True) -> FastAPI:
         try:
             yield
         finally:
+            await proxy.aclose()
             if manage_plane:
                 await plane.stop()
 
@@ -49,6 +54,8 @@ def create_app(plane: ControlPlane, *, manage_plane: bool = True) -> FastAPI:
     app.include_router(public)
     app.include_router(router)
     app.add_middleware(_BodyLimit)
+    # outermost: the proxy streams bodies of any size and answers errors in its own way
+    app.add_middleware(_Sessions, proxy=proxy)
 
     @app.exception_handler(ServerError)
     async def server_error(request: Request, exc: ServerError) -> JSONResponse:
@@ -56,6 +63,20 @@ def create_app(plane: ControlPlane, *, manage_plane: bool = True) -> FastAPI:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status_code, headers=headers)
 
     return app
+
+
+class _Sessions:
+    """Send ``/sessions/...`` (outside ``/api/v1``) to the session proxy."""
+
+    def __init__(self, app: ASGIApp, proxy: SessionProxy) -> None:
+        self.app = app
+        self.proxy = proxy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and session_path(scope):
+            await self.proxy(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
 
 class _BodyLimit:

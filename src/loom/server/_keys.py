@@ -38,11 +38,17 @@ class MintedKey:
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the API key's name and rights."""
+    """Who is calling: the API key's name and rights.
+
+    ``key_id`` is the key's public half (what a login cookie names); ``runtime`` is true for
+    the key the server hands to the action processes it starts, and only for it.
+    """
 
     name: str
     admin: bool
     created_at: datetime
+    key_id: str = ""
+    runtime: bool = False
 
     def info(self) -> wire.ApiKeyInfo:
         return wire.ApiKeyInfo(name=self.name, admin=self.admin, created_at=self.created_at)
@@ -83,7 +89,13 @@ class KeyService:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._runtime = mint_key()
-        self._runtime_principal = Principal(RUNTIME_KEY_NAME, admin=False, created_at=utcnow())
+        self._runtime_principal = Principal(
+            RUNTIME_KEY_NAME,
+            admin=False,
+            created_at=utcnow(),
+            key_id=self._runtime.key_id,
+            runtime=True,
+        )
         self._cache: dict[str, tuple[float, str, Principal]] = {}
         self._lock = threading.Lock()
 
@@ -107,6 +119,14 @@ class KeyService:
             raise AuthenticationError("invalid API key")
         return found[1]
 
+    def principal_for_id(self, key_id: str) -> Principal | None:
+        """The principal of the key whose public half is ``key_id``, if that key still exists
+        (for a login cookie, which names the key but does not carry it)."""
+        if key_id == self._runtime.key_id:
+            return self._runtime_principal
+        found = self._lookup(key_id)
+        return None if found is None else found[1]
+
     def _lookup(self, key_id: str) -> tuple[str, Principal] | None:
         now = time.monotonic()
         with self._lock:
@@ -117,7 +137,7 @@ class KeyService:
             row = s.scalar(select(ApiKey).where(ApiKey.key_id == key_id))
             if row is None:
                 return None
-            principal = Principal(row.name, row.admin, row.created_at)
+            principal = Principal(row.name, row.admin, row.created_at, key_id=row.key_id)
             with self._lock:
                 self._cache[key_id] = (now + _CACHE_TTL_S, row.key_hash, principal)
             return row.key_hash, principal

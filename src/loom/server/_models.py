@@ -185,3 +185,36 @@ class Event(Base):
     action: Mapped[str | None] = mapped_column(String(200))
     phase: Mapped[str] = mapped_column(String(16))
     at: Mapped[datetime]
+
+
+class InteractiveSession(Base):
+    """An IDE (code-server or Jupyter) a runtime started for one attempt of an action.
+
+    ``token`` is the IDE's own secret (Jupyter's): the proxy adds it to what it forwards, and
+    nothing else ever reads it; it is never returned by the API nor logged. The IDE listens on
+    ``socket``, a Unix socket on the worker, so the proxy is the only way in.
+    """
+
+    __tablename__ = "sessions"
+    __table_args__ = (Index("ix_sessions_action_started", "action_id", "started_at"),)
+
+    # random and unguessable (it is in the proxied URL), though never enough on its own:
+    # every proxied request is authenticated too
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    action_id: Mapped[int] = mapped_column(ForeignKey("actions.id"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    socket: Mapped[str] = mapped_column(Text)
+    token: Mapped[str | None] = mapped_column(Text)
+    workspace: Mapped[str] = mapped_column(Text)
+    max_idle_seconds: Mapped[float | None] = mapped_column(Float)
+    # the pending request of a person (resume or fail) the runtime has not answered yet
+    command: Mapped[str | None] = mapped_column(String(16))
+    command_id: Mapped[int] = mapped_column(Integer, default=0)
+    # the runtime's answer to the latest request (a wire.ResumeOutcome)
+    outcome: Mapped[dict[str, Any] | None]
+    started_at: Mapped[datetime]
+    last_activity_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    end_reason: Mapped[str | None] = mapped_column(Text)

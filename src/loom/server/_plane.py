@@ -19,6 +19,8 @@ from typing import Any
 from anyio import to_thread
 
 from ..executors import Executor, Job, JobExit, LocalProcessExecutor
+from . import _state as state
+from ._auth import Authenticator
 from ._bundles import BundleService
 from ._db import Database
 from ._events import EventBus
@@ -27,6 +29,7 @@ from ._objects import ObjectStore, open_object_store
 from ._projects import ProjectService
 from ._runs import Effects, Launch, RunningAttempt, RunService, log_key, log_path
 from ._scheduler import Scheduler
+from ._sessions import SessionService, flush_activity_forever
 from ._settings import ServerSettings
 
 log = logging.getLogger("loom.server")
@@ -54,6 +57,9 @@ class ControlPlane:
         self.bundles = BundleService(self.db, self.store, settings.max_bundle_bytes)
         self.runs = RunService(self.db, self.store, self.executor.capacity())
         self.runs.dispatch = self._dispatch
+        self.sessions = SessionService(self.db, self.runs)
+        # the login cookie's signing secret lives next to the data, readable by the server only
+        self.auth = Authenticator(self.keys, settings.data_dir / "auth-secret")
         self.bus = EventBus()
         self.scheduler = Scheduler(self.runs, self._launch, self.executor.capacity().slots)
         self.logs_dir = settings.data_dir / "logs"
@@ -79,6 +85,7 @@ class ControlPlane:
         await self.executor.start(self._on_exit)
         await self._recover()
         self.scheduler.start()
+        self._spawn(flush_activity_forever(self.sessions))
 
     async def stop(self) -> None:
         """Stop scheduling and kill every action process (a restart re-runs them)."""
@@ -87,6 +94,10 @@ class ControlPlane:
         await self.executor.shutdown()
         for task in list(self._tasks):
             task.cancel()
+        try:
+            await to_thread.run_sync(self.sessions.flush)
+        except Exception:  # the database is going away too: activity is only a hint
+            log.warning("cannot write the last session activity", exc_info=True)
         self._loop = None
 
     # -- after a commit -------------------------------------------------------------------
@@ -139,7 +150,9 @@ class ControlPlane:
             env=env,
             log_path=log_path(self.logs_dir, launch.run, launch.action, launch.attempt),
             workdir=self.work_dir / launch.run / launch.action / str(launch.attempt),
-            timeout_s=launch.task.timeout_s,
+            # none for an interactive task: its attempt waits for a person while the session
+            # is open (the session's idle limit ends an abandoned one instead)
+            timeout_s=state.job_timeout_s(launch.task),
             resources=launch.task.resources,
             reuse=launch.task.reuse,
             pool=_pool_key(launch, env) if launch.task.reuse is not None else "",

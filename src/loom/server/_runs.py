@@ -15,7 +15,7 @@ import secrets
 import string
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -29,7 +29,17 @@ from ..executors import Capacity, job_id
 from . import _state as state
 from ._db import Database
 from ._errors import BadRequestError, ConflictError, NotFoundError, PayloadTooLargeError
-from ._models import Action, Attempt, Bundle, CacheEntry, Event, Project, Run, utcnow
+from ._models import (
+    Action,
+    Attempt,
+    Bundle,
+    CacheEntry,
+    Event,
+    InteractiveSession,
+    Project,
+    Run,
+    utcnow,
+)
 from ._objects import ObjectStore
 from ._state import ROOT_ACTION, TERMINAL
 
@@ -85,6 +95,10 @@ class _Tx:
     fx: Effects
 
 
+#: One write transaction and what to do after it commits (for the session service).
+Tx = _Tx
+
+
 def encode_value(value: Any, what: str) -> bytes:
     """Compact JSON of inputs or outputs, refused with 413 over ``wire.MAX_INLINE_BYTES``."""
     data = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
@@ -115,7 +129,12 @@ def attempt_info(a: Attempt) -> wire.AttemptInfo:
     )
 
 
-def action_info(run: str, a: Action, attempts: Sequence[Attempt]) -> wire.ActionInfo:
+def action_info(
+    run: str,
+    a: Action,
+    attempts: Sequence[Attempt],
+    session: wire.SessionInfo | None = None,
+) -> wire.ActionInfo:
     return wire.ActionInfo(
         run=run,
         name=a.name,
@@ -129,6 +148,42 @@ def action_info(run: str, a: Action, attempts: Sequence[Attempt]) -> wire.Action
         ended_at=a.ended_at,
         error=_error(a.error),
         cache=a.cache,  # type: ignore[arg-type]
+        session=session,
+    )
+
+
+def session_url(session_id: str) -> str:
+    """Where the session proxy serves a session (outside ``/api/v1``)."""
+    return f"/sessions/{session_id}/"
+
+
+def session_info(
+    row: InteractiveSession, run: str, action: str, activity: datetime | None = None
+) -> wire.SessionInfo:
+    """The wire view of a session; ``activity`` is newer activity not yet written to the row.
+    The IDE's token stays out of it."""
+    last = row.last_activity_at
+    if activity is not None and activity > last:
+        last = activity
+    open_ = row.ended_at is None
+    deadline = None
+    if open_ and row.max_idle_seconds is not None:
+        deadline = last + timedelta(seconds=row.max_idle_seconds)
+    return wire.SessionInfo(
+        id=row.id,
+        run=run,
+        action=action,
+        attempt=row.attempt,
+        kind=row.kind,  # type: ignore[arg-type]
+        state=row.state,  # type: ignore[arg-type]
+        url=session_url(row.id),
+        workspace=row.workspace,
+        max_idle_seconds=row.max_idle_seconds,
+        started_at=row.started_at,
+        last_activity_at=last,
+        idle_deadline=deadline,
+        ended_at=row.ended_at,
+        end_reason=row.end_reason,
     )
 
 
@@ -156,6 +211,8 @@ class RunService:
         self._store = store
         self.capacity = capacity
         self.dispatch: Callable[[Effects], None] = lambda fx: None
+        #: a session's activity newer than its row (the session service keeps it in memory)
+        self.activity: Callable[[str], datetime | None] = lambda session_id: None
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -166,6 +223,10 @@ class RunService:
             yield _Tx(s, fx)
         if fx:
             self.dispatch(fx)
+
+    def transaction(self) -> AbstractContextManager[Tx]:
+        """A write transaction whose effects are dispatched after it commits."""
+        return self._tx()
 
     def _put_value(self, data: bytes) -> str:
         # content-addressed: identical inputs or outputs are stored once, and a key never
@@ -192,6 +253,61 @@ class RunService:
             self._run_row(s, run_name)
             raise NotFoundError(f"action {action_name!r} not found in run {run_name!r}")
         return row[0], row[1]
+
+    def load(self, s: Session, run_name: str, action_name: str) -> tuple[Run, Action]:
+        """The run and its action; 404 naming whichever is missing."""
+        return self._load(s, run_name, action_name)
+
+    def current_attempt(self, s: Session, run: Run, action: Action, number: int) -> Attempt:
+        """Attempt ``number`` if it is the action's current one and has not ended; 404 or 409
+        otherwise."""
+        attempt = self._attempt_row(s, run, action, number)
+        self._check_current(run, action, attempt)
+        return attempt
+
+    def set_interactive(self, tx: Tx, run: Run, action: Action, interactive: bool) -> None:
+        """Move ``action`` between RUNNING and INTERACTIVE (a session opened, a resume began
+        or failed); a no-op if it is there already."""
+        phase = "INTERACTIVE" if interactive else "RUNNING"
+        if action.phase != phase:
+            self._set_phase(tx, run, action, phase)
+            # an INTERACTIVE action holds no executor slot: one may be free now
+            tx.fx.schedule = tx.fx.schedule or interactive
+
+    def _session_of(self, s: Session, run: Run, action: Action) -> wire.SessionInfo | None:
+        """The action's latest session, if its task is interactive and it had one."""
+        if action.spec.get("interactive") is None:
+            return None  # only interactive tasks have sessions: spare the query
+        row = s.scalar(
+            select(InteractiveSession)
+            .where(InteractiveSession.action_id == action.id)
+            .order_by(InteractiveSession.started_at.desc())
+            .limit(1)
+        )
+        if row is None:
+            return None
+        return session_info(row, run.name, action.name, self.activity(row.id))
+
+    @staticmethod
+    def _close_sessions(
+        tx: _Tx, run: Run, action: Action, reason: str, attempt: int | None = None
+    ) -> None:
+        """End the action's open sessions (of attempts up to ``attempt``): their attempt is
+        over, so is their IDE."""
+        query = select(InteractiveSession).where(
+            InteractiveSession.action_id == action.id, InteractiveSession.ended_at.is_(None)
+        )
+        if attempt is not None:
+            query = query.where(InteractiveSession.attempt <= attempt)
+        rows = list(tx.s.scalars(query))
+        now = utcnow()
+        for row in rows:
+            row.state = "ended"
+            row.ended_at = now
+            row.end_reason = reason
+            row.command = None
+        if rows:
+            tx.fx.changed.add((run.name, action.name))  # wakes the session's long-polls
 
     @staticmethod
     def _attempts(s: Session, action: Action) -> list[Attempt]:
@@ -294,6 +410,7 @@ class RunService:
                 attempt.ended_at = utcnow()
                 attempt.error = _dump(error)
                 tx.fx.cancel.append(job_id(run.name, action.name, attempt.number))
+        self._close_sessions(tx, run, action, error.message)
         self._set_phase(tx, run, action, "ABORTED", error=error, cascade=False)
 
     # -- runs -----------------------------------------------------------------------------
@@ -402,6 +519,21 @@ class RunService:
                     self._abort_one(tx, run, action, error)
         return self.get_run(name)
 
+    def abort_action(self, run_name: str, action_name: str, by: str) -> wire.ActionInfo:
+        """Abort one action and its descendants (kill their processes, close their sessions);
+        a no-op on an action that has ended."""
+        with self._tx() as tx:
+            run, action = self._load(tx.s, run_name, action_name)
+            if action.phase not in TERMINAL:
+                error = wire.ErrorInfo(
+                    type="ActionAborted",
+                    message=f"action {action_name!r} of run {run_name!r} aborted by {by!r}",
+                    kind="aborted",
+                )
+                self._abort_one(tx, run, action, error)
+                self._abort_descendants(tx, run, action)
+        return self.get_action(run_name, action_name)
+
     # -- actions --------------------------------------------------------------------------
 
     def create_action(self, run_name: str, spec: wire.ActionCreate) -> wire.ActionInfo:
@@ -480,7 +612,8 @@ class RunService:
     def get_action(self, run_name: str, action_name: str) -> wire.ActionInfo:
         with self._db.read() as s:
             run, action = self._load(s, run_name, action_name)
-            return action_info(run.name, action, self._attempts(s, action))
+            session = self._session_of(s, run, action)
+            return action_info(run.name, action, self._attempts(s, action), session)
 
     def list_actions(self, run_name: str) -> list[wire.ActionInfo]:
         with self._db.read() as s:
@@ -495,7 +628,21 @@ class RunService:
                 .where(Action.run_id == run.id)
             ):
                 by_action[attempt.action_id].append(attempt)
-            return [action_info(run.name, a, by_action[a.id]) for a in actions]
+            latest: dict[int, InteractiveSession] = {}
+            if any(a.spec.get("interactive") is not None for a in actions):
+                for row in s.scalars(
+                    select(InteractiveSession)
+                    .join(Action, Action.id == InteractiveSession.action_id)
+                    .where(Action.run_id == run.id)
+                    .order_by(InteractiveSession.started_at)
+                ):
+                    latest[row.action_id] = row  # the newest wins
+            names = {a.id: a.name for a in actions}
+            sessions = {
+                action_id: session_info(row, run.name, names[action_id], self.activity(row.id))
+                for action_id, row in latest.items()
+            }
+            return [action_info(run.name, a, by_action[a.id], sessions.get(a.id)) for a in actions]
 
     def get_spec(self, run_name: str, action_name: str) -> wire.ActionSpec:
         with self._db.read() as s:
@@ -680,7 +827,7 @@ class RunService:
                             number=action.attempts,
                             phase="RUNNING",
                             started_at=now,
-                            timeout_s=task.timeout_s,
+                            timeout_s=state.job_timeout_s(task),
                         )
                     )
                     self._set_phase(tx, run, action, "RUNNING")
@@ -764,7 +911,11 @@ class RunService:
             if log_key is not None:
                 attempt.log_key = log_key
             if attempt.phase in TERMINAL:
-                return  # the runtime reported first, or the attempt was aborted
+                # the runtime reported first, or the attempt was aborted; a session it did not
+                # report ended is gone with its process
+                reason = f"attempt {number} ended ({attempt.phase}) and its process exited"
+                self._close_sessions(tx, run, action, reason, attempt=number)
+                return
             if error.kind == "timeout" and attempt.timeout_s is not None:
                 error = error.model_copy(
                     update={
@@ -775,6 +926,7 @@ class RunService:
             if error.kind == "aborted":
                 self._abort_one(tx, run, action, error)
                 return
+            self._close_sessions(tx, run, action, error.message, attempt=number)
             self._fail_attempt(tx, run, action, attempt, error)
 
     def running_attempts(self) -> list[RunningAttempt]:

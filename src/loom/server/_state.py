@@ -3,13 +3,23 @@
 ::
 
     QUEUED ──► RUNNING ──► SUCCEEDED
-      │           │  ╲───► FAILED
-      │           │   ╲──► RETRYING ──► RUNNING (next attempt)
-      │           ▼
+      │         │  ▲ ╲───► FAILED
+      │         │  │  ╲──► RETRYING ──► RUNNING (next attempt)
+      │         ▼  │
+      │      INTERACTIVE ──► SUCCEEDED | FAILED | RETRYING
+      │           │
       └──────► ABORTED ◄── (from any non-terminal phase)
 
 An action created from a cache hit starts SUCCEEDED; one that can never fit a worker goes
 QUEUED ─► FAILED at submission.
+
+An interactive attempt goes RUNNING ─► INTERACTIVE when its runtime registers the IDE it
+started, INTERACTIVE ─► RUNNING while a resume runs (and back to INTERACTIVE if the resumed
+code fails: the session stays), and ends from either phase like any attempt: the runtime's
+report (resumed, given up, idle), an abort, or the process dying (RETRYING if the task's retry
+policy allows, as for any lost worker). INTERACTIVE holds no executor slot (the scheduler
+counts RUNNING actions only) and no timeout applies: the task's timeout cannot know how long
+somebody debugs (see :func:`job_timeout_s`).
 """
 
 from __future__ import annotations
@@ -23,8 +33,9 @@ RETRYABLE_KINDS = frozenset({"user", "timeout", "worker_lost"})
 
 ALLOWED: dict[str, frozenset[str]] = {
     "QUEUED": frozenset({"RUNNING", "SUCCEEDED", "FAILED", "ABORTED"}),
-    "RUNNING": frozenset({"SUCCEEDED", "FAILED", "RETRYING", "ABORTED"}),
+    "RUNNING": frozenset({"INTERACTIVE", "SUCCEEDED", "FAILED", "RETRYING", "ABORTED"}),
     "RETRYING": frozenset({"RUNNING", "FAILED", "ABORTED"}),
+    "INTERACTIVE": frozenset({"RUNNING", "SUCCEEDED", "FAILED", "RETRYING", "ABORTED"}),
 }
 
 
@@ -35,6 +46,13 @@ class IllegalTransition(RuntimeError):
 def check_transition(current: str, new: str) -> None:
     if new not in ALLOWED.get(current, frozenset()):
         raise IllegalTransition(f"illegal action transition {current} -> {new}")
+
+
+def job_timeout_s(task: wire.TaskSpec) -> float | None:
+    """The executor's time limit for an attempt of ``task``: none for an interactive task,
+    whose attempt waits for a person for as long as its session is open (its idle limit,
+    ``InteractiveSpec.max_idle_seconds``, ends an abandoned one instead)."""
+    return None if task.interactive is not None else task.timeout_s
 
 
 def may_retry(error: wire.ErrorInfo, attempts_used: int, retries: wire.RetrySpec) -> bool:
