@@ -97,8 +97,8 @@ def flow(tmp_path: Path, idle: float | None = 120) -> Path:
 
 def start(server: ServerProcess, tmp_path: Path, path: Path, *args: str) -> str:
     result = run_cli(
-        "run", "--remote", "--detach", str(path), *args,
-        env={**server.env, "MARKS_DIR": str(tmp_path / "marks")},
+        "run", "--remote", "--detach", "--env", f"MARKS_DIR={tmp_path / 'marks'}", str(path),
+        *args, env={**server.env, "MARKS_DIR": str(tmp_path / "marks")},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
@@ -186,8 +186,9 @@ def test_vscode_session_edit_and_resume(ide_server: ServerProcess, tmp_path: Pat
     workspace = Path(session["workspace"])
     # the editor page, through the proxy only for a caller with a key
     url = ide_server.endpoint + session["url"]
-    page = httpx.get(url, headers=ide_server.headers)
+    page = httpx.get(url, headers=ide_server.headers, follow_redirects=True)
     assert page.status_code == 200 and "vscode" in page.text.lower()
+    assert page.url.path.startswith(session["url"])  # redirects stay behind the proxy
     assert httpx.get(url).status_code == 401
     # the workspace: launch configurations, the real inputs, the code outside the source tree
     launch = json.loads((workspace / ".vscode" / "launch.json").read_text())
@@ -294,7 +295,8 @@ def test_debug_flag_makes_any_task_interactive(ide_server: ServerProcess, tmp_pa
     run = start(ide_server, tmp_path, path, "plain", "--x", "1")
     assert wait_for(ide_server, run, {"SUCCEEDED", "FAILED"})["phase"] == "SUCCEEDED"
     result = run_cli(
-        "run", "--remote", "--detach", "--debug", str(path), "plain", "--x", "2",
+        "run", "--remote", "--detach", "--debug", "--env", f"MARKS_DIR={tmp_path / 'marks'}",
+        str(path), "plain", "--x", "2",
         env={**ide_server.env, "MARKS_DIR": str(tmp_path / "marks")},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

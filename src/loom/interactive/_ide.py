@@ -296,7 +296,6 @@ async def start_jupyter(
         "--ServerApp.sock_mode=0600",
         f"--ServerApp.base_url={base_url}",
         f"--ServerApp.root_dir={root_dir}",
-        f"--IdentityProvider.token={token}",
         "--ServerApp.open_browser=False",
         "--ServerApp.allow_remote_access=False",
         "--allow-root",
@@ -310,7 +309,12 @@ async def start_jupyter(
         "JUPYTER_RUNTIME_DIR": str(_private_dir(base / "jupyter-runtime")),
         "JUPYTER_PATH": str(data),
         "IPYTHONDIR": str(_private_dir(base / "ipython")),
+        # the token only in the environment: a command line is readable by every local user
+        "JUPYTER_TOKEN": token,
     }
+    # and never written into the page for the browser: the proxy adds it to each request
+    labconfig = _private_dir(Path(child_env["JUPYTER_CONFIG_DIR"]) / "labconfig")
+    (labconfig / "page_config.json").write_text('{"token": ""}\n')
     child_env.pop("PORT", None)
     process = await _spawn("jupyter", argv, child_env, workspace, output)
     ide = IdeProcess("jupyter", process, sock, token, ready_path=f"{base_url}api/status")

@@ -138,10 +138,14 @@ class ControlPlane:
         # ~/.loom; its config file does not exist, so the admin's key is never read by a task
         env["LOOM_HOME"] = str(self.runtime_home)
         env["LOOM_CONFIG"] = str(self.runtime_home / "config.yaml")
+        if self.settings.ide_dir is not None:
+            env["LOOM_IDE_DIR"] = str(self.settings.ide_dir)
         return env
 
     async def _launch(self, launch: Launch) -> None:
         env = self.job_env(launch)
+        # an interactive attempt owns its process: it hosts an IDE, and ends it whole
+        reuse = launch.task.reuse if launch.task.interactive is None else None
         job = Job(
             run=launch.run,
             action=launch.action,
@@ -154,8 +158,8 @@ class ControlPlane:
             # is open (the session's idle limit ends an abandoned one instead)
             timeout_s=state.job_timeout_s(launch.task),
             resources=launch.task.resources,
-            reuse=launch.task.reuse,
-            pool=_pool_key(launch, env) if launch.task.reuse is not None else "",
+            reuse=reuse,
+            pool=_pool_key(launch, env) if reuse is not None else "",
         )
         try:
             handle = await self.executor.submit(job)
@@ -211,11 +215,12 @@ class ControlPlane:
 def _pool_key(launch: Launch, env: dict[str, str]) -> str:
     """Warm workers are interchangeable within one environment, code bundle, reuse policy and
     process environment: a worker started for one of those runs any action of the others."""
-    assert launch.task.reuse is not None
+    reuse = launch.task.reuse
+    assert reuse is not None
     identity = [
         launch.task.environment,
         launch.bundle,
-        launch.task.reuse.model_dump(mode="json"),
+        reuse.model_dump(mode="json"),
         sorted(env.items()),
     ]
     digest = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]

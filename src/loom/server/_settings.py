@@ -53,6 +53,8 @@ class ServerSettings:
     executor_slots: int = 1
     runtime_command: tuple[str, ...] = ()
     max_bundle_bytes: int = 1 << 30
+    #: where `loom ide install` put code-server and JupyterLab; interactive actions use them
+    ide_dir: Path | None = None
     #: the environment action processes start from: the server's own, without ``LOOM_*``
     #: (those configure the server, e.g. a database password, and must not leak into tasks)
     child_env: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -80,6 +82,11 @@ class ServerSettings:
                 if env.get("LOOM_RUNTIME_COMMAND")
                 else (sys.executable, "-m", "loom.runtime")
             ),
+            # the user's IDE installs, whatever --data-dir says (the SDK's default place)
+            "ide_dir": Path(
+                env.get("LOOM_IDE_DIR")
+                or Path(env.get("LOOM_HOME") or Path.home() / ".loom") / "ide"
+            ).expanduser(),
             "child_env": {k: v for k, v in env.items() if not k.startswith("LOOM_")},
         }
         values.update(overrides)
