@@ -14,14 +14,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import IdeInstalls, ServerProcess, run_cli, start_server, write_module
+from tests.conftest import ServerProcess, run_cli, write_module
 
 pytestmark = pytest.mark.e2e
 
@@ -75,24 +74,12 @@ async def plain(x: int) -> int:
 """
 
 
-@pytest.fixture
-def ide_server(
-    tmp_path: Path, loom_home: Path, ide_installs: IdeInstalls
-) -> Iterator[ServerProcess]:
-    """A real server whose actions find the shared IDE installs."""
-    started = start_server(
-        tmp_path / "server-data",
-        home=loom_home,
-        env={"LOOM_IDE_DIR": str(ide_installs.ide_dir)},
-    )
-    yield started
-    started.stop()
-
-
 def flow(tmp_path: Path, idle: float | None = 120) -> Path:
     marks = tmp_path / "marks"
     marks.mkdir(exist_ok=True)
-    return write_module(tmp_path / "ide_flow.py", FLOW.replace("IDLE", repr(idle)))
+    code = tmp_path / "code"  # its own source root: the bundle holds nothing else
+    code.mkdir(exist_ok=True)
+    return write_module(code / "ide_flow.py", FLOW.replace("IDLE", repr(idle)))
 
 
 def start(server: ServerProcess, tmp_path: Path, path: Path, *args: str) -> str:

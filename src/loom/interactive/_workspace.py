@@ -332,6 +332,9 @@ def _settings(python: str) -> dict[str, Any]:
         "extensions.ignoreRecommendations": True,
         "workbench.startupEditor": "none",
         "debug.openDebug": "openOnDebugBreak",
+        # nothing in a session phones out (no AI chat panel, no telemetry)
+        "chat.disableAIFeatures": True,
+        "telemetry.telemetryLevel": "off",
     }
 
 
