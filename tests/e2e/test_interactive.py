@@ -335,3 +335,55 @@ def test_jupyter_session(ide_server: ServerProcess, tmp_path: Path) -> None:
     final = wait_for(ide_server, run, {"SUCCEEDED", "FAILED"})
     assert final["phase"] == "SUCCEEDED", logs(ide_server, run)
     assert_no_processes_left(str(workspace))
+
+
+def test_interactive_debugging_breaks_in_the_session_workspace(
+    ide_server: ServerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """F5 on "Interactive Debugging" in a real session's workspace stops in the task body with
+    the real inputs (driven over DAP, as VS Code and loom's extension drive debugpy)."""
+    from tests.interactive.test_debug import DapClient, substitute
+
+    run = start(ide_server, tmp_path, flow(tmp_path), "edit_me", "--x", "21")
+    workspace = Path(wait_ready(ide_server, run)["session"]["workspace"])
+    configs = json.loads((workspace / ".vscode" / "launch.json").read_text())["configurations"]
+    config = substitute(next(c for c in configs if c["name"] == "Interactive Debugging"), workspace)
+    source = workspace / "ide_flow.py"
+    line = source.read_text().splitlines().index("    return await double(x) + 1") + 1
+    monkeypatch.setenv("MARKS_DIR", str(tmp_path / "marks"))  # the debuggee imports the flow
+    client = DapClient([config["python"], "-m", "debugpy.adapter"], cwd=workspace)
+    try:
+        client.call(
+            "initialize",
+            clientID="vscode",
+            adapterID=config["type"],
+            pathFormat="path",
+            linesStartAt1=True,
+            columnsStartAt1=True,
+            supportsRunInTerminalRequest=True,
+        )
+        launch = client.request("launch", **config)
+        client.event("initialized")
+        placed = client.call(
+            "setBreakpoints", source={"path": str(source)}, breakpoints=[{"line": line}]
+        )
+        assert placed["breakpoints"][0]["verified"], placed
+        client.call("configurationDone")
+        client.response(launch)
+        stopped = client.event("stopped")
+        assert stopped["body"]["reason"] == "breakpoint"
+        thread = stopped["body"]["threadId"]
+        top = client.call("stackTrace", threadId=thread)["stackFrames"][0]
+        assert top["name"] == "edit_me" and top["line"] == line
+        scopes = client.call("scopes", frameId=top["id"])["scopes"]
+        local = next(s for s in scopes if s["name"] == "Locals")
+        values = client.call("variables", variablesReference=local["variablesReference"])
+        assert {v["name"]: v["value"] for v in values["variables"]}["x"] == "21"
+        client.call("continue", threadId=thread)
+        assert client.event("exited")["body"]["exitCode"] == 0
+        client.request("disconnect")
+    finally:
+        client.close()
+    assert action(ide_server, run)["phase"] == "INTERACTIVE"  # debugging is not resuming
+    assert cli(ide_server, "resume", run).returncode == 0
+    assert wait_for(ide_server, run, {"SUCCEEDED", "FAILED"})["phase"] == "SUCCEEDED"
