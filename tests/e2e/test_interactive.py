@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -305,7 +304,9 @@ def test_debug_flag_makes_any_task_interactive(ide_server: ServerProcess, tmp_pa
     assert final["phase"] == "SUCCEEDED"
 
 
-def test_jupyter_session(ide_server: ServerProcess, tmp_path: Path) -> None:
+def test_jupyter_session(
+    ide_server: ServerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run = start(ide_server, tmp_path, flow(tmp_path), "in_notebook", "--x", "7")
     session = wait_ready(ide_server, run)["session"]
     assert session["kind"] == "jupyter"
@@ -318,20 +319,29 @@ def test_jupyter_session(ide_server: ServerProcess, tmp_path: Path) -> None:
     assert len(notebooks) == 1
     contents = httpx.get(base + f"api/contents/{notebooks[0].name}", headers=ide_server.headers)
     assert contents.status_code == 200, contents.text
-    # the notebook's resume() cell, run as the kernel would run it
-    resumed = subprocess.run(
-        [sys.executable, "-c", "from loom.interactive import resume; resume()"],
-        env={
-            **os.environ,
-            **ide_server.env,
-            "LOOM_SESSION_FILE": str(workspace / ".loom" / "session.json"),
-            "LOOM_API_KEY": ide_server.api_key,
-        },
-        capture_output=True,
-        text=True,
+    # the generated notebook, every cell as generated: it loads the real inputs, runs the
+    # task, and its last cell, resume(), resumes the action
+    import nbclient
+    import nbformat
+
+    for key, value in {
+        "MARKS_DIR": str(tmp_path / "marks"),
+        "LOOM_SESSION_FILE": str(workspace / ".loom" / "session.json"),
+        "LOOM_API_KEY": ide_server.api_key,
+        **ide_server.env,
+    }.items():
+        monkeypatch.setenv(key, value)
+    notebook = nbformat.read(notebooks[0], as_version=4)
+    nbclient.NotebookClient(
+        notebook,
+        kernel_name="python3",
         timeout=120,
-    )
-    assert resumed.returncode == 0, resumed.stderr
+        resources={"metadata": {"path": str(notebooks[0].parent)}},
+    ).execute()
+    (ran,) = [c for c in notebook.cells if "run_aio" in c.source]
+    results = [o["data"]["text/plain"] for o in ran.outputs if o.get("data")]
+    assert results == ["21"]  # in_notebook(x=7), run with the real input
+    assert "resume" in notebook.cells[-1].source
     final = wait_for(ide_server, run, {"SUCCEEDED", "FAILED"})
     assert final["phase"] == "SUCCEEDED", logs(ide_server, run)
     assert_no_processes_left(str(workspace))
