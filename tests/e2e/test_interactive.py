@@ -397,3 +397,35 @@ def test_interactive_debugging_breaks_in_the_session_workspace(
     assert action(ide_server, run)["phase"] == "INTERACTIVE"  # debugging is not resuming
     assert cli(ide_server, "resume", run).returncode == 0
     assert wait_for(ide_server, run, {"SUCCEEDED", "FAILED"})["phase"] == "SUCCEEDED"
+
+
+def test_commands_inside_the_session_use_its_own_environment(
+    ide_server: ServerProcess, tmp_path: Path
+) -> None:
+    """What "Resume Task" and the editor's commands run: `python -m loom.interactive ...` in
+    the environment the IDE gives its terminals (read from the running code-server)."""
+    run = start(ide_server, tmp_path, flow(tmp_path), "edit_me", "--x", "2")
+    workspace = Path(wait_ready(ide_server, run)["session"]["workspace"])
+    (pid, *_) = ide_processes(str(workspace))
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    ide_env = dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+    launch = json.loads((workspace / ".vscode" / "launch.json").read_text())
+    (resume_config,) = [c for c in launch["configurations"] if c["name"] == "Resume Task"]
+
+    def inside(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [resume_config["python"], "-m", "loom.interactive", *args],
+            env=ide_env, cwd=workspace, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    status = inside("status", "--output", "json")
+    assert status.returncode == 0, status.stderr
+    doc = json.loads(status.stdout)
+    assert doc["state"] == "ready" and doc["max_idle_seconds"] == 120
+    assert doc["idle_deadline"] > time.time()
+    edit(workspace, "return await double(x) + 1", "return await double(x) + 2")
+    resumed = inside(*resume_config["args"])
+    assert resumed.returncode == 0, resumed.stderr
+    final = wait_for(ide_server, run, {"SUCCEEDED", "FAILED"})
+    assert final["phase"] == "SUCCEEDED"
+    assert_no_processes_left(str(workspace))
