@@ -75,6 +75,21 @@ async def flaky(marker: str) -> int:
     return count
 
 
+@env.task(retries=loom.RetryStrategy(2, backoff=1.5))
+async def slow_flaky(marker: str) -> int:
+    return _count(marker)
+
+
+def _count(marker: str) -> int:
+    with open(marker, "a") as f:
+        f.write("x")
+    with open(marker) as f:
+        count = len(f.read())
+    if count < 3:
+        raise ConnectionError(f"attempt {count} failed")
+    return count
+
+
 @env.task(timeout=1)
 async def sleepy(seconds: float) -> str:
     await asyncio.sleep(seconds)
@@ -245,3 +260,15 @@ def test_a_stopped_server_gets_a_clear_message(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "cannot reach the server at http://127.0.0.1:9" in result.stderr
     assert "loom server start" in result.stderr
+
+
+def test_follow_logs_carries_on_through_retries(server: Any, flow: Path, tmp_path: Path) -> None:
+    detached = loom_cli(
+        server, "run", "--remote", "--detach", str(flow), "slow_flaky",
+        "--marker", str(tmp_path / "marker"),
+    )  # fmt: skip
+    assert detached.returncode == 0, detached.stderr
+    followed = loom_cli(server, "get", "logs", detached.stdout.strip(), "--follow")
+    assert followed.returncode == 0, followed.stderr
+    assert "attempt 3 succeeded" in followed.stdout  # the last retry, reached by following
+    assert "--- attempt 3 ---" in followed.stderr  # it started earlier and carried on

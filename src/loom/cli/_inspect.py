@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
 import click
@@ -25,6 +26,7 @@ from ._common import (
 )
 
 console = Console()
+err_console = Console(stderr=True)
 
 
 def _phase(phase: str) -> str:
@@ -167,14 +169,35 @@ def get_action(run: str, action: str | None, output: str) -> None:
 @click.argument("run")
 @click.argument("action", default=ROOT_ACTION)
 @click.option("--attempt", type=int, help="Which attempt [default: the latest].")
-@click.option("--follow", "-f", is_flag=True, help="Keep printing until the attempt ends.")
+@click.option(
+    "--follow", "-f", is_flag=True,
+    help="Keep printing as the action runs, through its retries, until it ends.",
+)  # fmt: skip
 def get_logs(run: str, action: str, attempt: int | None, follow: bool) -> None:
     """Print an action's log (stdout and stderr of its process)."""
 
-    async def stream(c: Client) -> None:
-        async for chunk in c.logs(run, action, attempt, follow):
+    async def print_attempt(c: Client, number: int | None, live: bool) -> None:
+        async for chunk in c.logs(run, action, number, live):
             sys.stdout.write(chunk)
             sys.stdout.flush()
+
+    async def stream(c: Client) -> None:
+        if not follow or attempt is not None:
+            await print_attempt(c, attempt, follow)
+            return
+        shown: int | None = None
+        while True:  # the latest attempt, then each retry as it starts, until the action ends
+            info = await c.get_action(run, action)
+            latest = info.attempts[-1].number if info.attempts else None
+            if latest is None or latest == shown:
+                if info.phase in wire.TERMINAL_PHASES:
+                    return
+                await asyncio.sleep(0.3)  # queued, or a retry's backoff
+                continue
+            if shown is not None:
+                err_console.print(f"--- attempt {latest} ---", highlight=False)
+            shown = latest
+            await print_attempt(c, latest, True)
 
     call_server(settings_for(), stream)
 
