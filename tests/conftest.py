@@ -112,8 +112,14 @@ def _drop_schema(url: str, schema: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SET lock_timeout = '10s'")
         try:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-            return
+            for _ in range(5):
+                try:
+                    conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+                    return
+                except psycopg.errors.DeadlockDetected:
+                    # a straggling reader of this schema (a background flush of the test's
+                    # server) locked tables in the other order: PostgreSQL picked us; again
+                    time.sleep(0.2)
         except psycopg.errors.LockNotAvailable:
             blockers = conn.execute(
                 "SELECT pid, state, query FROM pg_stat_activity "
