@@ -271,6 +271,7 @@ async def start_jupyter(
     root_dir: Path,
     python: str,
     token: str,
+    open_file: str | None = None,
     ide_dir: Path,
     env: Mapping[str, str],
     output: Callable[[str], None],
@@ -297,6 +298,8 @@ async def start_jupyter(
         f"--ServerApp.base_url={base_url}",
         f"--ServerApp.root_dir={root_dir}",
         "--ServerApp.open_browser=False",
+        # the session's URL opens the generated notebook (relative to the base URL)
+        f"--LabApp.default_url=/lab/tree/{open_file or ''}".rstrip("/"),
         "--ServerApp.allow_remote_access=False",
         "--allow-root",
         "--no-browser",
@@ -315,6 +318,14 @@ async def start_jupyter(
     # and never written into the page for the browser: the proxy adds it to each request
     labconfig = _private_dir(Path(child_env["JUPYTER_CONFIG_DIR"]) / "labconfig")
     (labconfig / "page_config.json").write_text('{"token": ""}\n')
+    # no "news" and update checks: a session makes no outside requests and shows no pop-up
+    notification = _private_dir(
+        Path(child_env["JUPYTER_CONFIG_DIR"]) / "lab" / "user-settings" / "@jupyterlab"
+        / "apputils-extension"
+    )  # fmt: skip
+    (notification / "notification.jupyterlab-settings").write_text(
+        '{"fetchNews": "false", "checkForUpdates": false}\n'
+    )
     child_env.pop("PORT", None)
     process = await _spawn("jupyter", argv, child_env, workspace, output)
     ide = IdeProcess("jupyter", process, sock, token, ready_path=f"{base_url}api/status")

@@ -197,6 +197,7 @@ class Session:
                 root_dir=root_dir,
                 python=sys.executable,
                 token=token or "",
+                open_file=ws.notebook.name if ws.notebook is not None else None,
                 ide_dir=self.settings.ide_dir,
                 env=env,
                 output=_say_raw,
