@@ -58,6 +58,22 @@ model follows the arrow):
 - ``GET  /events?run=`` (server-sent events)
   → one ``Event`` per ``data:`` line
 
+Batches (one request and one transaction for many actions; what fans out uses these):
+
+- ``POST /runs/{run}/actions:batch`` ``list[ActionCreate]`` (at most ``MAX_BATCH``)
+  → ``list[ActionCreated]``, one per item in request order: the action (idempotent per name,
+  like the one-action create) or the status and detail the one-action create would have
+  answered (``ItemError``); one item's refusal leaves the others alone
+- ``POST /runs/{run}/actions:wait`` ``ActionsWait``
+  → ``list[ActionOutcome]``: those of ``names`` that have ended (in the order asked), as soon
+  as at least one has, or ``[]`` after ``timeout`` s (at most 30 s); a SUCCEEDED action's
+  outputs come inline while the response stays under ``MAX_INLINE_OUTPUTS`` bytes of them
+  (else ``GET .../outputs``); 404 if the run or one of the names does not exist
+- ``POST /attempts:finish`` ``list[AttemptReport]`` (at most ``MAX_BATCH``)
+  → ``list[ItemStatus]``, one per report in request order, each with the status the
+  ``.../attempts/{n}/finished`` endpoint would have answered (200 accepted or a repeat of an
+  accepted report; 409 for a stale attempt or one the server already ended; 404, 400, 413)
+
 Interactive sessions (the runtime registers the IDE it started; people resume or give up):
 
 - ``POST /runs/{run}/actions/{action}/session`` ``SessionRegister``
@@ -78,6 +94,23 @@ Interactive sessions (the runtime registers the IDE it started; people resume or
 - ``POST /login`` ``Login`` → 204 and an HTTP-only cookie the UI and the session proxy accept;
   ``POST /logout`` → 204
 
+Web UI (read models for the browser app the server serves at ``/``; any client may use them):
+
+- ``GET  /views/runs?project=&domain=&phase=&task=&q=&offset=&limit=``
+  → ``RunPage`` (newest first; ``q``: a case-insensitive substring of the run or task name)
+- ``GET  /views/runs/{run}``
+  → ``RunView`` (the run, all its actions, and the event ``seq`` to follow from)
+- ``GET  /views/runs/{run}/actions/{action}``
+  → ``ActionDetail`` (inputs, outputs, the task, the commands that run it again)
+- ``GET  /runs/{run}/actions/{action}/files?of=inputs|outputs&path=``
+  → the bytes of a ``File`` the action's inputs or outputs refer to (only those)
+- ``POST /runs/{run}/actions/{action}/debug?kind=vscode|jupyter``
+  → ``RunInfo``: a new run of the same bundle, task and inputs, interactive and uncached
+  (what ``loom debug`` does)
+- ``GET  /login/local`` → ``LocalLogin`` (no key needed); ``POST /login/local`` → 204 and the
+  login cookie of the local admin key, for a browser on the server's own machine (loopback
+  only; see ``loom.server._auth.check_local_login``)
+
 The session proxy lives outside ``/api/v1``: ``/sessions/{id}/...`` (HTTP and WebSocket) for a
 caller with an API key (header) or the login cookie; anything else gets 401 (HTTP) or 403
 (WebSocket upgrade). Every proxied request and frame counts as activity.
@@ -97,6 +130,10 @@ API_PREFIX = f"/api/{API_VERSION}"
 
 #: Inputs and outputs larger than this (encoded JSON bytes) are refused with 413.
 MAX_INLINE_BYTES = 10 * 1024 * 1024
+#: The most items one batch request (``actions:batch``, ``attempts:finish``) may carry.
+MAX_BATCH = 5000
+#: ``actions:wait`` inlines outputs up to this many bytes in all, per response.
+MAX_INLINE_OUTPUTS = 4 * 1024 * 1024
 
 DOMAINS = ("development", "staging", "production")
 
@@ -356,6 +393,55 @@ class AttemptResult(_Model):
     error: ErrorInfo | None = None
 
 
+class ItemError(_Model):
+    """Why the server refused one item of a batch: the HTTP status and detail that the
+    one-item endpoint would have answered."""
+
+    status: int
+    detail: str
+
+
+class ActionCreated(_Model):
+    """One item of the answer to ``POST /runs/{run}/actions:batch``: exactly one field set."""
+
+    action: ActionInfo | None = None
+    error: ItemError | None = None
+
+
+class ActionsWait(_Model):
+    """Wait for any of these actions of one run to end."""
+
+    names: list[str] = Field(max_length=100_000)
+    timeout: float = Field(default=25.0, ge=0)
+
+
+class ActionOutcome(_Model):
+    """An action that has ended, with its outputs inline when it SUCCEEDED and they fitted
+    (``outputs`` is ``None`` then: fetch them with ``GET .../outputs``)."""
+
+    name: str
+    phase: Phase
+    error: ErrorInfo | None = None
+    outputs: Outputs | None = None
+
+
+class AttemptReport(_Model):
+    """A runtime's result for one attempt, as one item of ``POST /attempts:finish``."""
+
+    run: str
+    action: str
+    attempt: int
+    result: AttemptResult
+
+
+class ItemStatus(_Model):
+    """How the server took one item of a batch: 200, or the status and detail the one-item
+    endpoint would have answered."""
+
+    status: int = 200
+    detail: str = ""
+
+
 class RunInfo(_Model):
     name: str
     project: str
@@ -379,3 +465,58 @@ class Event(_Model):
     action: str | None = None
     phase: Phase
     at: datetime
+
+
+# -- the web UI's views (issue 5) ---------------------------------------------------------
+# Read models shaped for the browser UI served at ``/`` (see the endpoint list above, "Web
+# UI"). Additions only: the SDK does not use them.
+
+#: Encoded inputs or outputs larger than this (JSON bytes) are not inlined in an
+#: ``ActionDetail``: the UI links to the full value instead.
+VIEW_VALUE_BYTES = 256 * 1024
+
+
+class RunPage(_Model):
+    """One page of runs, newest first, with the total that match the filters."""
+
+    runs: list[RunInfo]
+    total: int
+    offset: int
+    limit: int
+    tasks: list[str] = []  # the task names of runs in the project/domain (for a filter menu)
+
+
+class RunView(_Model):
+    """A run and all its actions; ``seq`` is the newest event before they were read, so
+    ``GET /events?run=&after=seq`` continues exactly where this leaves off."""
+
+    run: RunInfo
+    actions: list[ActionInfo]
+    seq: int
+
+
+class ValueView(_Model):
+    """Encoded inputs or outputs (the type engine's JSON), or why they are not inlined."""
+
+    value: Any = None
+    size: int  # bytes of encoded JSON
+    truncated: bool = False  # over VIEW_VALUE_BYTES: ``value`` is left out
+
+
+class ActionDetail(_Model):
+    """What the UI shows for one action: its state, task, values and how to run it again."""
+
+    action: ActionInfo
+    task: TaskSpec
+    inputs: ValueView
+    outputs: ValueView | None = None  # once SUCCEEDED
+    rerun: str  # a `loom run --remote ...` command that runs the task again with these inputs
+    rerun_note: str = ""  # why the command is incomplete (e.g. a pickled input), if it is
+    debug: str  # the `loom debug RUN ACTION` command (the interactive re-run)
+
+
+class LocalLogin(_Model):
+    """Whether ``POST /login/local`` would sign this caller in as the local admin."""
+
+    available: bool
+    reason: str = ""

@@ -17,6 +17,7 @@ from ._api import public, router
 from ._errors import AuthenticationError, ServerError
 from ._plane import ControlPlane
 from ._proxy import SessionProxy, session_path
+from ._ui import mount_ui
 
 #: JSON bodies larger than this are refused before they are read (inputs and outputs are
 #: checked precisely, at wire.MAX_INLINE_BYTES, once parsed).
@@ -53,6 +54,7 @@ def create_app(plane: ControlPlane, *, manage_plane: bool = True) -> FastAPI:
     app.openapi_url = f"{wire.API_PREFIX}/openapi.json"  # where clients find the schema
     app.include_router(public)
     app.include_router(router)
+    mount_ui(app, plane)  # the web UI at `/` and the endpoints it needs
     app.add_middleware(_BodyLimit)
     # outermost: the proxy streams bodies of any size and answers errors in its own way
     app.add_middleware(_Sessions, proxy=proxy)

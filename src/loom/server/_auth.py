@@ -20,8 +20,10 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import ipaddress
 import os
 import secrets
+import struct
 import tempfile
 import threading
 import time
@@ -173,3 +175,145 @@ def check_origin(headers: Mapping[str, str]) -> None:
             f"cross-site request refused: the page at {origin!r} may not use this server's "
             "login cookie"
         )
+
+
+# -- signing in as the local admin (the web UI's one-click login) --------------------------
+#
+# On the server's own machine the UI offers "Sign in as the local admin": the server signs the
+# browser in with the admin key of its client configuration file (``LOOM_CONFIG``, written at
+# first start), the key the CLI on this machine uses. The trade-off: a loopback connection is
+# all it asks for, so it trusts the machine. Everyone who can open a TCP connection to the
+# server from this machine could use it, which is why it also checks, where Linux tells
+# (``/proc/net/tcp``), that the connecting process runs as the server's own user: that user
+# can read the configuration file and its admin key anyway. Where the owner cannot be found
+# (another OS, a hidden /proc), any local user with a shell gets admin rights through it:
+# use API keys (``POST /login``) on shared machines.
+#
+# It is refused whenever the request could come from elsewhere: the server listens beyond
+# loopback (``--allow-remote``), the peer is not a loopback address, a proxy forwarded it
+# (``X-Forwarded-*``, ``Forwarded``, ``X-Real-IP``), the ``Host`` is not a loopback name (a
+# DNS-rebinding page would send its own name), or, for the POST, ``Origin`` is missing or
+# names another site.
+
+_FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-real-ip")
+_PROC_NET = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
+
+
+def local_login_refusal(
+    listen_host: str,
+    client: tuple[str, int] | None,
+    server: tuple[str, int] | None,
+    headers: Mapping[str, str],
+    *,
+    check_origin_header: bool,
+) -> str | None:
+    """Why this request may not sign in as the local admin; ``None`` if it may.
+
+    ``listen_host`` is the address the server listens on, ``client`` and ``server`` the
+    connection's two ends (the ASGI scope's ``client`` and ``server``).
+    """
+    if not _is_loopback_name(listen_host):
+        return (
+            f"the server listens on {listen_host!r}, beyond this machine: sign in with an API key"
+        )
+    if client is None or not _is_loopback_name(client[0]):
+        return "only a browser on the server's own machine can sign in without a key"
+    if any(name in headers for name in _FORWARDING_HEADERS):
+        return "a proxy forwarded this request: sign in with an API key"
+    host = headers.get("host", "")
+    if not _is_loopback_name(urlsplit(f"//{host}").hostname or ""):
+        return (
+            f"open the UI at a loopback address (127.0.0.1 or localhost), not {host!r}, to sign "
+            "in without a key"
+        )
+    if check_origin_header:
+        origin = headers.get("origin", "")
+        if not origin or origin == "null" or urlsplit(origin).netloc.lower() != host.lower():
+            return "cross-site request refused: sign in from this server's own page"
+    if server is not None:
+        uid = peer_uid(client, server)
+        if uid is not None and uid != os.getuid():
+            return "the browser runs as another user than the server: sign in with an API key"
+    return None
+
+
+def check_local_login(
+    listen_host: str,
+    client: tuple[str, int] | None,
+    server: tuple[str, int] | None,
+    headers: Mapping[str, str],
+) -> None:
+    """Raise :class:`PermissionDeniedError` unless this POST may sign in as the local admin."""
+    reason = local_login_refusal(listen_host, client, server, headers, check_origin_header=True)
+    if reason is not None:
+        raise PermissionDeniedError(f"cannot sign in as the local admin: {reason}")
+
+
+def _is_loopback_name(host: str) -> bool:
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def peer_uid(client: tuple[str, int], server: tuple[str, int]) -> int | None:
+    """The uid owning the client end of a TCP connection to this machine, from Linux's
+    ``/proc/net/tcp[6]``; ``None`` where that cannot be told."""
+    for table in _PROC_NET:
+        try:
+            text = table.read_text()
+        except OSError:
+            continue
+        uid = find_socket_owner(text, client, server)
+        if uid is not None:
+            return uid
+    return None
+
+
+def find_socket_owner(table: str, client: tuple[str, int], server: tuple[str, int]) -> int | None:
+    """The uid column of the row of ``table`` (the text of ``/proc/net/tcp`` or ``tcp6``)
+    whose local end is ``client`` and remote end is ``server``."""
+    want_local = (_normalize_ip(client[0]), client[1])
+    want_remote = (_normalize_ip(server[0]), server[1])
+    for line in table.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        try:
+            local, remote = _proc_address(fields[1]), _proc_address(fields[2])
+            uid = int(fields[7])
+        except ValueError:
+            continue
+        if local == want_local and remote == want_remote:
+            return uid
+    return None
+
+
+def _normalize_ip(host: str) -> str:
+    host = host.strip("[]")
+    if host == "localhost":
+        return "127.0.0.1"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+def _proc_address(field: str) -> tuple[str, int]:
+    """``0100007F:1F99`` (IPv4) or 32 hex digits and a port (IPv6), each 32-bit word in the
+    kernel's byte order, to ``("127.0.0.1", 8089)``."""
+    hex_ip, _, hex_port = field.partition(":")
+    words = [int(hex_ip[i : i + 8], 16) for i in range(0, len(hex_ip), 8)]
+    packed = b"".join(struct.pack("=I", w) for w in words)
+    if len(packed) not in (4, 16):
+        raise ValueError(f"not an address: {field!r}")
+    return _normalize_ip(str(ipaddress.ip_address(packed))), int(hex_port, 16)
