@@ -429,3 +429,19 @@ def test_commands_inside_the_session_use_its_own_environment(
     final = wait_for(ide_server, run, {"SUCCEEDED", "FAILED"})
     assert final["phase"] == "SUCCEEDED"
     assert_no_processes_left(str(workspace))
+
+
+def test_a_worker_without_the_ide_fails_clearly_once(tmp_path: Path, loom_home: Path) -> None:
+    from tests.conftest import start_server
+
+    server = start_server(
+        tmp_path / "server-data", home=loom_home, env={"LOOM_IDE_DIR": str(tmp_path / "none")}
+    )
+    try:
+        run = start(server, tmp_path, flow(tmp_path), "edit_me", "--x", "1")
+        final = wait_for(server, run, {"SUCCEEDED", "FAILED"})
+        assert final["phase"] == "FAILED"
+        assert "loom ide install vscode" in final["error"]["message"]
+        assert final["error"]["kind"] == "system" and len(final["attempts"]) == 1
+    finally:
+        server.stop()

@@ -39,9 +39,15 @@ from .. import wire
 from .._controller._remote import RemoteRun, error_info
 from .._settings import Settings
 from .._task import TaskTemplate
-from ..errors import ApiError, LoomError, TaskLoadError
+from ..errors import ApiError, IdeInstallError, LoomError, TaskLoadError
 from ..interactive._decorators import Interactive, interactive_of
-from ..interactive._ide import IdeProcess, ensure_extensions, start_jupyter, start_vscode
+from ..interactive._ide import (
+    IdeProcess,
+    IdeStartError,
+    ensure_extensions,
+    start_jupyter,
+    start_vscode,
+)
 from ..interactive._workspace import diff_workspace, prepare_workspace
 from ..remote import Client
 
@@ -123,6 +129,11 @@ class Session:
         session_dir = Path(tempfile.mkdtemp(prefix="loom-ide-"))  # short: it holds a socket
         try:
             return await self._open(workspace, session_dir, first_error)
+        except (IdeInstallError, IdeStartError) as e:
+            # another attempt would fail the same way: a system error, which is not retried
+            _say(f"cannot open the interactive session: {e}")
+            await self._stopped(f"the IDE did not start: {e}")
+            return wire.AttemptResult(error=error_info(e, "system"))
         finally:
             if self.ide is not None:
                 await self.ide.stop()
