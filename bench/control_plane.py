@@ -170,7 +170,10 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="loom-bench-"))
     try:
-        flow = workdir / "flow.py"
+        # the flow's own directory: its source root is what every run bundles, and the
+        # server's data directory (which grows with every workload) must not be in it
+        (workdir / "flow").mkdir()
+        flow = workdir / "flow" / "flow.py"
         flow.write_text(textwrap.dedent(FLOW))
         server = Server(workdir)
         results: dict[str, Any] = {"server_start_s": server.start_s, "cpus": os.cpu_count()}

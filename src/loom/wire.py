@@ -65,10 +65,14 @@ Batches (one request and one transaction for many actions; what fans out uses th
   like the one-action create) or the status and detail the one-action create would have
   answered (``ItemError``); one item's refusal leaves the others alone
 - ``POST /runs/{run}/actions:wait`` ``ActionsWait``
-  → ``list[ActionOutcome]``: those of ``names`` that have ended (in the order asked), as soon
-  as at least one has, or ``[]`` after ``timeout`` s (at most 30 s); a SUCCEEDED action's
-  outputs come inline while the response stays under ``MAX_INLINE_OUTPUTS`` bytes of them
-  (else ``GET .../outputs``); 404 if the run or one of the names does not exist
+  → ``ActionsWaited``: those of ``names`` that have ended (in the order asked), as soon as at
+  least one has, or none after ``timeout`` s (at most 30 s), and the event ``seq`` to pass as
+  ``after`` to wait again for the rest; a SUCCEEDED action's outputs come inline while the
+  response stays under ``MAX_INLINE_OUTPUTS`` bytes of them (else ``GET .../outputs``); 404 if
+  the run or (without ``after``) one of the names does not exist
+- ``POST /attempts:heartbeat`` ``list[AttemptRef]`` (at most ``MAX_BATCH``)
+  → ``list[ItemStatus]``, one per attempt in request order (200, or 409/404 as
+  ``.../attempts/{n}/heartbeat`` would answer)
 - ``POST /attempts:finish`` ``list[AttemptReport]`` (at most ``MAX_BATCH``)
   → ``list[ItemStatus]``, one per report in request order, each with the status the
   ``.../attempts/{n}/finished`` endpoint would have answered (200 accepted or a repeat of an
@@ -409,10 +413,16 @@ class ActionCreated(_Model):
 
 
 class ActionsWait(_Model):
-    """Wait for any of these actions of one run to end."""
+    """Wait for any of these actions of one run to end.
+
+    ``after`` is the ``seq`` of an earlier answer about all of ``names``: none of them had
+    ended by then, so the server only looks at what ended since (and does not check again
+    that they exist). A thousand children cost a thousand lookups once, not at every poll.
+    """
 
     names: list[str] = Field(max_length=100_000)
     timeout: float = Field(default=25.0, ge=0)
+    after: int | None = None
 
 
 class ActionOutcome(_Model):
@@ -423,6 +433,21 @@ class ActionOutcome(_Model):
     phase: Phase
     error: ErrorInfo | None = None
     outputs: Outputs | None = None
+
+
+class ActionsWaited(_Model):
+    """The answer to ``POST /runs/{run}/actions:wait``."""
+
+    actions: list[ActionOutcome]  # those that have ended, in the order asked
+    seq: int  # none of the others had ended by this event: ``after`` for the next wait
+
+
+class AttemptRef(_Model):
+    """One attempt of one action, as an item of ``POST /attempts:heartbeat``."""
+
+    run: str
+    action: str
+    attempt: int
 
 
 class AttemptReport(_Model):

@@ -105,6 +105,32 @@ def sync_in_worker(x: int) -> int:
 @plain.task
 async def mixed(n: int) -> list[int]:
     return list(await asyncio.gather(*(asyncio.to_thread(sync_in_worker, i) for i in range(n))))
+
+
+wide = loom.TaskEnvironment(
+    "wide", reusable=loom.ReusePolicy(replicas=2, concurrency=50, idle_ttl=30)
+)
+
+
+@wide.task
+async def tag(i: int) -> str:
+    return f"{i}:{os.getpid()}"
+
+
+@plain.task
+async def big_fan_out(n: int) -> list[str]:
+    return list(await asyncio.gather(*(tag(i) for i in range(n))))
+
+
+@wide.task
+async def nap(seconds: float) -> int:
+    await asyncio.sleep(seconds)
+    return os.getpid()
+
+
+@plain.task
+async def naps(n: int) -> list[int]:
+    return list(await asyncio.gather(*(nap(60) for _ in range(n))))
 """
 
 
@@ -199,3 +225,44 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_a_wide_warm_fan_out(server: Any, flow: Path) -> None:
+    """Hundreds of actions in two warm workers: created, waited for and reported in batches."""
+    n = 400
+    started = time.monotonic()
+    doc = remote(server, str(flow), "big_fan_out", "--n", str(n))
+    took = time.monotonic() - started
+    assert doc["phase"] == "SUCCEEDED", doc
+    tags = doc["outputs"]
+    assert [int(t.split(":")[0]) for t in tags] == list(range(n))
+    assert 1 <= len({t.split(":")[1] for t in tags}) <= 2
+    children = [a for a in actions(server, doc["run"]) if a["task"] == "wide.tag"]
+    assert len(children) == n and all(a["phase"] == "SUCCEEDED" for a in children)
+    assert all(len(a["attempts"]) == 1 for a in children)
+    assert took < 60  # (about 2 s on two cores; a generous bound for a loaded machine)
+
+
+def test_aborting_cancels_warm_attempts_that_got_their_spec_with_the_job(
+    server: Any, flow: Path
+) -> None:
+    detached = run_cli("run", "--remote", "--detach", str(flow), "naps", "--n", "6", env=server.env)
+    assert detached.returncode == 0, detached.stderr
+    run = detached.stdout.strip()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        running = [a for a in actions(server, run) if a["task"] == "wide.nap"]
+        if len(running) == 6 and all(a["phase"] == "RUNNING" for a in running):
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError(f"the naps did not all start: {actions(server, run)}")
+    aborted = run_cli("abort", "run", run, env=server.env)
+    assert aborted.returncode == 0 and "ABORTED" in aborted.stdout, aborted.stderr
+    naps = [a for a in actions(server, run) if a["task"] == "wide.nap"]
+    assert all(a["phase"] == "ABORTED" for a in naps), naps
+    # the workers let go of them: a new fan-out on the same pool runs at once
+    started = time.monotonic()
+    doc = remote(server, str(flow), "big_fan_out", "--n", "20")
+    assert doc["phase"] == "SUCCEEDED", doc
+    assert time.monotonic() - started < 30

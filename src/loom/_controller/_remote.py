@@ -25,6 +25,7 @@ from .._sync import run_sync
 from ..errors import LoomError, RemoteTaskError, TaskTimeoutError
 from ..remote import Client
 from ..remote._bundle import task_location
+from ..remote._client import item_error
 from ._secrets import LocalSecrets
 
 if TYPE_CHECKING:
@@ -162,6 +163,9 @@ class RemoteRun:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._calls = itertools.count()
         self._secrets = LocalSecrets(settings)
+        self._children: _Children | None = None
+        # a task's spec, when it does not depend on the inputs (no cache key): built once
+        self._specs: dict[TaskTemplate[Any, Any], wire.TaskSpec] = {}
 
     # -- executing this process's own action --------------------------------------------------
 
@@ -220,12 +224,33 @@ class RemoteRun:
             name=f"{_slug(task.short_name)}-{digest}",
             parent=parent_name,
             group=list(current_group.get()),
-            task=task_spec(task, encoded),
+            task=self._task_spec(task, encoded),
             inputs=encoded,
         )
-        return lambda: self._run_child(task, body)
+        return lambda: self._run_child(task, body, size)
 
-    async def _run_child(self, task: TaskTemplate[Any, Any], body: wire.ActionCreate) -> Any:
+    def _task_spec(self, task: TaskTemplate[Any, Any], encoded: Mapping[str, Any]) -> wire.TaskSpec:
+        if task.cache.enabled:
+            return task_spec(task, encoded)
+        spec = self._specs.get(task)
+        if spec is None:
+            spec = self._specs[task] = task_spec(task, encoded)
+        return spec
+
+    async def _run_child(
+        self, task: TaskTemplate[Any, Any], body: wire.ActionCreate, size: int = 0
+    ) -> Any:
+        if self.loop is not None and asyncio.get_running_loop() is self.loop:
+            # on the main loop: batched with the other calls of this process
+            if self._children is None:
+                self._children = _Children(self.client, self.name)
+            outcome = await self._children.run(body, size)
+            if outcome.phase != "SUCCEEDED":
+                raise rebuild_error(outcome.error, body.name)
+            if outcome.outputs is not None:
+                return task.interface.output.decode(outcome.outputs.value, None)
+            outputs = await self.client.get_outputs(self.name, body.name)
+            return task.interface.output.decode(outputs.value, None)
         async with self._session() as client:
             info = await client.create_action(self.name, body)
             if info.phase not in wire.TERMINAL_PHASES:
@@ -272,6 +297,128 @@ class RemoteRun:
         values = {s.key: self._secrets.get(s.key) for s in task.secrets}
         environ = {s.env_var: values[s.key] for s in task.secrets if s.env_var}
         return values, {}, environ
+
+
+#: Child actions per create request, and their inputs' bytes (well under the server's limit
+#: on a request body): a big fan-out goes in a few requests, the first ones starting to run
+#: while the rest are still being created.
+_CREATE_BATCH = 200
+_CREATE_BYTES = 8 * 1024 * 1024
+
+#: A child to create: its body, the size of its inputs, and its caller's future.
+_Create = tuple[wire.ActionCreate, int, "asyncio.Future[wire.ActionOutcome]"]
+
+
+class _Children:
+    """The child actions of one action process, over few requests (on the process's loop).
+
+    Creates issued in the same turn of the event loop (``asyncio.gather`` of many calls, a
+    loop of ``create_task``) go to the server together, and one long-poll waits for every
+    child still running: ``asyncio.gather`` of 1,000 calls makes a handful of requests, not
+    3,000. Children created while a long-poll is out get one of their own; whichever returns
+    next asks about every child left, so the polls merge into one again (an older one still
+    out only answers for what it knows, once).
+    """
+
+    def __init__(self, client: Client, run: str) -> None:
+        self._client = client
+        self._run = run
+        self._creates: list[_Create] = []
+        self._waiting: dict[str, asyncio.Future[wire.ActionOutcome]] = {}
+        self._polled: dict[str, int] = {}  # name: the latest unanswered long-poll asking
+        self._polls = itertools.count()
+        # the event seq by which a name (still waited for) was known not to have ended
+        self._not_ended_by: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def run(self, body: wire.ActionCreate, size: int) -> asyncio.Future[wire.ActionOutcome]:
+        """Create ``body`` and resolve to its outcome once it has ended."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[wire.ActionOutcome] = loop.create_future()
+        if not self._creates:
+            loop.call_soon(self._flush)  # after every call made in this turn
+        self._creates.append((body, size, future))
+        return future
+
+    def _flush(self) -> None:
+        pending, self._creates = self._creates, []
+        chunk: list[_Create] = []
+        size = 0
+        for item in pending:
+            if item[2].done():
+                continue  # the caller gave up already
+            if chunk and (len(chunk) >= _CREATE_BATCH or size + item[1] > _CREATE_BYTES):
+                self._spawn(self._create(chunk))
+                chunk, size = [], 0
+            chunk.append(item)
+            size += item[1]
+        if chunk:
+            self._spawn(self._create(chunk))
+
+    async def _create(self, chunk: list[_Create]) -> None:
+        try:
+            answers = await self._client.create_actions(self._run, [body for body, _, _ in chunk])
+        except Exception as e:  # each call raises what its own request would have
+            for _, _, future in chunk:
+                if not future.done():
+                    future.set_exception(e)
+            return
+        for (body, _, future), answer in zip(chunk, answers, strict=True):
+            if future.done():
+                continue
+            if answer.error is not None:
+                future.set_exception(item_error(answer.error))
+            else:
+                self._waiting[body.name] = future  # even if ended: the poll brings its outputs
+        self._poll_more(every=False)
+
+    def _poll_more(self, *, every: bool) -> None:
+        """Start a long-poll for every child still waited for, or (not ``every``) for those
+        no long-poll asks about yet."""
+        for name in [n for n, f in self._waiting.items() if f.done()]:
+            del self._waiting[name]  # cancelled by its caller
+            self._not_ended_by.pop(name, None)
+        names = [n for n in self._waiting if every or n not in self._polled]
+        if names:
+            poll = next(self._polls)
+            for name in names:
+                self._polled[name] = poll
+            # names asked about before need no new look-up: only what ended since
+            known = [self._not_ended_by.get(n) for n in names]
+            after = None if None in known else min(k for k in known if k is not None)
+            self._spawn(self._poll(poll, names, after))
+
+    async def _poll(self, poll: int, names: list[str], after: int | None) -> None:
+        try:
+            answer = await self._client.wait_actions(self._run, names, after=after)
+        except Exception as e:
+            for name in names:
+                if self._polled.get(name) == poll:  # (else a later poll answers for it)
+                    self._not_ended_by.pop(name, None)
+                    future = self._waiting.pop(name, None)
+                    if future is not None and not future.done():
+                        future.set_exception(e)
+            return
+        finally:
+            for name in names:
+                if self._polled.get(name) == poll:
+                    del self._polled[name]
+        for outcome in answer.actions:
+            self._not_ended_by.pop(outcome.name, None)
+            future = self._waiting.pop(outcome.name, None)
+            if future is not None and not future.done():
+                future.set_result(outcome)
+        for name in names:
+            if name in self._waiting:
+                self._not_ended_by[name] = answer.seq
+        if any(self._polled.get(n, poll) == poll for n in names):
+            # the latest poll for some of these: carry on, for every child (merging polls)
+            self._poll_more(every=True)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
 
 def _seconds(value: float | timedelta) -> float:

@@ -70,15 +70,23 @@ class _Worker:
     log_path: Path
     jobs: dict[str, _PooledJob] = field(default_factory=dict)
     writer: asyncio.StreamWriter | None = None
-    outbox: list[dict[str, Any]] = field(default_factory=list)
+    outbox: list[str] = field(default_factory=list)  # lines
     idle_timer: asyncio.TimerHandle | None = None
     stopping: bool = False
+    handle: str = ""  # the executor's handle of its jobs
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: dict[str, Any], raw: str = "") -> None:
+        """Send ``message``, with ``raw`` (JSON members, already serialised) added to it."""
+        line = json.dumps(message)
+        if raw:
+            line = line[:-1] + ", " + raw + "}"
+        self.send_line(line)
+
+    def send_line(self, line: str) -> None:
         if self.writer is None:
-            self.outbox.append(message)  # not connected yet: sent on hello
+            self.outbox.append(line)  # not connected yet: sent on hello
         else:
-            self.writer.write((json.dumps(message) + "\n").encode())
+            self.writer.write((line + "\n").encode())
 
 
 @dataclass
@@ -103,8 +111,10 @@ class WorkerPools:
         start_process: StartProcess,
         kill_group: KillGroup,
         on_exit: Callable[[JobExit], Awaitable[None]],
+        identify: Callable[[int], str | None] = lambda pid: "",
     ) -> None:
         self._endpoint_argv = endpoint_argv
+        self._identify = identify
         self._start_process = start_process
         self._kill_group = kill_group
         self._on_exit = on_exit
@@ -116,6 +126,7 @@ class WorkerPools:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._log_dirs: set[Path] = set()  # made already
 
     # -- the executor's side ----------------------------------------------------------------
 
@@ -136,7 +147,7 @@ class WorkerPools:
             self._jobs[job.id] = pool
             return "pool:waiting"
         self._assign(worker, job)
-        return f"pid:{worker.process.pid}:"
+        return worker.handle
 
     def cancel(self, job_id: str, reason: ExitReason) -> None:
         where = self._jobs.get(job_id)
@@ -204,6 +215,8 @@ class WorkerPools:
         except (OSError, JobStartError) as e:
             raise JobStartError(f"cannot start a worker for {job.id}: {e}") from e
         worker = _Worker(worker_id, pool, process, log_path)
+        # what recovery kills after a crash: this very process, not a later one with its pid
+        worker.handle = f"pid:{process.pid}:{self._identify(process.pid) or ''}"
         pool.workers.append(worker)
         self._workers[worker_id] = worker
         self._spawn(self._watch(worker))
@@ -222,16 +235,20 @@ class WorkerPools:
             pooled.timer = asyncio.get_running_loop().call_later(
                 job.timeout_s, self.cancel, job.id, "timeout"
             )
-        job.log_path.parent.mkdir(parents=True, exist_ok=True)
-        worker.send(
-            {
-                "job": job.id,
-                "run": job.run,
-                "action": job.action,
-                "attempt": job.attempt,
-                "log": str(job.log_path),
-            }
-        )
+        if job.log_path.parent not in self._log_dirs:  # one per run: make it once
+            if len(self._log_dirs) > 10_000:
+                self._log_dirs.clear()
+            job.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log_dirs.add(job.log_path.parent)
+        message: dict[str, Any] = {
+            "job": job.id,
+            "run": job.run,
+            "action": job.action,
+            "attempt": job.attempt,
+            "log": str(job.log_path),
+        }
+        # with the spec, the worker starts the attempt without asking the server
+        worker.send(message, "" if job.spec is None else f'"spec": {job.spec.model_dump_json()}')
 
     async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         worker: _Worker | None = None
@@ -242,8 +259,8 @@ class WorkerPools:
                 writer.close()
                 return
             worker.writer = writer
-            for message in worker.outbox:
-                worker.send(message)
+            for queued in worker.outbox:
+                worker.send_line(queued)
             worker.outbox.clear()
             async for line in reader:
                 message = json.loads(line)
@@ -251,6 +268,10 @@ class WorkerPools:
                     self._job_done(worker, message["done"], message.get("code"))
         except (ConnectionError, ValueError) as e:
             log.warning("worker connection failed: %s", e)
+            if worker is not None:
+                self._kill_group(worker.process.pid)
+        except Exception:  # a bug: lose the worker (its attempts are retried), never hang it
+            log.exception("handling worker %s failed", worker.id if worker else "?")
             if worker is not None:
                 self._kill_group(worker.process.pid)
 

@@ -108,6 +108,7 @@ class LocalProcessExecutor:
             self._start,
             kill_group,
             self._pooled_exit,
+            process_identity,
         )
 
     def capacity(self) -> Capacity:

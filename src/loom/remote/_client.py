@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -21,6 +21,9 @@ from ..errors import (
 )
 
 M = TypeVar("M", bound=BaseModel)
+
+_CREATED = TypeAdapter(list[wire.ActionCreated])
+_STATUSES = TypeAdapter(list[wire.ItemStatus])
 
 
 class Client:
@@ -175,6 +178,64 @@ class Client:
             if info.phase in wire.TERMINAL_PHASES:
                 return info
 
+    async def create_actions(
+        self, run: str, bodies: Sequence[wire.ActionCreate]
+    ) -> list[wire.ActionCreated]:
+        """Create many child actions in one request (idempotent per name); one answer per
+        body, in order: the action, or why it was refused (see :func:`item_error`)."""
+        content = b"[" + b",".join(b.model_dump_json().encode() for b in bodies) + b"]"
+        response = await self._request(
+            "POST",
+            f"/runs/{run}/actions:batch",
+            content=content,
+            headers={"Content-Type": "application/json"},
+        )
+        return _CREATED.validate_json(response.content)
+
+    async def wait_actions(
+        self, run: str, names: Sequence[str], timeout: float = 25.0, after: int | None = None
+    ) -> wire.ActionsWaited:
+        """One long-poll: those of ``names`` that have ended, as soon as one has, or none
+        after ``timeout`` s; and the ``seq`` to pass as ``after`` next time (for names it did
+        not report ended). SUCCEEDED ones carry their outputs unless too large for the
+        response (``outputs`` is ``None`` then: use :meth:`get_outputs`)."""
+        body = wire.ActionsWait(names=list(names), timeout=timeout, after=after)
+        response = await self._request(
+            "POST",
+            f"/runs/{run}/actions:wait",
+            content=body.model_dump_json(),
+            headers={"Content-Type": "application/json"},
+            timeout=max(self._timeout, timeout + 30),
+        )
+        return wire.ActionsWaited.model_validate_json(response.content)
+
+    async def heartbeats(self, refs: Sequence[wire.AttemptRef]) -> list[wire.ItemStatus]:
+        """Heartbeats of many attempts in one request; one status per attempt, in order."""
+        content = b"[" + b",".join(r.model_dump_json().encode() for r in refs) + b"]"
+        response = await self._request(
+            "POST",
+            "/attempts:heartbeat",
+            content=content,
+            headers={"Content-Type": "application/json"},
+        )
+        return _STATUSES.validate_json(response.content)
+
+    async def finish_attempts(self, reports: Sequence[wire.AttemptReport]) -> list[wire.ItemStatus]:
+        """Report many attempts' results in one request; one status per report, in order
+        (200, or what ``.../finished`` would have answered, e.g. 409)."""
+        return await self.finish_attempts_json([r.model_dump_json().encode() for r in reports])
+
+    async def finish_attempts_json(self, reports: Sequence[bytes]) -> list[wire.ItemStatus]:
+        """:meth:`finish_attempts` with each ``wire.AttemptReport`` serialised already (a
+        caller that sizes its batches has done it)."""
+        response = await self._request(
+            "POST",
+            "/attempts:finish",
+            content=b"[" + b",".join(reports) + b"]",
+            headers={"Content-Type": "application/json"},
+        )
+        return _STATUSES.validate_json(response.content)
+
     async def attempt_started(self, run: str, action: str, attempt: int) -> wire.ActionInfo:
         return await self._post(
             f"/runs/{run}/actions/{action}/attempts/{attempt}/started", None, wire.ActionInfo
@@ -286,6 +347,11 @@ def _clean(params: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if v is not None}
 
 
+def item_error(error: wire.ItemError) -> ApiError:
+    """The exception for one refused item of a batch: the one its own request would raise."""
+    return _status_error(error.status, error.detail)
+
+
 def _error_for(response: httpx.Response) -> ApiError:
     try:
         detail = response.json().get("detail", response.text)
@@ -293,7 +359,10 @@ def _error_for(response: httpx.Response) -> ApiError:
         detail = response.text
     if not isinstance(detail, str):
         detail = json.dumps(detail)
-    status = response.status_code
+    return _status_error(response.status_code, detail)
+
+
+def _status_error(status: int, detail: str) -> ApiError:
     if status == 401:
         return AuthenticationError(f"the server refused the API key: {detail}", status)
     if status == 404:

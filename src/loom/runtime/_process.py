@@ -8,6 +8,7 @@ import importlib
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ from ..remote import Client
 from ..remote._bundle import extract_bundle
 
 HEARTBEAT_SECONDS = 10.0
+#: How a warm worker reports results: many attempts' in one request (see ``_worker``).
+Report = Callable[[wire.AttemptReport], Awaitable[wire.ItemStatus]]
 _NOT_RETRYABLE = (
     IdeInstallError,
     InputError,
@@ -52,7 +55,8 @@ async def _bundle_dir(client: Client, settings: Settings, digest: str) -> Path:
 
 
 def _load_task(bundle: Path, spec: wire.TaskSpec) -> TaskTemplate[Any, Any]:
-    sys.path.insert(0, str(bundle))
+    if str(bundle) not in sys.path:  # a warm worker loads from its one bundle many times
+        sys.path.insert(0, str(bundle))
     try:
         module = importlib.import_module(spec.module)
     except Exception as e:
@@ -82,36 +86,69 @@ async def run_attempt(endpoint: str, run: str, action: str, attempt: int) -> int
 
 
 async def attempt_with(
-    client: Client, settings: Settings, run: str, action: str, attempt: int, *, shared: bool = False
+    client: Client,
+    settings: Settings,
+    run: str,
+    action: str,
+    attempt: int,
+    *,
+    shared: bool = False,
+    spec: wire.ActionSpec | None = None,
+    report: Report | None = None,
+    heartbeat: bool = True,
 ) -> int:
     """One attempt over an open client: in its own process, or one of many in a warm worker
-    (``shared``: the process environment is the worker's and must not be changed)."""
-    try:
-        spec = await client.get_spec(run, action)
-    except ApiError as e:
-        _say(f"cannot fetch the spec of {run}/{action}: {e}")
-        return 2
-    spec = spec.model_copy(update={"attempt": attempt})
-    try:
-        await client.attempt_started(run, action, attempt)
-    except ApiError as e:  # e.g. 409: the server already ended this attempt
-        _say(f"the server will not start attempt {attempt}: {e}")
-        return 0
+    (``shared``: the process environment is the worker's and must not be changed).
+
+    A warm worker gets the ``spec`` with the job: the server loaded it when it claimed the
+    attempt, which it did by making it RUNNING, so there is nothing to fetch and no
+    ``started`` to report (an attempt ended before it starts is cancelled by the executor
+    instead). ``report`` sends the result, batched with other attempts' (409 still means the
+    server ended the attempt first, item by item), and without ``heartbeat`` the caller sends
+    the attempt's heartbeats (a worker sends all of its attempts' at once)."""
+    if spec is None:
+        try:
+            spec = await client.get_spec(run, action)
+        except ApiError as e:
+            _say(f"cannot fetch the spec of {run}/{action}: {e}")
+            return 2
+        spec = spec.model_copy(update={"attempt": attempt})
+        try:
+            await client.attempt_started(run, action, attempt)
+        except ApiError as e:  # e.g. 409: the server already ended this attempt
+            _say(f"the server will not start attempt {attempt}: {e}")
+            return 0
+    elif spec.attempt != attempt:
+        spec = spec.model_copy(update={"attempt": attempt})
     _say(f"run {run} action {action} attempt {attempt}: {spec.task.name}")
-    beat = asyncio.create_task(_heartbeat(client, spec))
+    beat = asyncio.create_task(_heartbeat(client, spec)) if heartbeat else None
     started = time.monotonic()
     try:
         result = await _execute(client, settings, spec, shared=shared)
     finally:
-        beat.cancel()
+        if beat is not None:
+            beat.cancel()
     outcome = "succeeded" if result.error is None else f"failed: {result.error.type}"
     _say(f"attempt {attempt} {outcome} after {time.monotonic() - started:.2f} s")
+    item = wire.AttemptReport(run=run, action=action, attempt=attempt, result=result)
     try:
-        await client.attempt_finished(run, action, attempt, result)
+        # alone, through the batch endpoint all the same: its answer is all we need
+        status = await (report or _report_alone(client))(item)
     except ApiError as e:
         _say(f"cannot report the result: {e}")
-        return 0 if e.status == 409 else 3  # 409: the server already ended the attempt
+        return 3
+    if status.status != 200:
+        _say(f"cannot report the result: {status.detail} (HTTP {status.status})")
+        return 0 if status.status == 409 else 3  # 409: the server already ended the attempt
     return 0
+
+
+def _report_alone(client: Client) -> Report:
+    async def report(item: wire.AttemptReport) -> wire.ItemStatus:
+        (status,) = await client.finish_attempts([item])
+        return status
+
+    return report
 
 
 async def _execute(

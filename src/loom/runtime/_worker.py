@@ -9,8 +9,14 @@ Protocol, one JSON object per line:
 
 - worker to executor: ``{"hello": ID, "pid": N}`` once, then ``{"done": JOB, "code": C}`` as
   each attempt ends;
-- executor to worker: ``{"job": JOB, "run": ..., "action": ..., "attempt": N, "log": PATH}``,
-  ``{"cancel": JOB}``, and ``{"stop": true}`` (finish what runs, then exit).
+- executor to worker: ``{"job": JOB, "run": ..., "action": ..., "attempt": N, "log": PATH}``
+  (with ``"spec"``, the attempt's ``wire.ActionSpec``, when the server sent it along: then the
+  attempt starts without a request), ``{"cancel": JOB}``, and ``{"stop": true}`` (finish what
+  runs, then exit).
+
+Results go to the server in batches (``POST /attempts:finish``): those ready in the same turn
+of the loop, or while the previous batch is on its way, share one request and one transaction.
+Heartbeats too: one request every ``HEARTBEAT_SECONDS`` for all the attempts running.
 
 What each attempt prints goes to its own log file: ``sys.stdout`` and ``sys.stderr`` are routed
 by a context variable that the attempt's task (and the threads it starts through asyncio) carry.
@@ -28,9 +34,15 @@ import os
 import sys
 from typing import IO, Any, TextIO
 
+from .. import wire
 from .._settings import Settings
+from ..errors import ApiError
 from ..remote import Client
-from ._process import attempt_with
+from ._process import HEARTBEAT_SECONDS, attempt_with
+
+#: Results per report request, and about how many bytes of them (outputs can be large).
+_REPORT_BATCH = 500
+_REPORT_BYTES = 8 * 1024 * 1024
 
 _attempt_log: contextvars.ContextVar[TextIO | None] = contextvars.ContextVar(
     "loom_attempt_log", default=None
@@ -65,19 +77,74 @@ class _RoutedStream:
         return getattr(self._fallback, name)
 
 
+class _Reports:
+    """Sends attempts' results, many per request: one request at a time, carrying whatever
+    finished since the last one went out."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._queue: list[tuple[bytes, asyncio.Future[wire.ItemStatus]]] = []
+        self._sender: asyncio.Task[None] | None = None
+
+    async def report(self, item: wire.AttemptReport) -> wire.ItemStatus:
+        future: asyncio.Future[wire.ItemStatus] = asyncio.get_running_loop().create_future()
+        self._queue.append((item.model_dump_json().encode(), future))
+        if self._sender is None:  # it starts next turn: results of this one go along
+            self._sender = asyncio.ensure_future(self._send())
+        return await future
+
+    async def _send(self) -> None:
+        try:
+            while self._queue:
+                count, size = 0, 0
+                for data, _ in self._queue:
+                    if count and (count >= _REPORT_BATCH or size + len(data) > _REPORT_BYTES):
+                        break
+                    count += 1
+                    size += len(data)
+                batch, self._queue = self._queue[:count], self._queue[count:]
+                try:
+                    statuses = await self._client.finish_attempts_json([d for d, _ in batch])
+                    if len(statuses) != len(batch):
+                        raise ValueError(f"{len(statuses)} answers to {len(batch)} reports")
+                except Exception as e:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(e)
+                    continue
+                for (_, future), status in zip(batch, statuses, strict=True):
+                    if not future.done():  # (an attempt cancelled meanwhile has gone)
+                        future.set_result(status)
+        finally:
+            self._sender = None
+
+
 class _Worker:
     def __init__(self, client: Client, settings: Settings, writer: asyncio.StreamWriter) -> None:
         self._client = client
         self._settings = settings
         self._writer = writer
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._attempts: dict[str, wire.AttemptRef] = {}  # by job, while they run
+        self._reports = _Reports(client)
 
     def _send(self, message: dict[str, Any]) -> None:
         self._writer.write((json.dumps(message) + "\n").encode())
 
     def start(self, message: dict[str, Any]) -> None:
         job = message["job"]
+        self._attempts[job] = wire.AttemptRef(
+            run=message["run"], action=message["action"], attempt=message["attempt"]
+        )
         self._running[job] = asyncio.create_task(self._attempt(message), name=f"attempt {job}")
+
+    async def heartbeats(self) -> None:
+        """Every attempt's heartbeat, all in one request, every ``HEARTBEAT_SECONDS``."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            if self._attempts:
+                with contextlib.suppress(ApiError):
+                    await self._client.heartbeats(list(self._attempts.values()))
 
     async def _attempt(self, message: dict[str, Any]) -> None:
         code = 1
@@ -85,6 +152,7 @@ class _Worker:
         try:
             log = open(message["log"], "a", buffering=1, encoding="utf-8")  # noqa: SIM115
             _attempt_log.set(log)  # this task's context only, and the threads it starts
+            spec = message.get("spec")
             code = await attempt_with(
                 self._client,
                 self._settings,
@@ -92,6 +160,9 @@ class _Worker:
                 message["action"],
                 message["attempt"],
                 shared=True,
+                spec=None if spec is None else wire.ActionSpec.model_validate(spec),
+                report=self._reports.report,
+                heartbeat=False,
             )
         except asyncio.CancelledError:
             code = -15  # reported as cancelled; the server already decided the outcome
@@ -101,6 +172,7 @@ class _Worker:
             if log is not None:
                 log.close()
             self._running.pop(message["job"], None)
+            self._attempts.pop(message["job"], None)
             self._send({"done": message["job"], "code": code})
 
     def cancel(self, job: str) -> None:
@@ -126,6 +198,7 @@ async def serve_worker(endpoint: str, socket_path: str, worker_id: str) -> int:
     async with Client(endpoint, settings.api_key) as client:
         worker = _Worker(client, settings, writer)
         worker._send({"hello": worker_id, "pid": os.getpid()})
+        beats = asyncio.create_task(worker.heartbeats())
         stopping = False
         async for line in reader:
             message = json.loads(line)
@@ -138,6 +211,7 @@ async def serve_worker(endpoint: str, socket_path: str, worker_id: str) -> int:
                 break
         # stop: let running attempts finish; EOF: the executor is gone, nobody awaits them
         await worker.drain(cancel=not stopping)
+        beats.cancel()
         with contextlib.suppress(ConnectionError):
             await writer.drain()
         writer.close()

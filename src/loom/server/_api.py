@@ -8,6 +8,7 @@ long-polls and streams are coroutines that wait on the event bus.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import os
@@ -20,12 +21,19 @@ from anyio import to_thread
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import TypeAdapter
 
 from .. import wire
 from .._version import __version__
 from . import _sessions as sessions
 from ._auth import COOKIE_NAME, COOKIE_TTL_S
-from ._errors import AuthenticationError, PayloadTooLargeError, PermissionDeniedError
+from ._errors import (
+    AuthenticationError,
+    BadRequestError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    ServerError,
+)
 from ._keys import Principal
 from ._plane import ControlPlane
 
@@ -259,15 +267,146 @@ def abort_action(run: str, action: str, p: Plane, caller: Caller) -> wire.Action
     return p.runs.abort_action(run, action, by=caller.name)
 
 
-@router.get("/runs/{run}/actions")
-def list_actions(run: str, p: Plane) -> list[wire.ActionInfo]:
-    return p.runs.list_actions(run)
+_ACTION_INFOS = TypeAdapter(list[wire.ActionInfo])
+
+
+@router.get(
+    "/runs/{run}/actions",
+    response_model=list[wire.ActionInfo],
+    response_class=Response,
+)
+def list_actions(run: str, p: Plane) -> Response:
+    # serialised here once: FastAPI would validate every action again first
+    return Response(
+        _ACTION_INFOS.dump_json(p.runs.list_actions(run)), media_type="application/json"
+    )
 
 
 @router.post("/runs/{run}/actions")
 def create_action(run: str, spec: wire.ActionCreate, p: Plane) -> wire.ActionInfo:
     """Create a child action; an existing name returns that action unchanged."""
     return p.runs.create_action(run, spec)
+
+
+_CREATED = TypeAdapter(list[wire.ActionCreated])
+_STATUSES = TypeAdapter(list[wire.ItemStatus])
+
+
+def _check_batch(items: list[Any]) -> None:
+    if len(items) > wire.MAX_BATCH:
+        raise BadRequestError(
+            f"a batch has at most {wire.MAX_BATCH} items (wire.MAX_BATCH), not {len(items)}"
+        )
+
+
+@router.post(
+    "/runs/{run}/actions:batch",
+    response_model=list[wire.ActionCreated],
+    response_class=Response,
+)
+def create_actions(run: str, specs: list[wire.ActionCreate], p: Plane) -> Response:
+    """Create child actions in one transaction, each as ``POST /runs/{run}/actions`` would
+    (idempotent per name); one answer per item, in order, with the error of a refused one."""
+    _check_batch(specs)
+    items = [
+        wire.ActionCreated(error=wire.ItemError(status=r.status_code, detail=str(r)))
+        if isinstance(r, ServerError)
+        else wire.ActionCreated(action=r)
+        for r in p.runs.create_actions(run, specs)
+    ]
+    # serialised here once: FastAPI would validate the whole list again first
+    return Response(_CREATED.dump_json(items), media_type="application/json")
+
+
+@router.post(
+    "/runs/{run}/actions:wait",
+    response_model=wire.ActionsWaited,
+    response_class=Response,
+)
+async def wait_actions(run: str, body: wire.ActionsWait, p: Plane) -> Response:
+    """Those of ``names`` that have ended (SUCCEEDED ones with their outputs inline), as soon
+    as one has, or none after ``timeout`` s (at most 30 s); and the ``seq`` to wait after."""
+    names = list(dict.fromkeys(body.names))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(body.timeout, _MAX_WAIT_S)
+    # one wake-up for all the names, and the names that changed: each round of the loop
+    # costs what changed, not the thousand children watched
+    wake: asyncio.Future[None] = loop.create_future()
+    fired: list[str] = []
+    watched: dict[str, asyncio.Future[None]] = {}
+
+    def changed(name: str, future: asyncio.Future[None]) -> None:
+        if not future.cancelled():
+            fired.append(name)
+            if not wake.done():
+                wake.set_result(None)
+
+    def watch(name: str) -> None:
+        future = watched[name] = p.bus.watch(run, name)
+        future.add_done_callback(functools.partial(changed, name))
+
+    for name in names:  # watched before reading, so no change slips between
+        watch(name)
+    # without ``after`` the first look checks every name; the next ones (and with ``after``
+    # all of them) look at what ended since the last
+    seq, check = body.after, True
+    try:
+        while True:
+            data, seq = await to_thread.run_sync(
+                functools.partial(p.runs.ended_json, run, names, after=seq, check=check)
+            )
+            check = False
+            remaining = deadline - loop.time()
+            if data is not None or remaining <= 0 or p.bus.stopping.is_set() or not names:
+                return Response(
+                    b'{"actions":' + (data or b"[]") + b',"seq":' + str(seq).encode() + b"}",
+                    media_type="application/json",
+                )
+            stopping: asyncio.Future[Any] = asyncio.ensure_future(p.bus.stopping.wait())
+            try:
+                await asyncio.wait(
+                    {stopping, wake}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                stopping.cancel()
+            if wake.done():
+                wake = loop.create_future()
+            again, fired[:] = list(dict.fromkeys(fired)), []
+            for name in again:  # changed (maybe not ended): watch again, then look
+                p.bus.unwatch(run, name, watched[name])
+                watch(name)
+    finally:
+        for name, future in watched.items():
+            p.bus.unwatch(run, name, future)
+
+
+@router.post(
+    "/attempts:heartbeat",
+    response_model=list[wire.ItemStatus],
+    response_class=Response,
+)
+def attempts_heartbeat(refs: list[wire.AttemptRef], p: Plane) -> Response:
+    """Heartbeats of many attempts (a warm worker's), in one transaction; each is answered
+    as ``.../attempts/{n}/heartbeat`` would (409 for an attempt that is stale or over)."""
+    _check_batch(refs)
+    return Response(
+        _STATUSES.dump_json(p.runs.attempts_heartbeat(refs)), media_type="application/json"
+    )
+
+
+@router.post(
+    "/attempts:finish",
+    response_model=list[wire.ItemStatus],
+    response_class=Response,
+)
+def finish_attempts(reports: list[wire.AttemptReport], p: Plane) -> Response:
+    """Runtimes' results for many attempts, in one transaction: each item is taken as
+    ``.../attempts/{n}/finished`` would take it, and answered with that status (409 for an
+    attempt that is stale or that the server already ended)."""
+    _check_batch(reports)
+    return Response(
+        _STATUSES.dump_json(p.runs.finish_attempts(reports)), media_type="application/json"
+    )
 
 
 @router.get("/runs/{run}/actions/{action}")

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,16 @@ from ._events import EventBus
 from ._keys import KeyService
 from ._objects import ObjectStore, open_object_store
 from ._projects import ProjectService
-from ._runs import Effects, Launch, RunningAttempt, RunService, log_key, log_path
+from ._runs import (
+    Effects,
+    Launch,
+    ProcessExit,
+    RunningAttempt,
+    RunService,
+    log_key,
+    log_path,
+    runs_in_worker,
+)
 from ._scheduler import Scheduler
 from ._sessions import SessionService, flush_activity_forever
 from ._settings import ServerSettings
@@ -70,6 +81,11 @@ class ControlPlane:
         self.endpoint = f"http://{settings.client_host()}:{settings.port}"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # exits reported while the previous batch is being recorded, with their waiters
+        self._exits: list[tuple[JobExit, asyncio.Future[None]]] = []
+        self._recording_exits = False
+        # a fan-out's actions share their task spec and run: their environment and pool too
+        self._job_envs: dict[tuple[int, str], tuple[Launch, dict[str, str], str]] = {}
 
     def prepare(self) -> None:
         """Synchronous start-up work: migrate the schema, make the directories."""
@@ -84,6 +100,7 @@ class ControlPlane:
         self.bus.attach(self._loop)
         await self.executor.start(self._on_exit)
         await self._recover()
+        _freeze_heap()
         self.scheduler.start()
         self._spawn(flush_activity_forever(self.sessions))
 
@@ -142,10 +159,26 @@ class ControlPlane:
             env["LOOM_IDE_DIR"] = str(self.settings.ide_dir)
         return env
 
-    async def _launch(self, launch: Launch) -> None:
+    def _env_and_pool(self, launch: Launch) -> tuple[dict[str, str], str]:
+        """:meth:`job_env` and the warm pool's key, the same for every launch of one task
+        spec in one run (the specs are shared objects: see ``_runs.task_spec``)."""
+        key = (id(launch.task), launch.run)
+        known = self._job_envs.get(key)
+        if known is not None and known[0].task is launch.task and known[0].bundle == launch.bundle:
+            return known[1], known[2]
         env = self.job_env(launch)
+        pool = _pool_key(launch, env) if runs_in_worker(launch.task) else ""
+        if len(self._job_envs) > 1000:
+            self._job_envs.clear()
+        self._job_envs[key] = (launch, env, pool)
+        return env, pool
+
+    async def _launch(self, launch: Launch) -> str | None:
+        """Submit ``launch`` to the executor; its handle, or ``None`` if it could not start
+        (recorded as such). The scheduler records the handles, many at once."""
+        env, pool = self._env_and_pool(launch)
         # an interactive attempt owns its process: it hosts an IDE, and ends it whole
-        reuse = launch.task.reuse if launch.task.interactive is None else None
+        reuse = launch.task.reuse if runs_in_worker(launch.task) else None
         job = Job(
             run=launch.run,
             action=launch.action,
@@ -159,31 +192,67 @@ class ControlPlane:
             timeout_s=state.job_timeout_s(launch.task),
             resources=launch.task.resources,
             reuse=reuse,
-            pool=_pool_key(launch, env) if reuse is not None else "",
+            pool=pool,
+            spec=launch.spec if reuse is not None else None,
         )
         try:
-            handle = await self.executor.submit(job)
+            return await self.executor.submit(job)
         except Exception as e:
             log.warning("cannot start %s: %s", job.id, e)
             await to_thread.run_sync(
                 self.runs.launch_failed, launch.run, launch.action, launch.attempt, str(e)
             )
-            return
-        await to_thread.run_sync(
-            self.runs.record_handle, launch.run, launch.action, launch.attempt, handle
-        )
+            return None
 
     async def _on_exit(self, exit: JobExit) -> None:
-        run, action, number = exit.job_id.rsplit("/", 2)
-        key = await to_thread.run_sync(self._keep_log, run, action, int(number))
-        await to_thread.run_sync(
-            self.runs.process_exited, run, action, int(number), exit.returncode, exit.reason, key
-        )
+        """Record that a job ended (returns once it is recorded). Exits that come while a
+        batch is being recorded are recorded together next: one thread hop and one
+        transaction for all of them."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._exits.append((exit, future))
+        if not self._recording_exits:
+            self._recording_exits = True
+            self._spawn(self._record_exits())
+        await future
+
+    async def _record_exits(self) -> None:
+        try:
+            while self._exits:
+                batch, self._exits = self._exits, []
+                try:
+                    errors = await to_thread.run_sync(self._exited, [e for e, _ in batch])
+                except asyncio.CancelledError:
+                    for _, future in batch:
+                        future.cancel()
+                    raise
+                except Exception as e:  # each waiter logs it, as it would its own failure
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(e)
+                    continue
+                for (_, future), error in zip(batch, errors, strict=True):
+                    if future.done():
+                        continue
+                    if error is None:
+                        future.set_result(None)
+                    else:
+                        future.set_exception(error)
+        finally:
+            self._recording_exits = False
+
+    def _exited(self, exits: list[JobExit]) -> list[Exception | None]:
+        """Store the ended attempts' logs, then record the exits in one transaction."""
+        done: list[ProcessExit] = []
+        for exit in exits:
+            run, action, number = exit.job_id.rsplit("/", 2)
+            key = self._keep_log(run, action, int(number))
+            done.append(ProcessExit(run, action, int(number), exit.returncode, exit.reason, key))
+        return list(self.runs.processes_exited(done))
 
     def _keep_log(self, run: str, action: str, number: int) -> str | None:
         """Move an ended attempt's log into the object store; return its key."""
         path = log_path(self.logs_dir, run, action, number)
-        if not path.exists():
+        if not os.path.exists(path):  # (os.path: pathlib's exists costs more than the stat)
             return None
         key = log_key(run, action, number)
         try:
@@ -210,6 +279,21 @@ class ControlPlane:
 
     def live_log(self, run: str, action: str, number: int) -> Path:
         return log_path(self.logs_dir, run, action, number)
+
+
+_heap_frozen = False
+
+
+def _freeze_heap() -> None:
+    """Move what start-up made (modules, the app, caches: hundreds of thousands of objects
+    that live as long as the process) out of the collector's sight, once per process. Every
+    full collection would walk them again, and the hot paths allocate enough (rows, models)
+    to trigger collections often."""
+    global _heap_frozen
+    if not _heap_frozen:
+        _heap_frozen = True
+        gc.collect()
+        gc.freeze()
 
 
 def _pool_key(launch: Launch, env: dict[str, str]) -> str:

@@ -5,30 +5,45 @@ here accept or reject, idempotently where a retried request must be safe. Each w
 one transaction under the database's writer lock; what must happen after it commits (wake the
 scheduler, kill processes, notify waiters) is collected as :class:`Effects` and handed to the
 dispatcher the control plane installs.
+
+A fan-out goes through here a thousand actions at a time, so the paths every action takes
+(creating children, claiming attempts, runtimes' reports, process exits) take batches: one
+transaction for many items, each item accepted or refused on its own as its one-item
+counterpart would. Their common case works on plain rows with a few prepared statements per
+batch (what :meth:`RunService._set_phase` does, spelled out for many rows); anything unusual
+(a cache, a retry, a run's end, open children or sessions) goes through the ORM path.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import secrets
 import string
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import exists, func, or_, select
+from sqlalchemy import Table, Text, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy import cast as cast_
 from sqlalchemy.orm import Session, aliased
 
 from .. import wire
 from ..executors import Capacity, job_id
 from . import _state as state
 from ._db import Database
-from ._errors import BadRequestError, ConflictError, NotFoundError, PayloadTooLargeError
+from ._errors import (
+    BadRequestError,
+    ConflictError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ServerError,
+)
 from ._models import (
     Action,
     Attempt,
@@ -45,6 +60,7 @@ from ._state import ROOT_ACTION, TERMINAL
 
 _NAME_ALPHABET = string.ascii_lowercase + string.digits
 _CLAIM_BATCH = 200  # queued actions looked at per query when claiming
+_IN_CHUNK = 500  # names per ``IN (...)`` list: well under every backend's parameter limit
 _SLOT_EPSILON = 1e-6  # slot shares are fractions: 50 x 1/50 must fill a slot exactly
 
 
@@ -70,6 +86,43 @@ class Launch:
     task: wire.TaskSpec
     run_env: dict[str, str]
     bundle: str = ""
+    #: the attempt's row, to record the executor's handle by
+    attempt_id: int = 0
+    #: what the runtime needs, loaded at claim time for an attempt that runs in a warm worker
+    #: (which then asks the server for nothing before it starts)
+    spec: wire.ActionSpec | None = None
+
+
+def task_spec(spec: dict[str, Any] | str) -> wire.TaskSpec:
+    """The ``TaskSpec`` of a stored action (its JSON column, parsed or as text): validated
+    once per distinct spec (the children of a fan-out share theirs), not once per row."""
+    if not isinstance(spec, str):
+        spec = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+    return _task_spec(spec)
+
+
+@functools.lru_cache(maxsize=1024)
+def _task_spec(text: str) -> wire.TaskSpec:
+    return wire.TaskSpec.model_validate_json(text)  # frozen: safe to share
+
+
+def runs_in_worker(task: wire.TaskSpec) -> bool:
+    """Whether attempts of ``task`` run in a warm worker: a reusable environment's, unless
+    interactive (an interactive attempt owns its process: it hosts an IDE and ends it whole)."""
+    return task.reuse is not None and task.interactive is None
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessExit:
+    """An attempt's process (or its share of a warm worker) ended; see
+    :meth:`RunService.processes_exited`."""
+
+    run: str
+    action: str
+    attempt: int
+    returncode: int | None
+    reason: str
+    log_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,10 +142,55 @@ class LogSource:
     log_key: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class _AttemptRow:
+    """An attempt with what deciding on a report about it takes, read without the ORM."""
+
+    run: str
+    action: str
+    action_id: int
+    action_phase: str
+    attempts: int  # the action's: the number of its current attempt
+    cached: bool  # its task has a cache (``Action.cache`` is "disabled" when it has none)
+    attempt_id: int
+    number: int
+    phase: str
+    reported: bool
+    error: dict[str, Any] | None
+    open_children: bool
+
+    def not_current(self) -> ConflictError | None:
+        return _not_current(
+            self.run, self.action, self.attempts, self.number, self.phase, self.error
+        )
+
+
+def _not_current(
+    run: str, action: str, current: int, number: int, phase: str, error: dict[str, Any] | None
+) -> ConflictError | None:
+    """Why attempt ``number`` may not report (409): another replaced it, or it has ended."""
+    if number != current:
+        return ConflictError(
+            f"attempt {number} of action {action!r} in run {run!r} is "
+            f"stale: attempt {current} replaced it"
+        )
+    if phase in TERMINAL:
+        reason = _error(error)
+        return ConflictError(
+            f"attempt {number} of action {action!r} in run {run!r} has "
+            f"already ended ({phase}" + (f": {reason.message}" if reason else "") + ")"
+        )
+    return None
+
+
 @dataclass
 class _Tx:
     s: Session
     fx: Effects
+    #: ids of actions known (from one query for a whole batch) to have no open children
+    no_open_children: set[int] = field(default_factory=set)
+    #: event rows, inserted together when the transaction ends (in this order: their seq)
+    events: list[dict[str, Any]] = field(default_factory=list)
 
 
 #: One write transaction and what to do after it commits (for the session service).
@@ -220,7 +318,10 @@ class RunService:
     def _tx(self) -> Iterator[_Tx]:
         fx = Effects()
         with self._db.write() as s:
-            yield _Tx(s, fx)
+            tx = _Tx(s, fx)
+            yield tx
+            if tx.events:  # one multi-row insert, not an ORM object per event
+                s.execute(_INSERT_EVENTS, tx.events)
         if fx:
             self.dispatch(fx)
 
@@ -294,6 +395,8 @@ class RunService:
     ) -> None:
         """End the action's open sessions (of attempts up to ``attempt``): their attempt is
         over, so is their IDE."""
+        if action.spec.get("interactive") is None:
+            return  # only interactive actions have sessions (registering checks): no query
         query = select(InteractiveSession).where(
             InteractiveSession.action_id == action.id, InteractiveSession.ended_at.is_(None)
         )
@@ -329,7 +432,9 @@ class RunService:
         return attempt
 
     def _event(self, tx: _Tx, kind: str, run: str, action: str | None, phase: str) -> None:
-        tx.s.add(Event(kind=kind, run=run, action=action, phase=phase, at=utcnow()))
+        tx.events.append(
+            {"kind": kind, "run": run, "action": action, "phase": phase, "at": utcnow()}
+        )
         if action is not None:
             tx.fx.changed.add((run, action))
         else:
@@ -370,6 +475,8 @@ class RunService:
 
     def _abort_descendants(self, tx: _Tx, run: Run, action: Action) -> None:
         """Nobody waits for the children of an ended action: abort what is still going."""
+        if action.id is not None and action.id in tx.no_open_children:
+            return
         has_open_children = tx.s.scalar(
             select(Action.id)
             .where(
@@ -538,37 +645,138 @@ class RunService:
 
     def create_action(self, run_name: str, spec: wire.ActionCreate) -> wire.ActionInfo:
         """Create a child action, or return the existing one of that name unchanged."""
-        # stored before the check: values are content-addressed, so storing them again for an
-        # existing action changes nothing, and the transaction stays short
-        inputs_key = self._put_value(encode_value(spec.inputs, "inputs"))
+        (result,) = self.create_actions(run_name, [spec])
+        if isinstance(result, ServerError):
+            raise result
+        return result
+
+    def create_actions(
+        self, run_name: str, specs: Sequence[wire.ActionCreate]
+    ) -> list[wire.ActionInfo | ServerError]:
+        """Create child actions in one transaction, each like :meth:`create_action`: an
+        existing name returns that action unchanged, and one refused item (returned as its
+        error) leaves the others alone. A missing run refuses them all (404)."""
+        results: list[wire.ActionInfo | ServerError | None] = [None] * len(specs)
+        keys: list[str | None] = [None] * len(specs)
+        # stored before the transaction: values are content-addressed, so storing them again
+        # for an existing action changes nothing, and the transaction stays short
+        for i, spec in enumerate(specs):
+            try:
+                keys[i] = self._put_value(encode_value(spec.inputs, "inputs"))
+            except ServerError as e:
+                results[i] = e
         with self._tx() as tx:
             run = self._run_row(tx.s, run_name)
-            names = [spec.name] if spec.parent is None else [spec.name, spec.parent]
-            found = {
-                a.name: a
-                for a in tx.s.scalars(
-                    select(Action).where(Action.run_id == run.id, Action.name.in_(names))
-                )
-            }
-            existing = found.get(spec.name)
-            if existing is not None:
-                return action_info(run.name, existing, self._attempts(tx.s, existing))
-            if run.phase in TERMINAL:
-                raise ConflictError(f"run {run_name!r} is {run.phase}; it takes no new actions")
-            if spec.parent is None:
-                raise BadRequestError(
-                    f"action {spec.name!r} needs a parent: only the root action {ROOT_ACTION!r} "
-                    "has none, and POST /runs creates it"
-                )
-            parent = found.get(spec.parent)
-            if parent is None:
-                raise NotFoundError(f"parent action {spec.parent!r} not found in run {run_name!r}")
-            if parent.phase in TERMINAL:
-                raise ConflictError(
-                    f"parent action {spec.parent!r} is {parent.phase}; it cannot start children"
-                )
+            wanted: set[str] = set()
+            for spec, key in zip(specs, keys, strict=True):
+                if key is not None:
+                    wanted.add(spec.name)
+                    if spec.parent is not None:
+                        wanted.add(spec.parent)
+            found = self._actions_named(tx.s, run.id, wanted)
+            attempts: dict[int, list[Attempt]] = defaultdict(list)
+            ids = [a.id for a in found.values() if a.attempts]
+            for chunk in _chunks(ids):
+                for attempt in tx.s.scalars(select(Attempt).where(Attempt.action_id.in_(chunk))):
+                    attempts[attempt.action_id].append(attempt)
+            created: dict[str, wire.ActionInfo] = {}
+            rows: list[dict[str, Any]] = []
+            for i, (spec, key) in enumerate(zip(specs, keys, strict=True)):
+                if key is None:
+                    continue
+                try:
+                    results[i] = self._create_one(
+                        tx, run, spec, key, found, attempts, created, rows
+                    )
+                except ServerError as e:
+                    results[i] = e
+            if rows:
+                tx.s.execute(_INSERT_ACTIONS, rows)
+        assert all(r is not None for r in results)  # one answer per item, in order
+        return cast(list[wire.ActionInfo | ServerError], results)
+
+    def _create_one(
+        self,
+        tx: _Tx,
+        run: Run,
+        spec: wire.ActionCreate,
+        inputs_key: str,
+        found: dict[str, Action],
+        attempts: dict[int, list[Attempt]],
+        created: dict[str, wire.ActionInfo],
+        rows: list[dict[str, Any]],
+    ) -> wire.ActionInfo:
+        """One item of :meth:`create_actions`. A plain new action (no cache, fits a worker)
+        becomes a row of ``rows``, inserted with the others at the end; the rest go through
+        the ORM (after the rows so far, to keep creation order)."""
+        if spec.name in created:
+            return created[spec.name]  # a repeat within the batch
+        existing = found.get(spec.name)
+        if existing is not None:
+            return action_info(run.name, existing, attempts.get(existing.id, []))
+        if run.phase in TERMINAL:
+            raise ConflictError(f"run {run.name!r} is {run.phase}; it takes no new actions")
+        if spec.parent is None:
+            raise BadRequestError(
+                f"action {spec.name!r} needs a parent: only the root action {ROOT_ACTION!r} "
+                "has none, and POST /runs creates it"
+            )
+        parent = found.get(spec.parent) or created.get(spec.parent)
+        if parent is None:
+            raise NotFoundError(f"parent action {spec.parent!r} not found in run {run.name!r}")
+        if parent.phase in TERMINAL:
+            raise ConflictError(
+                f"parent action {spec.parent!r} is {parent.phase}; it cannot start children"
+            )
+        task = spec.task
+        if task.cache is not None or state.resources_error(task.resources, self.capacity):
+            if rows:
+                tx.s.execute(_INSERT_ACTIONS, rows)
+                rows.clear()
             action = self._insert_action(tx, run, spec, inputs_key)
-            return action_info(run.name, action, [])
+            tx.s.flush()  # its id now: creation order is the scheduler's order
+            info = action_info(run.name, action, [])
+        else:
+            now = utcnow()
+            rows.append(
+                {
+                    "run_id": run.id,
+                    "name": spec.name,
+                    "parent": spec.parent,
+                    "group": list(spec.group),
+                    "task": task.name,
+                    "spec": task.model_dump(mode="json"),
+                    "inputs_key": inputs_key,
+                    "phase": "QUEUED",
+                    "attempts": 0,
+                    "cache": "disabled",
+                    "weight": _weight(task),
+                    "created_at": now,
+                }
+            )
+            self._event(tx, "action", run.name, spec.name, "QUEUED")
+            tx.fx.schedule = True
+            info = wire.ActionInfo(
+                run=run.name,
+                name=spec.name,
+                parent=spec.parent,
+                group=list(spec.group),
+                task=task.name,
+                phase="QUEUED",
+                created_at=now,
+            )
+        created[spec.name] = info  # a repeat later in the batch gets this one
+        return info
+
+    @staticmethod
+    def _actions_named(s: Session, run_id: int, names: Iterable[str]) -> dict[str, Action]:
+        found: dict[str, Action] = {}
+        for chunk in _chunks(sorted(names)):
+            for a in s.scalars(
+                select(Action).where(Action.run_id == run_id, Action.name.in_(chunk))
+            ):
+                found[a.name] = a
+        return found
 
     def _insert_action(self, tx: _Tx, run: Run, spec: wire.ActionCreate, inputs_key: str) -> Action:
         task = spec.task
@@ -583,7 +791,7 @@ class RunService:
             phase="QUEUED",
             attempts=0,
             cache="disabled" if task.cache is None else "miss",
-            weight=1.0 if task.reuse is None else 1.0 / task.reuse.concurrency,
+            weight=_weight(task),
             created_at=utcnow(),
         )
         tx.s.add(action)
@@ -616,33 +824,82 @@ class RunService:
             return action_info(run.name, action, self._attempts(s, action), session)
 
     def list_actions(self, run_name: str) -> list[wire.ActionInfo]:
+        # plain rows, not ORM objects: a big run has thousands, and clients poll this
         with self._db.read() as s:
-            run = self._run_row(s, run_name)
-            actions = list(
-                s.scalars(select(Action).where(Action.run_id == run.id).order_by(Action.id))
-            )
-            by_action: dict[int, list[Attempt]] = defaultdict(list)
-            for attempt in s.scalars(
-                select(Attempt)
+            run_id = s.scalar(select(Run.id).where(Run.name == run_name))
+            if run_id is None:
+                raise NotFoundError(f"run {run_name!r} not found")
+            actions = s.execute(
+                select(
+                    Action.id,
+                    Action.name,
+                    Action.parent,
+                    Action.group,
+                    Action.task,
+                    Action.phase,
+                    Action.created_at,
+                    Action.started_at,
+                    Action.ended_at,
+                    Action.error,
+                    Action.cache,
+                )
+                .where(Action.run_id == run_id)
+                .order_by(Action.id)
+            ).all()
+            by_action: dict[int, list[wire.AttemptInfo]] = defaultdict(list)
+            for t in s.execute(
+                select(
+                    Attempt.action_id,
+                    Attempt.number,
+                    Attempt.phase,
+                    Attempt.started_at,
+                    Attempt.ended_at,
+                    Attempt.error,
+                )
                 .join(Action, Action.id == Attempt.action_id)
-                .where(Action.run_id == run.id)
+                .where(Action.run_id == run_id)
+                .order_by(Attempt.action_id, Attempt.number)
             ):
-                by_action[attempt.action_id].append(attempt)
+                by_action[t.action_id].append(
+                    wire.AttemptInfo(
+                        number=t.number,
+                        phase=t.phase,
+                        started_at=t.started_at,
+                        ended_at=t.ended_at,
+                        error=_error(t.error),
+                    )
+                )
             latest: dict[int, InteractiveSession] = {}
-            if any(a.spec.get("interactive") is not None for a in actions):
-                for row in s.scalars(
-                    select(InteractiveSession)
-                    .join(Action, Action.id == InteractiveSession.action_id)
-                    .where(Action.run_id == run.id)
-                    .order_by(InteractiveSession.started_at)
-                ):
-                    latest[row.action_id] = row  # the newest wins
-            names = {a.id: a.name for a in actions}
+            for row in s.scalars(
+                select(InteractiveSession)
+                .join(Action, Action.id == InteractiveSession.action_id)
+                .where(Action.run_id == run_id)
+                .order_by(InteractiveSession.started_at)
+            ):
+                latest[row.action_id] = row  # the newest wins
+            names = {a.id: a.name for a in actions} if latest else {}
             sessions = {
-                action_id: session_info(row, run.name, names[action_id], self.activity(row.id))
+                action_id: session_info(row, run_name, names[action_id], self.activity(row.id))
                 for action_id, row in latest.items()
             }
-            return [action_info(run.name, a, by_action[a.id], sessions.get(a.id)) for a in actions]
+            return [
+                wire.ActionInfo(
+                    run=run_name,
+                    name=a.name,
+                    parent=a.parent,
+                    group=list(a.group),
+                    task=a.task,
+                    phase=a.phase,
+                    attempts=by_action.get(a.id, []),
+                    created_at=a.created_at,
+                    started_at=a.started_at,
+                    ended_at=a.ended_at,
+                    error=_error(a.error),
+                    cache=a.cache,
+                    session=sessions.get(a.id),
+                )
+                for a in actions
+            ]
 
     def get_spec(self, run_name: str, action_name: str) -> wire.ActionSpec:
         with self._db.read() as s:
@@ -675,6 +932,79 @@ class RunService:
             key = action.outputs_key
         return b'{"value":' + self._store.get_bytes(key) + b"}"
 
+    def ended_json(
+        self, run_name: str, names: Sequence[str], *, after: int | None = None, check: bool = True
+    ) -> tuple[bytes | None, int]:
+        """Those of ``names`` that have ended, in that order, as the JSON of
+        ``list[wire.ActionOutcome]`` (SUCCEEDED outputs inline, up to
+        ``wire.MAX_INLINE_OUTPUTS`` bytes in all), or ``None`` if none has; and the event
+        ``seq`` by which none of the others had ended (to look again after).
+
+        Without ``after`` every name is looked up (404 unless the run has them all). With
+        ``after``, the ``seq`` of an earlier look by which none of ``names`` had ended, only
+        the actions that have ended since are: a long-poll for a thousand children stays
+        cheap. ``check``: 404 if there is no such run."""
+        ended: dict[str, tuple[str, dict[str, Any] | None, str | None]] = {}
+        with self._db.read() as s:
+            if after is not None and check and s.scalar(_RUN_ID, {"name": run_name}) is None:
+                raise NotFoundError(f"run {run_name!r} not found")
+            if after is None:
+                # the seq before the states: an action that ends in between is seen twice,
+                # never missed
+                seq = s.scalar(_LAST_SEQ) or 0
+                run_id = s.scalar(_RUN_ID, {"name": run_name})
+                if run_id is None:
+                    raise NotFoundError(f"run {run_name!r} not found")
+                seen: set[str] = set()
+                for chunk in _chunks(names):
+                    for name, phase, error, key in s.execute(
+                        _OUTCOMES, {"run": run_id, "names": chunk}
+                    ):
+                        seen.add(name)
+                        if phase in TERMINAL:
+                            ended[name] = (phase, error, key)
+                for name in names:
+                    if name not in seen:
+                        raise NotFoundError(f"action {name!r} not found in run {run_name!r}")
+            else:
+                seq = after
+                asked = set(names)
+                since: set[str] = set()
+                for event_seq, action in s.execute(_ENDED_SINCE, {"run": run_name, "seq": after}):
+                    seq = max(seq, event_seq)
+                    if action in asked:
+                        since.add(action)
+                if since:
+                    run_id = s.scalar(_RUN_ID, {"name": run_name})
+                    for chunk in _chunks(sorted(since)):
+                        for name, phase, error, key in s.execute(
+                            _OUTCOMES, {"run": run_id, "names": chunk}
+                        ):
+                            ended[name] = (phase, error, key)
+        if not ended:
+            return None, seq
+        parts: list[bytes] = []
+        budget = wire.MAX_INLINE_OUTPUTS
+        for name in dict.fromkeys(names):
+            if name not in ended:
+                continue
+            phase, error, key = ended.pop(name)
+            head = json.dumps({"name": name, "phase": phase, "error": error})[:-1].encode()
+            value = None
+            if phase == "SUCCEEDED" and key is not None and budget > 0:
+                try:
+                    value = self._store.get_bytes(key)
+                except NotFoundError:
+                    value = None  # the client's GET .../outputs will say what is wrong
+                if value is not None and len(value) > budget:
+                    value = None  # too much for this response: fetched on its own
+            if value is None:
+                parts.append(head + b',"outputs":null}')
+            else:
+                budget -= len(value)
+                parts.append(head + b',"outputs":{"value":' + value + b"}}")
+        return b"[" + b",".join(parts) + b"]", seq
+
     # -- attempts: proposals from runtimes ------------------------------------------------
 
     def attempt_started(self, run_name: str, action_name: str, number: int) -> wire.ActionInfo:
@@ -694,19 +1024,35 @@ class RunService:
             self._check_current(run, action, attempt)
             attempt.heartbeat_at = utcnow()
 
+    def attempts_heartbeat(self, refs: Sequence[wire.AttemptRef]) -> list[wire.ItemStatus]:
+        """:meth:`attempt_heartbeat` for many attempts in one transaction; each gets 200, or
+        the 404 or 409 that one would have raised."""
+        statuses: list[wire.ItemStatus] = []
+        with self._tx() as tx:
+            rows = self._attempt_rows(
+                tx, [(r.run, r.action, r.attempt) for r in refs], probe_children=False
+            )
+            now = utcnow()
+            beats: dict[int, dict[str, Any]] = {}
+            for ref in refs:
+                row = rows[(ref.run, ref.action, ref.attempt)]
+                if isinstance(row, ServerError):
+                    statuses.append(_status(row))
+                elif (conflict := row.not_current()) is not None:
+                    statuses.append(_status(conflict))
+                else:
+                    beats[row.attempt_id] = {"_id": row.attempt_id, "heartbeat_at": now}
+                    statuses.append(_OK)
+            _update_by_id(tx.s, _ATTEMPTS, list(beats.values()))
+        return statuses
+
     @staticmethod
     def _check_current(run: Run, action: Action, attempt: Attempt) -> None:
-        if attempt.number != action.attempts:
-            raise ConflictError(
-                f"attempt {attempt.number} of action {action.name!r} in run {run.name!r} is "
-                f"stale: attempt {action.attempts} replaced it"
-            )
-        if attempt.phase in TERMINAL:
-            reason = _error(attempt.error)
-            raise ConflictError(
-                f"attempt {attempt.number} of action {action.name!r} in run {run.name!r} has "
-                f"already ended ({attempt.phase}" + (f": {reason.message}" if reason else "") + ")"
-            )
+        error = _not_current(
+            run.name, action.name, action.attempts, attempt.number, attempt.phase, attempt.error
+        )
+        if error is not None:
+            raise error
 
     def attempt_finished(
         self, run_name: str, action_name: str, number: int, result: wire.AttemptResult
@@ -714,24 +1060,261 @@ class RunService:
         """Record the outcome the runtime reports. A duplicate report of an accepted outcome
         is ignored; a report for an attempt that is stale or that the server already ended
         (timeout, worker lost, abort) is rejected with 409."""
-        if (result.outputs is None) == (result.error is None):
-            raise BadRequestError("an attempt result has exactly one of 'outputs' and 'error'")
-        outputs_key = None
-        if result.outputs is not None:  # content-addressed: a duplicate report stores nothing new
-            outputs_key = self._put_value(encode_value(result.outputs.value, "outputs"))
+        outputs_key = self._result_key(result)
         with self._tx() as tx:
             run, action = self._load(tx.s, run_name, action_name)
             attempt = self._attempt_row(tx.s, run, action, number)
-            if attempt.reported:
-                return action_info(run.name, action, self._attempts(tx.s, action))
-            self._check_current(run, action, attempt)
-            attempt.reported = True
-            if result.error is not None:
-                self._fail_attempt(tx, run, action, attempt, result.error)
-            else:
-                assert outputs_key is not None
-                self._succeed(tx, run, action, attempt, outputs_key)
+            self._finish(tx, run, action, attempt, result, outputs_key)
             return action_info(run.name, action, self._attempts(tx.s, action))
+
+    def finish_attempts(self, reports: Sequence[wire.AttemptReport]) -> list[wire.ItemStatus]:
+        """:meth:`attempt_finished` for many attempts in one transaction; each report gets
+        the status that one would have answered (200, or 409, 404, 400, 413 with a detail)."""
+        statuses: list[wire.ItemStatus | None] = [None] * len(reports)
+        keys: list[str | None] = [None] * len(reports)
+        for i, report in enumerate(reports):
+            try:
+                keys[i] = self._result_key(report.result)
+            except ServerError as e:
+                statuses[i] = _status(e)
+        with self._tx() as tx:
+            wanted = [
+                (r.run, r.action, r.attempt)
+                for r, st in zip(reports, statuses, strict=True)
+                if st is None
+            ]
+            rows = self._attempt_rows(tx, wanted)
+            now = utcnow()
+            first: dict[tuple[str, str, int], int] = {}  # a repeat in the batch: as the first
+            fast: list[tuple[_AttemptRow, str]] = []
+            slow: list[int] = []
+            for i, report in enumerate(reports):
+                if statuses[i] is not None:
+                    continue
+                key = (report.run, report.action, report.attempt)
+                if key in first:
+                    continue
+                first[key] = i
+                row = rows[key]
+                if isinstance(row, ServerError):
+                    statuses[i] = _status(row)
+                elif row.reported:
+                    statuses[i] = _OK  # a repeat of an accepted report
+                elif (conflict := row.not_current()) is not None:
+                    statuses[i] = _status(conflict)
+                elif (
+                    report.result.outputs is not None
+                    and row.action != ROOT_ACTION
+                    and not row.cached
+                    and not row.open_children
+                ):
+                    fast.append((row, keys[i] or ""))
+                    statuses[i] = _OK
+                else:
+                    slow.append(i)
+            self._succeed_rows(tx, fast, now)
+            # the rest (failures, retries, caches, a run's end) through the full state machine
+            loaded = self._load_attempts(
+                tx, [(reports[i].run, reports[i].action, reports[i].attempt) for i in slow]
+            )
+            for i in slow:
+                report = reports[i]
+                try:
+                    row_ = loaded[(report.run, report.action, report.attempt)]
+                    if isinstance(row_, ServerError):
+                        raise row_
+                    self._finish(tx, *row_, report.result, keys[i])
+                except ServerError as e:
+                    statuses[i] = _status(e)
+                else:
+                    statuses[i] = _OK
+            for i, report in enumerate(reports):
+                if statuses[i] is None:  # a repeat: as the first report of that attempt went
+                    statuses[i] = statuses[first[(report.run, report.action, report.attempt)]]
+        return [st or _OK for st in statuses]
+
+    def _succeed_rows(
+        self, tx: _Tx, rows: Sequence[tuple[_AttemptRow, str]], now: datetime
+    ) -> None:
+        """What :meth:`_succeed` and :meth:`_set_phase` do for a successful attempt of a
+        child action without cache or open children, for many at once in a few statements."""
+        if not rows:
+            return
+        for row, _ in rows:
+            state.check_transition(row.action_phase, "SUCCEEDED")
+            self._event(tx, "action", row.run, row.action, "SUCCEEDED")
+        _update_by_id(
+            tx.s,
+            _ATTEMPTS,
+            [
+                {"_id": row.attempt_id, "phase": "SUCCEEDED", "ended_at": now, "reported": True}
+                for row, _ in rows
+            ],
+        )
+        _update_by_id(
+            tx.s,
+            _ACTIONS,
+            [
+                {
+                    "_id": row.action_id,
+                    "phase": "SUCCEEDED",
+                    "ended_at": now,
+                    "error": None,
+                    "outputs_key": key,
+                    "retry_at": None,
+                }
+                for row, key in rows
+            ],
+        )
+        tx.fx.schedule = True
+
+    def _attempt_rows(
+        self, tx: _Tx, wanted: Sequence[tuple[str, str, int]], *, probe_children: bool = True
+    ) -> dict[tuple[str, str, int], _AttemptRow | ServerError]:
+        """Many ``(run, action, attempt)`` as plain rows in a few queries (no ORM objects),
+        or the 404 each would get. ``probe_children``: find out which have open children
+        (else ``open_children`` is unknown, and ``True``)."""
+        s = tx.s
+        by_run: dict[str, set[str]] = defaultdict(set)
+        for run_name, action_name, _ in wanted:
+            by_run[run_name].add(action_name)
+        run_ids: dict[str, int] = {}
+        for name, known in s.execute(_RUN_IDS, {"names": sorted(by_run)}):
+            run_ids[name] = known
+        actions: dict[tuple[str, str], Any] = {}
+        attempts: dict[tuple[str, str, int], Any] = {}
+        open_parents: set[tuple[str, str | None]] = set()
+        for run_name, names in by_run.items():
+            run_id = run_ids.get(run_name)
+            if run_id is None:
+                continue
+            for chunk in _chunks(sorted(names)):
+                for r in s.execute(_ATTEMPT_ROWS, {"run": run_id, "names": chunk}):
+                    actions[(run_name, r.action)] = r
+                    if r.number is not None:  # (an action without attempts: no attempt row)
+                        attempts[(run_name, r.action, r.number)] = r
+                if not probe_children:
+                    continue
+                for parent in s.scalars(_OPEN_PARENTS, {"run": run_id, "names": chunk}):
+                    open_parents.add((run_name, parent))
+        rows: dict[tuple[str, str, int], _AttemptRow | ServerError] = {}
+        for key in wanted:
+            run_name, action_name, number = key
+            found = attempts.get(key)
+            if run_name not in run_ids:
+                rows[key] = NotFoundError(f"run {run_name!r} not found")
+            elif (run_name, action_name) not in actions:
+                rows[key] = NotFoundError(f"action {action_name!r} not found in run {run_name!r}")
+            elif found is None:
+                count = actions[(run_name, action_name)].attempts
+                rows[key] = NotFoundError(
+                    f"attempt {number} of action {action_name!r} in run {run_name!r} not found "
+                    f"(it has {count} attempt(s))"
+                )
+            else:
+                rows[key] = _AttemptRow(
+                    run=run_name,
+                    action=action_name,
+                    action_id=found.action_id,
+                    action_phase=found.action_phase,
+                    attempts=found.attempts,
+                    cached=found.cache != "disabled",
+                    attempt_id=found.attempt_id,
+                    number=found.number,
+                    phase=found.phase,
+                    reported=bool(found.reported),
+                    error=found.error,
+                    open_children=not probe_children or (run_name, action_name) in open_parents,
+                )
+        return rows
+
+    def _result_key(self, result: wire.AttemptResult) -> str | None:
+        """Check ``result`` and store its outputs (before the transaction: content-addressed,
+        so a duplicate report stores nothing new); their key."""
+        if (result.outputs is None) == (result.error is None):
+            raise BadRequestError("an attempt result has exactly one of 'outputs' and 'error'")
+        if result.outputs is None:
+            return None
+        return self._put_value(encode_value(result.outputs.value, "outputs"))
+
+    def _finish(
+        self,
+        tx: _Tx,
+        run: Run,
+        action: Action,
+        attempt: Attempt,
+        result: wire.AttemptResult,
+        outputs_key: str | None,
+    ) -> None:
+        if attempt.reported:
+            return  # a repeat of an accepted report
+        self._check_current(run, action, attempt)
+        attempt.reported = True
+        if result.error is not None:
+            self._fail_attempt(tx, run, action, attempt, result.error)
+        else:
+            assert outputs_key is not None
+            self._succeed(tx, run, action, attempt, outputs_key)
+
+    def _load_attempts(
+        self, tx: _Tx, wanted: Sequence[tuple[str, str, int]]
+    ) -> dict[tuple[str, str, int], tuple[Run, Action, Attempt] | ServerError]:
+        """The rows of many ``(run, action, attempt)``, in a few queries, or the 404 each
+        would get. Also notes which of those actions have no open children (so ending them
+        needs no query for descendants)."""
+        s = tx.s
+        loaded: dict[tuple[str, str, int], tuple[Run, Action, Attempt] | ServerError] = {}
+        if not wanted:
+            return loaded
+        by_run: dict[str, set[str]] = defaultdict(set)
+        for run_name, action_name, _ in wanted:
+            by_run[run_name].add(action_name)
+        runs = {r.name: r for r in s.scalars(select(Run).where(Run.name.in_(sorted(by_run))))}
+        actions: dict[tuple[str, str], Action] = {}
+        for run_name, names in by_run.items():
+            if run_name in runs:
+                for name, a in self._actions_named(s, runs[run_name].id, names).items():
+                    actions[(run_name, name)] = a
+        attempts: dict[tuple[int, int], Attempt] = {}
+        for chunk in _chunks([a.id for a in actions.values()]):
+            for t in s.scalars(select(Attempt).where(Attempt.action_id.in_(chunk))):
+                attempts[(t.action_id, t.number)] = t
+        open_parents: set[tuple[int, str | None]] = set()
+        for run_name, names in by_run.items():
+            if run_name not in runs:
+                continue
+            run_id = runs[run_name].id
+            for chunk in _chunks(sorted(names)):
+                for parent in s.scalars(
+                    select(Action.parent)
+                    .where(
+                        Action.run_id == run_id,
+                        Action.parent.in_(chunk),
+                        Action.phase.not_in(TERMINAL),
+                    )
+                    .distinct()
+                ):
+                    open_parents.add((run_id, parent))
+        for a in actions.values():
+            if (a.run_id, a.name) not in open_parents:
+                tx.no_open_children.add(a.id)
+        for key in wanted:
+            run_name, action_name, number = key
+            run = runs.get(run_name)
+            action = actions.get((run_name, action_name))
+            attempt = None if action is None else attempts.get((action.id, number))
+            if run is None:
+                loaded[key] = NotFoundError(f"run {run_name!r} not found")
+            elif action is None:
+                loaded[key] = NotFoundError(f"action {action_name!r} not found in run {run_name!r}")
+            elif attempt is None:
+                loaded[key] = NotFoundError(
+                    f"attempt {number} of action {action_name!r} in run {run_name!r} not found "
+                    f"(it has {action.attempts} attempt(s))"
+                )
+            else:
+                loaded[key] = (run, action, attempt)
+        return loaded
 
     def _succeed(
         self, tx: _Tx, run: Run, action: Action, attempt: Attempt, outputs_key: str
@@ -739,9 +1322,10 @@ class RunService:
         attempt.phase = "SUCCEEDED"
         attempt.ended_at = utcnow()
         action.outputs_key = outputs_key
-        task = wire.TaskSpec.model_validate(action.spec)
-        if task.cache is not None:
-            self._store_cache(tx, run, action, task.cache, outputs_key)
+        if action.spec.get("cache") is not None:
+            cache = task_spec(action.spec).cache
+            assert cache is not None
+            self._store_cache(tx, run, action, cache, outputs_key)
             action.cache = "overwritten" if run.overwrite_cache else "miss"
         self._set_phase(tx, run, action, "SUCCEEDED")
 
@@ -774,7 +1358,7 @@ class RunService:
         attempt.phase = "FAILED"
         attempt.ended_at = now
         attempt.error = _dump(error)
-        retries = wire.TaskSpec.model_validate(action.spec).retries
+        retries = task_spec(action.spec).retries
         if state.may_retry(error, attempt.number, retries):
             action.retry_at = now + timedelta(seconds=state.backoff_s(retries, attempt.number))
             self._set_phase(tx, run, action, "RETRYING")
@@ -784,80 +1368,134 @@ class RunService:
 
     # -- attempts: what the executor observed ---------------------------------------------
 
-    def claim_launchable(self, slots: int) -> tuple[list[Launch], datetime | None]:
+    def claim_launchable(
+        self, slots: int, handles: Sequence[tuple[int, str]] = ()
+    ) -> tuple[list[Launch], datetime | None]:
         """Start attempts for as many waiting actions as there are free slots, in creation
-        order. Returns them and when the next backoff ends (to wake up then)."""
+        order. Returns them and when the next backoff ends (to wake up then).
+
+        ``handles`` are the executor's handles of attempts the previous pass started, as
+        ``(Launch.attempt_id, handle)``: recorded in the same transaction (which saves one per
+        launch when passes follow each other, as they do in a fan-out)."""
         now = utcnow()
+        launches: list[Launch] = []
+        pooled: list[tuple[int, Any]] = []  # (index in launches, claimed row)
         with self._tx() as tx:
             s = tx.s
-            child = aliased(Action)
-            waiting_on_children = exists().where(
-                child.run_id == Action.run_id,
-                child.parent == Action.name,
-                child.phase.not_in(TERMINAL),
-            )
-            # a parent blocked on its children holds no slot, or a deep tree would deadlock
-            busy = s.scalar(
-                select(func.coalesce(func.sum(Action.weight), 0.0)).where(
-                    Action.phase == "RUNNING", ~waiting_on_children
-                )
-            )
-            free = slots - float(busy or 0.0)
-            launches: list[Launch] = []
+            if handles:
+                _update_by_id(s, _ATTEMPTS, [{"_id": i, "handle": h} for i, h in handles])
+            # (statements built once: building and keying them costs more than running them)
+            free = slots - float(s.scalar(_BUSY) or 0.0)
             while free > _SLOT_EPSILON:
-                rows = s.execute(
-                    select(Action, Run)
-                    .join(Run, Run.id == Action.run_id)
-                    .where(
-                        or_(
-                            Action.phase == "QUEUED",
-                            (Action.phase == "RETRYING") & (Action.retry_at <= now),
-                        )
-                    )
-                    .order_by(Action.id)
-                    .limit(_CLAIM_BATCH)
-                ).all()
-                for action, run in rows:
-                    free -= action.weight  # may go below 0 by less than one slot
-                    task = wire.TaskSpec.model_validate(action.spec)
-                    action.attempts += 1
-                    s.add(
-                        Attempt(
-                            action_id=action.id,
-                            number=action.attempts,
-                            phase="RUNNING",
-                            started_at=now,
-                            timeout_s=state.job_timeout_s(task),
-                        )
-                    )
-                    self._set_phase(tx, run, action, "RUNNING")
-                    launches.append(
-                        Launch(
-                            run.name,
-                            action.name,
-                            action.attempts,
-                            task,
-                            dict(run.env_vars),
-                            run.bundle,
-                        )
-                    )
+                # plain rows, not ORM objects: this is the hot path of every action
+                rows = s.execute(_CLAIMABLE, {"now": now}).all()
+                taken = []
+                for row in rows:
+                    free -= row.weight  # may go below 0 by less than one slot
+                    taken.append(row)
                     if free <= _SLOT_EPSILON:
                         break
+                for launch, row in zip(self._start_attempts(tx, taken, now), taken, strict=True):
+                    if runs_in_worker(launch.task):
+                        pooled.append((len(launches), row))
+                    launches.append(launch)
                 if len(rows) < _CLAIM_BATCH:
                     break
-                s.flush()  # the claimed rows are RUNNING now: the next batch skips them
-            next_due = s.scalar(
-                select(func.min(Action.retry_at)).where(
-                    Action.phase == "RETRYING", Action.retry_at > now
-                )
-            )
+            next_due = s.scalar(_NEXT_DUE, {"now": now})
             tx.fx.schedule = False  # we are the scheduler: no need to wake ourselves
+        # after the commit: a warm worker gets its spec with the job, read here, not per request
+        for i, row in pooled:
+            launch = launches[i]
+            try:
+                inputs = json.loads(self._store.get_bytes(row.inputs_key))
+            except (NotFoundError, ValueError):
+                continue  # the runtime fetches the spec itself, and reports what is wrong
+            launches[i] = replace(
+                launch,
+                # built from checked values (validating each costs as much as the rest)
+                spec=wire.ActionSpec.model_construct(
+                    run=launch.run,
+                    action=launch.action,
+                    attempt=launch.attempt,
+                    project=row.project,
+                    domain=row.domain,
+                    bundle=launch.bundle,
+                    task=launch.task,
+                    inputs=inputs,
+                    env_vars=launch.run_env,
+                    overwrite_cache=row.overwrite_cache,
+                ),
+            )
         return launches, next_due
 
-    def record_handle(self, run_name: str, action_name: str, number: int, handle: str) -> None:
-        with self._tx() as tx:
-            run, action = self._load(tx.s, run_name, action_name)
-            self._attempt_row(tx.s, run, action, number).handle = handle
+    def _start_attempts(self, tx: _Tx, rows: Sequence[Any], now: datetime) -> list[Launch]:
+        """QUEUED or RETRYING -> RUNNING with a new attempt, for the rows of
+        :meth:`claim_launchable`: what :meth:`_set_phase` does, in a few statements for all."""
+        if not rows:
+            return []
+        s = tx.s
+        actions: list[dict[str, Any]] = []
+        attempts: list[dict[str, Any]] = []
+        tasks: list[wire.TaskSpec] = []
+        for row in rows:
+            state.check_transition(row.phase, "RUNNING")
+            task = task_spec(row.spec)
+            tasks.append(task)
+            number = row.attempts + 1
+            started_at = row.started_at or now
+            actions.append(
+                {
+                    "_id": row.id,
+                    "phase": "RUNNING",
+                    "attempts": number,
+                    "started_at": started_at,
+                    "retry_at": None,
+                }
+            )
+            attempts.append(
+                {
+                    "action_id": row.id,
+                    "number": number,
+                    "phase": "RUNNING",
+                    "started_at": now,
+                    "timeout_s": state.job_timeout_s(task),
+                    "reported": False,
+                }
+            )
+            run_name = row.run_name
+            self._event(tx, "action", run_name, row.name, "RUNNING")
+            if row.name == ROOT_ACTION:  # a run's phase is its root action's
+                s.execute(
+                    update(Run)
+                    .where(Run.id == row.run_id)
+                    .values(
+                        phase="RUNNING",
+                        started_at=started_at,
+                        ended_at=row.ended_at,
+                        error=row.error,
+                    )
+                )
+                self._event(tx, "run", run_name, None, "RUNNING")
+        _update_by_id(s, _ACTIONS, actions)
+        ids = s.scalars(_INSERT_ATTEMPTS, attempts).all()
+        return [
+            Launch(
+                row.run_name,
+                row.name,
+                row.attempts + 1,
+                task,
+                dict(row.env_vars),
+                row.bundle,
+                attempt_id=attempt_id,
+            )
+            for row, task, attempt_id in zip(rows, tasks, ids, strict=True)
+        ]
+
+    def record_handles(self, handles: Sequence[tuple[int, str]]) -> None:
+        """Record the executor's handles of attempts, as ``(Launch.attempt_id, handle)``."""
+        if handles:
+            with self._tx() as tx:
+                _update_by_id(tx.s, _ATTEMPTS, [{"_id": i, "handle": h} for i, h in handles])
 
     def launch_failed(self, run_name: str, action_name: str, number: int, message: str) -> None:
         """The executor could not start the attempt: a system error, not retried."""
@@ -875,26 +1513,65 @@ class RunService:
     ) -> None:
         """The attempt's process is gone. If the runtime never reported ``finished``, the
         attempt failed: timed out, or lost."""
-        error: wire.ErrorInfo
-        if reason == "timeout":
-            error = wire.ErrorInfo(
-                type="TaskTimeoutError",
-                message=f"attempt {number} of action {action_name!r} exceeded its timeout and "
-                "was killed",
-                kind="timeout",
+        exit = ProcessExit(run_name, action_name, number, returncode, reason, log_key)
+        (error,) = self.processes_exited([exit])
+        if error is not None:
+            raise error
+
+    def processes_exited(self, exits: Sequence[ProcessExit]) -> list[ServerError | None]:
+        """:meth:`process_exited` for many attempts in one transaction; each gets ``None``,
+        or the error (404) that one would have raised."""
+        results: list[ServerError | None] = [None] * len(exits)
+        with self._tx() as tx:
+            rows = self._attempt_rows(
+                tx, [(e.run, e.action, e.attempt) for e in exits], probe_children=False
             )
-        elif reason == "cancelled":
-            error = wire.ErrorInfo(
-                type="ActionAborted", message="the attempt was cancelled", kind="aborted"
+            with_sessions = self._with_open_sessions(
+                tx.s, {r.action_id for r in rows.values() if not isinstance(r, ServerError)}
             )
-        else:
-            detail = f"worker lost: process exited with code {returncode}"
-            if returncode is not None and returncode < 0:
-                detail += f" (killed by signal {-returncode})"
-            if returncode == 0:
-                detail += " without reporting its result"
-            error = wire.ErrorInfo(type="WorkerLostError", message=detail, kind="worker_lost")
-        self._end_by_server(run_name, action_name, number, error, log_key=log_key)
+            logs: list[dict[str, Any]] = []
+            slow: list[int] = []
+            for i, exit in enumerate(exits):
+                row = rows[(exit.run, exit.action, exit.attempt)]
+                if isinstance(row, ServerError):
+                    results[i] = row
+                elif row.phase in TERMINAL and row.action_id not in with_sessions:
+                    # the common case: the runtime reported first; only the log is new
+                    if exit.log_key is not None:
+                        logs.append({"_id": row.attempt_id, "log_key": exit.log_key})
+                else:
+                    slow.append(i)
+            _update_by_id(tx.s, _ATTEMPTS, logs)
+            loaded = self._load_attempts(
+                tx, [(exits[i].run, exits[i].action, exits[i].attempt) for i in slow]
+            )
+            for i in slow:
+                exit = exits[i]
+                row_ = loaded[(exit.run, exit.action, exit.attempt)]
+                if isinstance(row_, ServerError):
+                    results[i] = row_
+                    continue
+                run, action, attempt = row_
+                error = _exit_error(exit)
+                self._end_attempt(tx, run, action, attempt, error, log_key=exit.log_key)
+        return results
+
+    @staticmethod
+    def _with_open_sessions(s: Session, action_ids: set[int]) -> set[int]:
+        """Those of ``action_ids`` with a session still open."""
+        found: set[int] = set()
+        for chunk in _chunks(sorted(action_ids)):
+            found.update(
+                s.scalars(
+                    select(InteractiveSession.action_id)
+                    .where(
+                        InteractiveSession.action_id.in_(chunk),
+                        InteractiveSession.ended_at.is_(None),
+                    )
+                    .distinct()
+                )
+            )
+        return found
 
     def _end_by_server(
         self,
@@ -908,26 +1585,41 @@ class RunService:
         with self._tx() as tx:
             run, action = self._load(tx.s, run_name, action_name)
             attempt = self._attempt_row(tx.s, run, action, number)
-            if log_key is not None:
-                attempt.log_key = log_key
-            if attempt.phase in TERMINAL:
-                # the runtime reported first, or the attempt was aborted; a session it did not
-                # report ended is gone with its process
-                reason = f"attempt {number} ended ({attempt.phase}) and its process exited"
-                self._close_sessions(tx, run, action, reason, attempt=number)
-                return
-            if error.kind == "timeout" and attempt.timeout_s is not None:
-                error = error.model_copy(
-                    update={
-                        "message": f"attempt {number} of action {action_name!r} timed out "
-                        f"after {attempt.timeout_s:g}s and was killed"
-                    }
-                )
-            if error.kind == "aborted":
-                self._abort_one(tx, run, action, error)
-                return
-            self._close_sessions(tx, run, action, error.message, attempt=number)
-            self._fail_attempt(tx, run, action, attempt, error)
+            self._end_attempt(tx, run, action, attempt, error, log_key=log_key)
+
+    def _end_attempt(
+        self,
+        tx: _Tx,
+        run: Run,
+        action: Action,
+        attempt: Attempt,
+        error: wire.ErrorInfo,
+        *,
+        log_key: str | None,
+    ) -> None:
+        """The server ends ``attempt`` with ``error`` (timed out, lost, aborted, never
+        started), unless it has ended already."""
+        number = attempt.number
+        if log_key is not None:
+            attempt.log_key = log_key
+        if attempt.phase in TERMINAL:
+            # the runtime reported first, or the attempt was aborted; a session it did not
+            # report ended is gone with its process
+            reason = f"attempt {number} ended ({attempt.phase}) and its process exited"
+            self._close_sessions(tx, run, action, reason, attempt=number)
+            return
+        if error.kind == "timeout" and attempt.timeout_s is not None:
+            error = error.model_copy(
+                update={
+                    "message": f"attempt {number} of action {action.name!r} timed out "
+                    f"after {attempt.timeout_s:g}s and was killed"
+                }
+            )
+        if error.kind == "aborted":
+            self._abort_one(tx, run, action, error)
+            return
+        self._close_sessions(tx, run, action, error.message, attempt=number)
+        self._fail_attempt(tx, run, action, attempt, error)
 
     def running_attempts(self) -> list[RunningAttempt]:
         """Attempts the database believes are running (after a restart: none really are)."""
@@ -989,6 +1681,156 @@ class RunService:
             self._run_row(s, name)
 
 
+_OK = wire.ItemStatus()
+# the tables themselves: bulk statements on them are plain executemany, without the ORM's
+# per-row bookkeeping (which costs more than the statement)
+_ACTIONS = cast(Table, Action.__table__)
+_ATTEMPTS = cast(Table, Attempt.__table__)
+_EVENTS = cast(Table, Event.__table__)
+
+
+def _update_by_id(s: Session, table: Table, rows: list[dict[str, Any]]) -> None:
+    """``UPDATE table SET ... WHERE id = :_id`` for each row (all with the same keys)."""
+    if rows:
+        s.execute(_update_statement(table, tuple(k for k in rows[0] if k != "_id")), rows)
+
+
+@functools.cache
+def _update_statement(table: Table, columns: tuple[str, ...]) -> Any:
+    # one statement object per shape: SQLAlchemy keys its compiled form on the object
+    values: dict[str, Any] = {k: bindparam(k) for k in columns}
+    return update(table).where(table.c.id == bindparam("_id")).values(values)
+
+
+_INSERT_EVENTS = insert(_EVENTS)
+_INSERT_ACTIONS = insert(_ACTIONS)
+_INSERT_ATTEMPTS = insert(_ATTEMPTS).returning(_ATTEMPTS.c.id, sort_by_parameter_order=True)
+
+_child = aliased(Action)
+#: The slots running actions hold. A parent blocked on its children holds none, or a deep
+#: tree would deadlock.
+_BUSY = select(func.coalesce(func.sum(Action.weight), 0.0)).where(
+    Action.phase == "RUNNING",
+    ~exists().where(
+        _child.run_id == Action.run_id,
+        _child.parent == Action.name,
+        _child.phase.not_in(TERMINAL),
+    ),
+)
+#: What may start now (``:now``), in creation order.
+_CLAIMABLE = (
+    select(
+        Action.id,
+        Action.name,
+        Action.run_id,
+        Action.phase,
+        cast_(Action.spec, Text).label("spec"),  # text: a cache key as it is
+        Action.weight,
+        Action.attempts,
+        Action.started_at,
+        Action.ended_at,
+        Action.error,
+        Action.inputs_key,
+        Run.name.label("run_name"),
+        Run.env_vars,
+        Run.bundle,
+        Run.domain,
+        Run.overwrite_cache,
+        Project.name.label("project"),
+    )
+    .join(Run, Run.id == Action.run_id)
+    .join(Project, Project.id == Run.project_id)
+    .where(
+        or_(
+            Action.phase == "QUEUED",
+            (Action.phase == "RETRYING") & (Action.retry_at <= bindparam("now")),
+        )
+    )
+    .order_by(Action.id)
+    .limit(_CLAIM_BATCH)
+)
+_RUN_ID = select(Run.id).where(Run.name == bindparam("name"))
+_RUN_IDS = select(Run.name, Run.id).where(Run.name.in_(bindparam("names", expanding=True)))
+_OUTCOMES = select(Action.name, Action.phase, Action.error, Action.outputs_key).where(
+    Action.run_id == bindparam("run"), Action.name.in_(bindparam("names", expanding=True))
+)
+_LAST_SEQ = select(func.max(Event.seq))
+#: Actions of run ``:run`` that ended after event ``:seq`` (events commit in seq order).
+_ENDED_SINCE = select(Event.seq, Event.action).where(
+    Event.run == bindparam("run"),
+    Event.seq > bindparam("seq"),
+    Event.kind == "action",
+    Event.phase.in_(TERMINAL),
+)
+#: What deciding on reports about attempts of actions ``:names`` of run ``:run`` takes.
+_ATTEMPT_ROWS = (
+    select(
+        Action.id.label("action_id"),
+        Action.name.label("action"),
+        Action.phase.label("action_phase"),
+        Action.attempts,
+        Action.cache,
+        Attempt.id.label("attempt_id"),
+        Attempt.number,
+        Attempt.phase,
+        Attempt.reported,
+        Attempt.error,
+    )
+    .outerjoin(Attempt, Attempt.action_id == Action.id)
+    .where(Action.run_id == bindparam("run"), Action.name.in_(bindparam("names", expanding=True)))
+)
+#: Which of actions ``:names`` of run ``:run`` have children that have not ended.
+_OPEN_PARENTS = (
+    select(Action.parent)
+    .where(
+        Action.run_id == bindparam("run"),
+        Action.parent.in_(bindparam("names", expanding=True)),
+        Action.phase.not_in(TERMINAL),
+    )
+    .distinct()
+)
+#: When the next backoff (after ``:now``) ends.
+_NEXT_DUE = select(func.min(Action.retry_at)).where(
+    Action.phase == "RETRYING", Action.retry_at > bindparam("now")
+)
+
+
+def _exit_error(exit: ProcessExit) -> wire.ErrorInfo:
+    """How an attempt whose process ended without reporting failed."""
+    if exit.reason == "timeout":
+        return wire.ErrorInfo(
+            type="TaskTimeoutError",
+            message=f"attempt {exit.attempt} of action {exit.action!r} exceeded its timeout and "
+            "was killed",
+            kind="timeout",
+        )
+    if exit.reason == "cancelled":
+        return wire.ErrorInfo(
+            type="ActionAborted", message="the attempt was cancelled", kind="aborted"
+        )
+    code = exit.returncode
+    detail = f"worker lost: process exited with code {code}"
+    if code is not None and code < 0:
+        detail += f" (killed by signal {-code})"
+    if code == 0:
+        detail += " without reporting its result"
+    return wire.ErrorInfo(type="WorkerLostError", message=detail, kind="worker_lost")
+
+
+def _status(error: ServerError) -> wire.ItemStatus:
+    return wire.ItemStatus(status=error.status_code, detail=str(error))
+
+
+def _weight(task: wire.TaskSpec) -> float:
+    """The share of an executor slot an action of ``task`` holds while it runs."""
+    return 1.0 if task.reuse is None else 1.0 / task.reuse.concurrency
+
+
+def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), _IN_CHUNK):
+        yield items[start : start + _IN_CHUNK]
+
+
 def _digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -1005,8 +1847,9 @@ def normalize_digest(digest: str) -> str:
 
 
 def log_path(logs_dir: Path, run: str, action: str, attempt: int) -> Path:
-    """Where the executor writes an attempt's live log."""
-    return logs_dir / run / action / f"{attempt}.log"
+    """Where the executor writes an attempt's live log (one directory per run, not per
+    action: making a directory for each of a fan-out's actions costs more than its log)."""
+    return logs_dir / run / f"{action}.{attempt}.log"
 
 
 def log_key(run: str, action: str, attempt: int) -> str:

@@ -20,10 +20,14 @@ _MAX_SLEEP_S = 5.0
 
 
 class Scheduler:
-    """One loop on the server's event loop; :meth:`wake` makes it look at the queue now."""
+    """One loop on the server's event loop; :meth:`wake` makes it look at the queue now.
+
+    ``launch`` starts one claimed attempt and returns the executor's handle for it (``None``
+    if it could not start); the handles are recorded by the next pass's transaction.
+    """
 
     def __init__(
-        self, runs: RunService, launch: Callable[[Launch], Awaitable[None]], slots: int
+        self, runs: RunService, launch: Callable[[Launch], Awaitable[str | None]], slots: int
     ) -> None:
         self._runs = runs
         self._launch = launch
@@ -47,22 +51,31 @@ class Scheduler:
             self._task = None
 
     async def _loop(self) -> None:
+        # the executor's handles of the last pass's launches: recorded (for crash recovery) by
+        # the next pass's transaction if one follows at once, as in a fan-out, else on their own
+        handles: list[tuple[int, str]] = []
         while True:
             self._wake.clear()
             try:
+                recorded, handles = handles, []
                 launches, next_due = await to_thread.run_sync(
-                    self._runs.claim_launchable, self._slots
+                    self._runs.claim_launchable, self._slots, recorded
                 )
                 for launch in launches:
-                    await self._launch(launch)
+                    handle = await self._launch(launch)
+                    if handle is not None and launch.attempt_id:
+                        handles.append((launch.attempt_id, handle))
+                if handles and not self._wake.is_set():
+                    recorded, handles = handles, []
+                    await to_thread.run_sync(self._runs.record_handles, recorded)
             except asyncio.CancelledError:
                 raise
             except Exception:  # keep scheduling; the next pass may well succeed
                 log.exception("scheduling pass failed")
-                launches, next_due = [], None
+                next_due = None
                 await asyncio.sleep(1.0)
-            if launches:
-                continue  # there may be more to start (e.g. slots freed meanwhile)
+            # what frees a slot or queues an action wakes us (also while a pass runs): a pass
+            # that used every slot, or found nothing more, has nothing to follow up
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), _sleep_s(next_due))
 

@@ -1,0 +1,107 @@
+"""Warm worker pools, with a small script standing in for ``python -m loom.runtime --worker``:
+what a worker is sent, and the handle recovery would kill it by."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from loom import wire
+from loom.executors import Job, JobExit, LocalProcessExecutor, process_identity
+
+pytestmark = pytest.mark.e2e
+
+# speaks the worker's side of the protocol: hello, then for each job write the message it got
+# to <job log>.json and report it done
+WORKER = """
+import asyncio, json, os, sys
+
+async def main():
+    socket = sys.argv[sys.argv.index("--socket") + 1]
+    worker = sys.argv[sys.argv.index("--worker-id") + 1]
+    reader, writer = await asyncio.open_unix_connection(socket, limit=2**20)
+    writer.write((json.dumps({"hello": worker, "pid": os.getpid()}) + "\\n").encode())
+    async for line in reader:
+        message = json.loads(line)
+        if message.get("stop"):
+            break
+        if "job" in message:
+            with open(message["log"] + ".json", "w") as f:
+                json.dump(message, f)
+            writer.write((json.dumps({"done": message["job"], "code": 0}) + "\\n").encode())
+            await writer.drain()
+
+asyncio.run(main())
+"""
+
+
+def _job(tmp_path: Path, action: str, spec: wire.ActionSpec | None = None) -> Job:
+    return Job(
+        run="r1",
+        action=action,
+        attempt=1,
+        endpoint="http://127.0.0.1:1",
+        env={"PATH": os.environ.get("PATH", "")},
+        log_path=tmp_path / "logs" / "r1" / f"{action}.1.log",
+        workdir=tmp_path / "work" / action,
+        reuse=wire.ReuseSpec(min_replicas=1, max_replicas=1, concurrency=4, idle_ttl_s=30),
+        pool="p1",
+        spec=spec,
+    )
+
+
+def _spec(action: str) -> wire.ActionSpec:
+    task = wire.TaskSpec(module="flow", attr="t", name="env.t", environment="env")
+    return wire.ActionSpec(
+        run="r1",
+        action=action,
+        attempt=1,
+        project="default",
+        domain="development",
+        bundle="b" * 64,
+        task=task,
+        inputs={"x": [1, "two", None]},
+        env_vars={"R": "1"},
+    )
+
+
+def test_a_worker_gets_the_spec_with_its_job(tmp_path: Path) -> None:
+    script = tmp_path / "worker.py"
+    script.write_text(textwrap.dedent(WORKER))
+    exits: list[JobExit] = []
+    done = asyncio.Event()
+
+    async def on_exit(exit: JobExit) -> None:
+        exits.append(exit)
+        if len(exits) == 2:
+            done.set()
+
+    async def main() -> tuple[str, str]:
+        executor = LocalProcessExecutor([sys.executable, str(script)], slots=2)
+        await executor.start(on_exit)
+        try:
+            with_spec = await executor.submit(_job(tmp_path, "a1", _spec("a1")))
+            without = await executor.submit(_job(tmp_path, "a2"))
+            await asyncio.wait_for(done.wait(), 30)
+        finally:
+            await executor.shutdown()
+        return with_spec, without
+
+    with_spec, without = asyncio.run(main())
+    assert with_spec == without  # one worker
+    kind, pid, identity = with_spec.split(":")
+    assert kind == "pid" and identity  # recovery kills this very process, not a reused pid
+    assert process_identity(int(pid)) in (None, identity)
+    assert sorted(e.job_id for e in exits) == ["r1/a1/1", "r1/a2/1"]
+    assert all(e.returncode == 0 and e.reason == "exited" for e in exits)
+    sent = json.loads((tmp_path / "logs" / "r1" / "a1.1.log.json").read_text())
+    assert sent["job"] == "r1/a1/1" and sent["attempt"] == 1
+    assert wire.ActionSpec.model_validate(sent["spec"]) == _spec("a1")
+    plain = json.loads((tmp_path / "logs" / "r1" / "a2.1.log.json").read_text())
+    assert "spec" not in plain  # the worker fetches it itself
