@@ -67,13 +67,9 @@ def debug(run: str, action: str, jupyter: bool, output: str) -> None:
     if output == "json":
         print_json(info)
         return
-    click.echo(f"created run {info.name}: {spec_hint(info.name)}")
-
-
-def spec_hint(run: str) -> str:
-    return (
-        f"its session URL shows in `loom get action {run} {ROOT_ACTION}` once ready; "
-        f"resume with `loom resume {run}`"
+    click.echo(
+        f"created run {info.name}: its session URL shows in `loom get action {info.name}` "
+        f"once ready; resume with `loom resume {info.name}`"
     )
 
 
