@@ -68,7 +68,7 @@ def debug(run: str, action: str, jupyter: bool, output: str) -> None:
         print_json(info)
         return
     click.echo(
-        f"created run {info.name}: its session URL shows in `loom get action {info.name}` "
+        f"created run {info.name}: its session URL shows in `loom get action {info.name} a0` "
         f"once ready; resume with `loom resume {info.name}`"
     )
 
