@@ -527,14 +527,17 @@ async def _log_chunks(
             offset += len(data)
             yield data
             continue
-        if not follow or p.bus.stopping.is_set():
+        if p.bus.stopping.is_set():
             return
         if source.ended and not path.exists():
-            # the log is on its way to the object store, or there never was one (the process
-            # did not start): give the former a moment, then stop
+            # the log is on its way to the object store (moved, its key not yet recorded), or
+            # there never was one (the process did not start): give the former a moment, then
+            # stop; with or without follow, or a reader in that moment would get nothing
             missing_since = missing_since or loop.time()
             if loop.time() - missing_since > _LOG_GRACE_S:
                 return
+        elif not follow:
+            return
         await asyncio.sleep(_LOG_POLL_S)
 
 
