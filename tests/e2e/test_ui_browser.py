@@ -337,8 +337,14 @@ def test_open_an_interactive_session_from_its_button_and_resume(
     with page.context.expect_page() as opened:
         open_link.click()
     ide = opened.value
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     explorer_entry = ide.get_by_role("treeitem", name="ide_flow.py")
-    explorer_entry.wait_for(timeout=90_000)
+    try:
+        explorer_entry.wait_for(timeout=60_000)
+    except PlaywrightTimeout:  # a loaded machine can drop the editor's first connection
+        ide.reload()  # as a user would: the session itself must still be there
+        explorer_entry.wait_for(timeout=90_000)
     assert ide.url.startswith(f"{ide_server.endpoint}/sessions/")
     explorer_entry.dblclick()
     ide.get_by_text("async def edit_me").first.wait_for(timeout=30_000)
