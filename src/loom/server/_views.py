@@ -20,7 +20,7 @@ from .. import wire
 from ._db import Database
 from ._errors import BadRequestError, ConflictError, NotFoundError
 from ._models import Action, Attempt, InteractiveSession, Project, Run
-from ._runs import RunService, session_info
+from ._runs import RunService, run_info, session_info
 from ._state import ROOT_ACTION
 
 #: Most task names offered as a filter on the runs page.
@@ -98,7 +98,7 @@ class ViewService:
                     .limit(MAX_TASK_NAMES)
                 )
             )
-            runs = [_run_info(run, name, counts.get(run.id, 0)) for run, name in rows]
+            runs = [run_info(run, name, counts.get(run.id, 0)) for run, name in rows]
         return wire.RunPage(runs=runs, total=total, offset=offset, limit=limit, tasks=tasks)
 
     # -- the run page ---------------------------------------------------------------------
@@ -122,7 +122,7 @@ class ViewService:
                 raise NotFoundError(f"run {run!r} not found")
             row, project = found
             actions = self._actions(s, row)
-        info = _run_info(row, project, len(actions))
+        info = run_info(row, project, len(actions))
         return wire.RunView.model_construct(run=info, actions=actions, seq=seq)
 
     def _actions(self, s: Session, run: Run) -> list[wire.ActionInfo]:
@@ -275,22 +275,6 @@ _PHASES = (
 
 def _error(data: dict[str, Any] | None) -> wire.ErrorInfo | None:
     return None if data is None else wire.ErrorInfo.model_validate(data)
-
-
-def _run_info(r: Run, project: str, actions: int) -> wire.RunInfo:
-    return wire.RunInfo(
-        name=r.name,
-        project=project,
-        domain=r.domain,
-        task=r.task,
-        phase=r.phase,  # type: ignore[arg-type]
-        created_at=r.created_at,
-        started_at=r.started_at,
-        ended_at=r.ended_at,
-        created_by=r.created_by,
-        error=_error(r.error),
-        actions=actions,
-    )
 
 
 def _value_view(data: bytes, *, wrapped: bool = False) -> wire.ValueView:
