@@ -307,7 +307,9 @@ class ActionInfo(_Model):
     started_at: datetime | None = None
     ended_at: datetime | None = None
     error: ErrorInfo | None = None
-    cache: Literal["disabled", "miss", "hit", "overwritten"] = "disabled"
+    #: ``waiting``: QUEUED behind an identical call of a ``Cache(serialize=True)`` task, whose
+    #: result it gets (``hit``), or whose place it takes if that call fails
+    cache: Literal["disabled", "miss", "hit", "overwritten", "waiting"] = "disabled"
     session: SessionInfo | None = None  # the latest interactive session, if it had any
 
 

@@ -110,6 +110,19 @@ async def flavour() -> str:
 @env.task(cache="auto")
 async def cached(x: int) -> float:
     return time.time()
+
+
+@env.task(cache=loom.Cache(serialize=True))
+async def expensive(marker: str) -> int:
+    with open(marker, "a") as f:
+        f.write("x")
+    await asyncio.sleep(1.0)  # the identical calls arrive meanwhile
+    return 42
+
+
+@env.task
+async def many_expensive(marker: str, n: int) -> list[int]:
+    return list(await asyncio.gather(*(expensive(marker) for _ in range(n))))
 """
 
 
@@ -182,6 +195,19 @@ def test_cache_hits_across_runs(server: Any, flow: Path) -> None:
     assert second["outputs"] == first
     action = json.loads(loom_cli(server, "get", "action", second["run"], "a0", "-o", "json").stdout)
     assert action["cache"] == "hit"
+
+
+def test_serialized_cache_runs_identical_calls_once(
+    server: Any, flow: Path, tmp_path: Path
+) -> None:
+    marker = tmp_path / "expensive-calls"
+    doc = remote(server, str(flow), "many_expensive", "--marker", str(marker), "--n", "4")
+    assert doc["phase"] == "SUCCEEDED" and doc["outputs"] == [42] * 4
+    assert marker.read_text() == "x"  # one execution for four calls
+    actions = json.loads(loom_cli(server, "get", "action", doc["run"], "-o", "json").stdout)
+    children = [a for a in actions if a["task"].endswith("expensive") and a["parent"]]
+    assert sorted(a["cache"] for a in children) == ["hit", "hit", "hit", "miss"]
+    assert sum(len(a["attempts"]) for a in children) == 1
 
 
 def test_python_api(server: Any, tmp_path: Path, flow: Path) -> None:

@@ -307,6 +307,73 @@ def test_failures_are_not_cached(api: Api) -> None:
     assert api.create_run(_cached("k3"))["phase"] == "QUEUED"
 
 
+def _serialized(key: str, **kwargs: object) -> dict[str, object]:
+    return task_spec(cache={"key": key, "serialize": True}, **kwargs)
+
+
+def _never_launched(api: Api, run: str, action: str = "a0") -> bool:
+    time.sleep(0.3)  # a scheduling pass or two
+    return not any(job.startswith(f"{run}/{action}/") for job in api.executor.jobs)
+
+
+def test_serialized_cache_calls_wait_for_the_first_and_share_its_result(api: Api) -> None:
+    first = api.create_run(_serialized("s1"))["name"]
+    api.job(first, "a0", 1)
+    second = api.create_run(_serialized("s1"))
+    assert second["phase"] == "QUEUED"
+    assert api.action(second["name"], "a0")["cache"] == "waiting"
+    other = api.create_run()["name"]
+    api.job(other, "a0", 1)
+    assert api.create_child(other, "c", task=_serialized("s1"))["cache"] == "waiting"
+    assert _never_launched(api, second["name"]) and _never_launched(api, other, "c")
+    # the same key elsewhere, a plain cached task, or an overwriting run: no waiting
+    staging = api.create_run(_serialized("s1"), domain="staging")["name"]
+    assert api.action(staging, "a0")["cache"] == "miss"
+    assert api.action(api.create_run(_cached("s1"))["name"], "a0")["cache"] == "miss"
+    overwrite = api.create_run(_serialized("s1"), overwrite_cache=True)["name"]
+    assert api.action(overwrite, "a0")["cache"] == "miss"
+
+    assert api.finish(first, "a0", 1, value="once").json()["cache"] == "miss"
+    for run, action in ((second["name"], "a0"), (other, "c")):
+        waited = api.wait_phase(run, action, "SUCCEEDED")
+        assert waited["cache"] == "hit" and waited["attempts"] == []
+        outputs = api.client.get(f"/api/v1/runs/{run}/actions/{action}/outputs").json()
+        assert outputs == {"value": "once"}
+    assert api.client.get(f"/api/v1/runs/{second['name']}").json()["phase"] == "SUCCEEDED"
+
+
+def test_when_the_serialized_call_fails_the_oldest_waiting_one_runs_instead(api: Api) -> None:
+    retried = {"retries": {"count": 1, "backoff_s": 0}}
+    first = api.create_run(_serialized("s2", **retried))["name"]
+    api.job(first, "a0", 1)
+    second, third = (api.create_run(_serialized("s2"))["name"] for _ in range(2))
+    # a retry keeps its place: the others go on waiting
+    assert api.finish(first, "a0", 1, error=error_info("flaky")).json()["phase"] == "RETRYING"
+    api.job(first, "a0", 2)
+    assert api.action(second, "a0")["cache"] == "waiting"
+    api.finish(first, "a0", 2, error=error_info("broken"))
+    api.job(second, "a0", 1)
+    assert api.action(second, "a0")["cache"] == "miss"
+    assert api.action(third, "a0")["cache"] == "waiting" and _never_launched(api, third)
+    # aborting the one that runs passes the turn on too
+    api.client.post(f"/api/v1/runs/{second}/abort")
+    api.job(third, "a0", 1)
+    api.finish(third, "a0", 1, value="third time")
+    assert api.create_run(_serialized("s2"))["phase"] == "SUCCEEDED"  # a plain hit now
+
+
+def test_aborting_a_waiting_call_leaves_the_others_alone(api: Api) -> None:
+    first = api.create_run(_serialized("s3"))["name"]
+    api.job(first, "a0", 1)
+    second, third = (api.create_run(_serialized("s3"))["name"] for _ in range(2))
+    assert api.client.post(f"/api/v1/runs/{second}/abort").json()["phase"] == "ABORTED"
+    assert api.action(first, "a0")["phase"] == "RUNNING"
+    assert api.action(third, "a0")["cache"] == "waiting" and _never_launched(api, third)
+    api.finish(first, "a0", 1, value=3)
+    assert api.wait_phase(third, "a0", "SUCCEEDED")["cache"] == "hit"
+    assert api.action(second, "a0")["phase"] == "ABORTED"
+
+
 def test_oversized_inputs_and_outputs_are_413(api: Api) -> None:
     big = "x" * (wire.MAX_INLINE_BYTES + 1)
     body = {"bundle": api.bundle, "root": {"name": "x", "task": task_spec(), "inputs": {"s": big}}}

@@ -112,6 +112,7 @@ class Action(Base):
         UniqueConstraint("run_id", "name", name="uq_actions_run_name"),
         Index("ix_actions_phase_id", "phase", "id"),  # the scheduler's queue, in creation order
         Index("ix_actions_run_parent", "run_id", "parent"),
+        Index("ix_actions_cache_digest", "cache_digest"),
     )
 
     id: Mapped[int] = mapped_column(_BigId, primary_key=True)
@@ -129,7 +130,11 @@ class Action(Base):
     # worker (one worker process runs `concurrency` actions in the slot of one)
     weight: Mapped[float] = mapped_column(Float, default=1.0, server_default="1")
     retry_at: Mapped[datetime | None]  # when a RETRYING action may start its next attempt
+    # disabled, miss, hit, overwritten, or waiting: QUEUED behind an identical call of a
+    # serialized cache (not claimable until that one ends)
     cache: Mapped[str] = mapped_column(String(16), default="disabled")
+    # the cache key's digest, for a task with ``Cache(serialize=True)`` only
+    cache_digest: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]

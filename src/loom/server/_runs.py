@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Table, Text, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy import Select, Table, Text, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy import cast as cast_
 from sqlalchemy.orm import Session, aliased
 
@@ -470,8 +470,33 @@ class RunService:
             run.ended_at = action.ended_at
             run.error = action.error
             self._event(tx, "run", run.name, None, phase)
+        if phase in TERMINAL and action.cache_digest is not None and action.cache == "miss":
+            self._end_serialized(tx, run, action)  # it computed a serialized cache
         if phase in TERMINAL and cascade:
             self._abort_descendants(tx, run, action)
+
+    def _end_serialized(self, tx: _Tx, run: Run, leader: Action) -> None:
+        """The call of a serialized cache that others wait for has ended: a success is their
+        result (each a cache hit, in whichever run it is); otherwise the oldest of them runs
+        in its place, and the rest wait for that one, as they would locally."""
+        assert leader.cache_digest is not None
+        waiting = _serialized(run, leader.cache_digest, waiting=True)
+        if leader.phase != "SUCCEEDED":
+            follower = _first(tx.s, waiting)
+            if follower is not None:
+                follower.cache = "miss"
+                tx.fx.schedule = True
+            return
+        runs: dict[int, Run] = {run.id: run}
+        for follower in list(tx.s.scalars(waiting)):
+            follower_run = runs.get(follower.run_id) or tx.s.get(Run, follower.run_id)
+            assert follower_run is not None
+            runs[follower.run_id] = follower_run
+            follower.cache = "hit"
+            follower.outputs_key = leader.outputs_key
+            follower.started_at = utcnow()
+            tx.no_open_children.add(follower.id)  # it never ran
+            self._set_phase(tx, follower_run, follower, "SUCCEEDED")
 
     def _abort_descendants(self, tx: _Tx, run: Run, action: Action) -> None:
         """Nobody waits for the children of an ended action: abort what is still going."""
@@ -801,11 +826,12 @@ class RunService:
             self._set_phase(tx, run, action, "FAILED", error=too_big)
             return action
         if task.cache is not None and not run.overwrite_cache:
+            digest = _digest(task.cache.key)
             entry = tx.s.scalar(
                 select(CacheEntry).where(
                     CacheEntry.project_id == run.project_id,
                     CacheEntry.domain == run.domain,
-                    CacheEntry.key_digest == _digest(task.cache.key),
+                    CacheEntry.key_digest == digest,
                 )
             )
             if entry is not None:
@@ -814,6 +840,13 @@ class RunService:
                 action.started_at = utcnow()
                 self._set_phase(tx, run, action, "SUCCEEDED")
                 return action
+            if task.cache.serialize:
+                # (looked up before this action has its digest: it must not find itself)
+                if _first(tx.s, _serialized(run, digest, waiting=False)) is not None:
+                    action.cache = "waiting"  # not claimable: see _end_serialized
+                action.cache_digest = digest
+                if action.cache == "waiting":
+                    return action
         tx.fx.schedule = True
         return action
 
@@ -1742,13 +1775,37 @@ _CLAIMABLE = (
     .join(Project, Project.id == Run.project_id)
     .where(
         or_(
-            Action.phase == "QUEUED",
+            (Action.phase == "QUEUED") & (Action.cache != "waiting"),
             (Action.phase == "RETRYING") & (Action.retry_at <= bindparam("now")),
         )
     )
     .order_by(Action.id)
     .limit(_CLAIM_BATCH)
 )
+
+
+def _serialized(run: Run, digest: str, *, waiting: bool) -> Select[Action]:
+    """The open actions of ``digest``'s serialized cache in ``run``'s project and domain,
+    oldest first: those ``waiting`` for another, or the one computing it (the others)."""
+    status = Action.cache == "waiting" if waiting else Action.cache != "waiting"
+    return (
+        select(Action)
+        .join(Run, Run.id == Action.run_id)
+        .where(
+            Action.cache_digest == digest,
+            Action.phase.not_in(TERMINAL),
+            status,
+            Run.project_id == run.project_id,
+            Run.domain == run.domain,
+        )
+        .order_by(Action.id)
+    )
+
+
+def _first(s: Session, query: Select[Action]) -> Action | None:
+    return s.scalars(query.limit(1)).first()
+
+
 _RUN_ID = select(Run.id).where(Run.name == bindparam("name"))
 _RUN_IDS = select(Run.name, Run.id).where(Run.name.in_(bindparam("names", expanding=True)))
 _OUTCOMES = select(Action.name, Action.phase, Action.error, Action.outputs_key).where(

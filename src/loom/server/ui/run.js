@@ -29,6 +29,8 @@ const FEW_CHANGES = 30; // more changed actions than this: reload the whole run
 const FULL_RELOAD_GAP_MS = 1500;
 const SESSION_POLL_MS = 10000;
 const MAX_LOG_CHARS = 2_000_000;
+// the cache states that need more words than their name
+const CACHE_TEXT = { waiting: "waiting for an identical call (serialized cache)" };
 
 const shortTask = (task) => task.slice(task.lastIndexOf(".") + 1);
 const actionKey = (name) => `a:${name}`;
@@ -623,7 +625,7 @@ export class RunPage {
       html`<div><dt>Started</dt><dd><time datetime="${isoTitle(started)}" title="${isoTitle(started)}">${started ? formatTime(started) : "not yet"}</time></dd></div>`,
       html`<div><dt>Duration</dt><dd>${durationCell(started, ended, !terminal)}</dd></div>`,
     ];
-    if (a.cache !== "disabled") facts.push(html`<div><dt>Cache</dt><dd>${a.cache}</dd></div>`);
+    if (a.cache !== "disabled") facts.push(html`<div><dt>Cache</dt><dd>${CACHE_TEXT[a.cache] ?? a.cache}</dd></div>`);
     if (a.parent) facts.push(html`<div><dt>Parent</dt><dd><a href="/runs/${enc(this.runName)}/${enc(a.parent)}" data-nav>${a.parent}</a></dd></div>`);
     if (a.group.length) facts.push(html`<div><dt>Group</dt><dd>${a.group.join(" › ")}</dd></div>`);
     setHtml(
