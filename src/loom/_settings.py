@@ -38,6 +38,8 @@ class Settings:
     endpoint: str | None = None
     api_key: str | None = None
     local_threads: int = 64
+    #: seconds between an action process's heartbeats (the server sets it for its runtimes)
+    heartbeat_interval_s: float = 10.0
     env_secrets: dict[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -62,6 +64,7 @@ class Settings:
             ("endpoint", "LOOM_ENDPOINT"),
             ("api_key", "LOOM_API_KEY"),
             ("local_threads", "LOOM_LOCAL_THREADS"),
+            ("heartbeat_interval_s", "LOOM_HEARTBEAT_INTERVAL"),
         ):
             if env.get(var):
                 values[name] = env[var]
@@ -75,6 +78,15 @@ class Settings:
             ) from e
         if values["local_threads"] < 1:
             raise ConfigError("LOOM_LOCAL_THREADS must be at least 1")
+        try:
+            values["heartbeat_interval_s"] = float(values.get("heartbeat_interval_s", 10.0))
+        except ValueError as e:
+            raise ConfigError(
+                "LOOM_HEARTBEAT_INTERVAL must be a number of seconds, got "
+                f"{values['heartbeat_interval_s']!r}"
+            ) from e
+        if not values["heartbeat_interval_s"] > 0:
+            raise ConfigError("LOOM_HEARTBEAT_INTERVAL must be more than 0 seconds")
         return cls(**values)
 
     def with_overrides(self, **overrides: Any) -> Settings:

@@ -105,3 +105,61 @@ def test_a_worker_gets_the_spec_with_its_job(tmp_path: Path) -> None:
     assert wire.ActionSpec.model_validate(sent["spec"]) == _spec("a1")
     plain = json.loads((tmp_path / "logs" / "r1" / "a2.1.log.json").read_text())
     assert "spec" not in plain  # the worker fetches it itself
+
+
+# like WORKER, but it never ends job "stuck", and ignores cancels: a hung worker
+HUNG_WORKER = """
+import asyncio, json, os, sys
+
+async def main():
+    socket = sys.argv[sys.argv.index("--socket") + 1]
+    worker = sys.argv[sys.argv.index("--worker-id") + 1]
+    reader, writer = await asyncio.open_unix_connection(socket, limit=2**20)
+    writer.write((json.dumps({"hello": worker, "pid": os.getpid()}) + "\\n").encode())
+    async for line in reader:
+        message = json.loads(line)
+        if "job" in message and message["action"] != "stuck":
+            with open(message["log"] + ".json", "w") as f:
+                json.dump({**message, "pid": os.getpid()}, f)
+            writer.write((json.dumps({"done": message["job"], "code": 0}) + "\\n").encode())
+            await writer.drain()
+
+asyncio.run(main())
+"""
+
+
+def test_a_worker_that_does_not_cancel_gets_no_new_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from loom.executors import _pool
+
+    monkeypatch.setattr(_pool, "CANCEL_GRACE_S", 1.0)
+    script = tmp_path / "worker.py"
+    script.write_text(textwrap.dedent(HUNG_WORKER))
+    exits: dict[str, JobExit] = {}
+    done = asyncio.Event()
+
+    async def on_exit(exit: JobExit) -> None:
+        exits[exit.job_id] = exit
+        if len(exits) == 2:
+            done.set()
+
+    async def main() -> tuple[str, str]:
+        executor = LocalProcessExecutor([sys.executable, str(script)], slots=2)
+        await executor.start(on_exit)
+        try:
+            hung = await executor.submit(_job(tmp_path, "stuck"))
+            await executor.cancel("r1/stuck/1")
+            # the worker has room for three more, but not until it has cancelled
+            later = await executor.submit(_job(tmp_path, "later"))
+            await asyncio.wait_for(done.wait(), 30)
+        finally:
+            await executor.shutdown()
+        return hung, later
+
+    hung, later = asyncio.run(main())
+    assert later == "pool:waiting"  # queued in the pool, not given to the hung worker
+    assert exits["r1/stuck/1"].reason == "cancelled"
+    assert exits["r1/later/1"].returncode == 0
+    ran = json.loads((tmp_path / "logs" / "r1" / "later.1.log.json").read_text())
+    assert str(ran["pid"]) != hung.split(":")[1]  # a new worker ran it

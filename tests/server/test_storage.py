@@ -28,6 +28,7 @@ def test_settings_defaults(tmp_path: Path) -> None:
     assert s.object_store == str(tmp_path / "objects")
     assert s.host == "127.0.0.1" and s.port == 8377 and s.executor_slots >= 1
     assert s.runtime_command == (sys.executable, "-m", "loom.runtime")
+    assert s.heartbeat_timeout_s == 90 and s.heartbeat_interval_s == 10
 
 
 def test_settings_from_the_environment(tmp_path: Path) -> None:
@@ -39,6 +40,7 @@ def test_settings_from_the_environment(tmp_path: Path) -> None:
         "LOOM_S3_ENDPOINT_URL": "http://127.0.0.1:9000",
         "LOOM_EXECUTOR_SLOTS": "7",
         "LOOM_RUNTIME_COMMAND": "python3 /x/fake.py --flag",
+        "LOOM_HEARTBEAT_TIMEOUT": "4.5",
         "LOOM_SECRET_X": "hidden",
         "PATH": "/bin",
     }
@@ -49,6 +51,7 @@ def test_settings_from_the_environment(tmp_path: Path) -> None:
     assert s.object_store == "s3://bucket/prefix" and s.s3_endpoint_url == "http://127.0.0.1:9000"
     assert s.executor_slots == 7 and s.port == 0
     assert s.runtime_command == ("python3", "/x/fake.py", "--flag")
+    assert s.heartbeat_timeout_s == 4.5 and s.heartbeat_interval_s == 0.75
     assert s.child_env == {"PATH": "/bin"}  # nothing LOOM_* leaks into action processes
 
 
@@ -59,6 +62,8 @@ def test_settings_from_the_environment(tmp_path: Path) -> None:
         ({}, {"host": "192.168.1.10"}, "refusing to listen"),
         ({"LOOM_EXECUTOR_SLOTS": "many"}, {}, "whole number"),
         ({"LOOM_EXECUTOR_SLOTS": "0"}, {}, "at least 1"),
+        ({"LOOM_HEARTBEAT_TIMEOUT": "soon"}, {}, "LOOM_HEARTBEAT_TIMEOUT must be a number"),
+        ({"LOOM_HEARTBEAT_TIMEOUT": "0"}, {}, "more than 0 seconds"),
     ],
 )
 def test_bad_settings(env: dict[str, str], overrides: dict[str, object], needle: str) -> None:

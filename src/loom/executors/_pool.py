@@ -8,8 +8,9 @@ more jobs wait in the pool until a slot frees. A worker idle for ``idle_ttl`` st
 
 Workers talk to the executor over one Unix socket in a private directory (see
 :mod:`loom.runtime._worker` for the protocol). A timeout or cancel asks the worker to cancel the
-attempt; if it has not ended within a grace period, the whole worker is killed and its other
-attempts are lost (the server retries them per policy). A worker that dies takes its attempts
+attempt, and the worker gets no new job until it has; if it has not ended within a grace
+period, the whole worker is killed and its other attempts are lost (the server retries them
+per policy). A worker that dies takes its attempts
 with it: each is reported as exited with the worker's code, and the worker's last output is
 appended to their logs so "worker lost" can be explained.
 """
@@ -73,6 +74,9 @@ class _Worker:
     outbox: list[str] = field(default_factory=list)  # lines
     idle_timer: asyncio.TimerHandle | None = None
     stopping: bool = False
+    # jobs it was asked to cancel that have not ended: until they do, it may be hung (a
+    # retry of a silent attempt must not land on the worker that went silent)
+    cancelling: set[str] = field(default_factory=set)
     handle: str = ""  # the executor's handle of its jobs
 
     def send(self, message: dict[str, Any], raw: str = "") -> None:
@@ -162,6 +166,7 @@ class WorkerPools:
                 return
             if pooled.reason == "exited":
                 pooled.reason = reason
+            where.cancelling.add(job_id)
             where.send({"cancel": job_id})
             # a sync task in a thread cannot be cancelled: then the worker goes, whole
             self._later(CANCEL_GRACE_S, self._kill_if_running, where, job_id)
@@ -193,7 +198,7 @@ class WorkerPools:
         live = [w for w in pool.workers if not w.stopping]
         if len(live) < pool.spec.min_replicas:
             return None  # bring the pool up to its minimum first: spread the load
-        free = [w for w in live if len(w.jobs) < pool.spec.concurrency]
+        free = [w for w in live if len(w.jobs) < pool.spec.concurrency and not w.cancelling]
         return min(free, key=lambda w: len(w.jobs)) if free else None
 
     async def _start_worker(self, pool: _Pool, job: Job) -> _Worker:
@@ -277,6 +282,7 @@ class WorkerPools:
 
     def _job_done(self, worker: _Worker, job_id: str, code: int | None) -> None:
         pooled = worker.jobs.pop(job_id, None)
+        worker.cancelling.discard(job_id)
         if pooled is None:
             return
         self._jobs.pop(job_id, None)
@@ -284,7 +290,7 @@ class WorkerPools:
             pooled.timer.cancel()
         self._report(JobExit(job_id, code, pooled.reason))
         pool = worker.pool
-        if pool.waiting and not worker.stopping:
+        if pool.waiting and not worker.stopping and not worker.cancelling:
             job = pool.waiting.popleft()
             self._assign(worker, job)
         elif not worker.jobs and not worker.stopping:

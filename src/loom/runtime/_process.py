@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import os
 import sys
@@ -28,8 +27,8 @@ from ..errors import (
 )
 from ..remote import Client
 from ..remote._bundle import extract_bundle
+from ._heartbeat import Heartbeats
 
-HEARTBEAT_SECONDS = 10.0
 #: How a warm worker reports results: many attempts' in one request (see ``_worker``).
 Report = Callable[[wire.AttemptReport], Awaitable[wire.ItemStatus]]
 _NOT_RETRYABLE = (
@@ -69,13 +68,6 @@ def _load_task(bundle: Path, spec: wire.TaskSpec) -> TaskTemplate[Any, Any]:
             f"module {spec.module!r} has no task named {spec.attr!r} in this code bundle"
         )
     return task
-
-
-async def _heartbeat(client: Client, spec: wire.ActionSpec) -> None:
-    while True:
-        await asyncio.sleep(HEARTBEAT_SECONDS)
-        with contextlib.suppress(ApiError):
-            await client.heartbeat(spec.run, spec.action, spec.attempt)
 
 
 async def run_attempt(endpoint: str, run: str, action: str, attempt: int) -> int:
@@ -121,13 +113,19 @@ async def attempt_with(
     elif spec.attempt != attempt:
         spec = spec.model_copy(update={"attempt": attempt})
     _say(f"run {run} action {action} attempt {attempt}: {spec.task.name}")
-    beat = asyncio.create_task(_heartbeat(client, spec)) if heartbeat else None
+    beats = None
+    if heartbeat:
+        ref = wire.AttemptRef(run=run, action=action, attempt=attempt)
+        beats = Heartbeats(
+            client.endpoint, settings.api_key, settings.heartbeat_interval_s, lambda: [ref]
+        )
+        beats.start()
     started = time.monotonic()
     try:
         result = await _execute(client, settings, spec, shared=shared)
     finally:
-        if beat is not None:
-            beat.cancel()
+        if beats is not None:
+            beats.stop()
     outcome = "succeeded" if result.error is None else f"failed: {result.error.type}"
     _say(f"attempt {attempt} {outcome} after {time.monotonic() - started:.2f} s")
     item = wire.AttemptReport(run=run, action=action, attempt=attempt, result=result)

@@ -16,7 +16,8 @@ Protocol, one JSON object per line:
 
 Results go to the server in batches (``POST /attempts:finish``): those ready in the same turn
 of the loop, or while the previous batch is on its way, share one request and one transaction.
-Heartbeats too: one request every ``HEARTBEAT_SECONDS`` for all the attempts running.
+Heartbeats too: one request for all the attempts running, every ``LOOM_HEARTBEAT_INTERVAL``
+seconds, from a thread of the worker's own (see ``_heartbeat``).
 
 What each attempt prints goes to its own log file: ``sys.stdout`` and ``sys.stderr`` are routed
 by a context variable that the attempt's task (and the threads it starts through asyncio) carry.
@@ -36,9 +37,9 @@ from typing import IO, Any, TextIO
 
 from .. import wire
 from .._settings import Settings
-from ..errors import ApiError
 from ..remote import Client
-from ._process import HEARTBEAT_SECONDS, attempt_with
+from ._heartbeat import Heartbeats
+from ._process import attempt_with
 
 #: Results per report request, and about how many bytes of them (outputs can be large).
 _REPORT_BATCH = 500
@@ -138,13 +139,9 @@ class _Worker:
         )
         self._running[job] = asyncio.create_task(self._attempt(message), name=f"attempt {job}")
 
-    async def heartbeats(self) -> None:
-        """Every attempt's heartbeat, all in one request, every ``HEARTBEAT_SECONDS``."""
-        while True:
-            await asyncio.sleep(HEARTBEAT_SECONDS)
-            if self._attempts:
-                with contextlib.suppress(ApiError):
-                    await self._client.heartbeats(list(self._attempts.values()))
+    def running(self) -> list[wire.AttemptRef]:
+        """The attempts running now (called from the heartbeat thread: a copy is atomic)."""
+        return list(self._attempts.copy().values())
 
     async def _attempt(self, message: dict[str, Any]) -> None:
         code = 1
@@ -198,7 +195,10 @@ async def serve_worker(endpoint: str, socket_path: str, worker_id: str) -> int:
     async with Client(endpoint, settings.api_key) as client:
         worker = _Worker(client, settings, writer)
         worker._send({"hello": worker_id, "pid": os.getpid()})
-        beats = asyncio.create_task(worker.heartbeats())
+        beats = Heartbeats(
+            endpoint, settings.api_key, settings.heartbeat_interval_s, worker.running
+        )
+        beats.start()
         stopping = False
         async for line in reader:
             message = json.loads(line)
@@ -211,7 +211,7 @@ async def serve_worker(endpoint: str, socket_path: str, worker_id: str) -> int:
                 break
         # stop: let running attempts finish; EOF: the executor is gone, nobody awaits them
         await worker.drain(cancel=not stopping)
-        beats.cancel()
+        beats.stop()
         with contextlib.suppress(ConnectionError):
             await writer.drain()
         writer.close()

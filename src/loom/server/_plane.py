@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,7 @@ class ControlPlane:
         _freeze_heap()
         self.scheduler.start()
         self._spawn(flush_activity_forever(self.sessions))
+        self._spawn(self._lose_silent_forever())
 
     async def stop(self) -> None:
         """Stop scheduling and kill every action process (a restart re-runs them)."""
@@ -157,6 +159,7 @@ class ControlPlane:
         env["LOOM_CONFIG"] = str(self.runtime_home / "config.yaml")
         if self.settings.ide_dir is not None:
             env["LOOM_IDE_DIR"] = str(self.settings.ide_dir)
+        env["LOOM_HEARTBEAT_INTERVAL"] = f"{self.settings.heartbeat_interval_s:g}"
         return env
 
     def _env_and_pool(self, launch: Launch) -> tuple[dict[str, str], str]:
@@ -276,6 +279,30 @@ class ControlPlane:
             await to_thread.run_sync(self.runs.lose_attempt, attempt, key)
         if lost:
             log.warning("recovered %d attempt(s) lost in a restart", len(lost))
+
+    async def _lose_silent_forever(self) -> None:
+        """Declare lost the attempts that stopped sending heartbeats (see
+        :meth:`RunService.lose_silent`), looking a few times per timeout."""
+        timeout = self.settings.heartbeat_timeout_s
+        period = min(10.0, timeout / 3)
+        last = awake_since = time.monotonic()
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            if now - last > period + timeout / 2:
+                # the server itself was not running (suspended, starved): the runtimes'
+                # beats went unheard, so give them a whole timeout to be heard again
+                awake_since = now
+            last = now
+            if now - awake_since < timeout:
+                continue
+            try:
+                lost = await to_thread.run_sync(self.runs.lose_silent, timeout)
+            except Exception:  # the next look may well work
+                log.exception("cannot check the attempts' heartbeats")
+                continue
+            if lost:
+                log.warning("declared %d silent attempt(s) lost", lost)
 
     def live_log(self, run: str, action: str, number: int) -> Path:
         return log_path(self.logs_dir, run, action, number)

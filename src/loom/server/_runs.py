@@ -1666,6 +1666,34 @@ class RunService:
             ).all()
         return [RunningAttempt(r, a, n, h) for r, a, n, h in rows]
 
+    def lose_silent(self, timeout_s: float) -> int:
+        """Fail as lost every running attempt not heard from for ``timeout_s`` seconds (no
+        heartbeat, nor start, nor launch since), and kill what is left of its process: it is
+        stopped, hung, or cut off from the server. Its retry policy decides the rest. Returns
+        how many there were."""
+        now = utcnow()
+        heard = func.coalesce(Attempt.heartbeat_at, Attempt.runtime_started_at, Attempt.started_at)
+        with self._tx() as tx:
+            silent = tx.s.execute(
+                select(Run, Action, Attempt, heard)
+                .join(Action, Action.id == Attempt.action_id)
+                .join(Run, Run.id == Action.run_id)
+                .where(Attempt.phase == "RUNNING", heard < now - timedelta(seconds=timeout_s))
+                .order_by(Attempt.id)
+            ).all()
+            for run, action, attempt, last in silent:
+                silence = (now - last).total_seconds() if last is not None else timeout_s
+                error = wire.ErrorInfo(
+                    type="WorkerLostError",
+                    message=f"worker lost: no heartbeat from attempt {attempt.number} for "
+                    f"{silence:.0f} s (the limit is {timeout_s:g} s): its process was stopped, "
+                    "hung or cut off from the server, and was killed",
+                    kind="worker_lost",
+                )
+                tx.fx.cancel.append(job_id(run.name, action.name, attempt.number))
+                self._end_attempt(tx, run, action, attempt, error, log_key=None)
+        return len(silent)
+
     def lose_attempt(self, attempt: RunningAttempt, log_key: str | None) -> None:
         """The server restarted while ``attempt`` ran: it is lost (and retried per policy)."""
         error = wire.ErrorInfo(

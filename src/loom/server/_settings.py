@@ -17,6 +17,8 @@ variables, defaults.
 ``LOOM_RUNTIME_COMMAND``    the command that runs one attempt (default
                             ``<python> -m loom.runtime``), split like a shell would
 ``LOOM_MAX_BUNDLE_BYTES``   largest code bundle accepted (default 1 GiB)
+``LOOM_HEARTBEAT_TIMEOUT``  seconds without a heartbeat after which a running attempt is
+                            declared lost and its process killed (default 90)
 ==========================  ==============================================================
 """
 
@@ -53,6 +55,7 @@ class ServerSettings:
     executor_slots: int = 1
     runtime_command: tuple[str, ...] = ()
     max_bundle_bytes: int = 1 << 30
+    heartbeat_timeout_s: float = 90.0
     #: where `loom ide install` put code-server and JupyterLab; interactive actions use them
     ide_dir: Path | None = None
     #: the environment action processes start from: the server's own, without ``LOOM_*``
@@ -77,6 +80,7 @@ class ServerSettings:
             "s3_region": env.get("LOOM_S3_REGION") or None,
             "executor_slots": _int(env, "LOOM_EXECUTOR_SLOTS", os.cpu_count() or 1),
             "max_bundle_bytes": _int(env, "LOOM_MAX_BUNDLE_BYTES", 1 << 30),
+            "heartbeat_timeout_s": _float(env, "LOOM_HEARTBEAT_TIMEOUT", 90.0),
             "runtime_command": tuple(
                 shlex.split(env["LOOM_RUNTIME_COMMAND"])
                 if env.get("LOOM_RUNTIME_COMMAND")
@@ -104,6 +108,8 @@ class ServerSettings:
             raise ConfigurationError("LOOM_EXECUTOR_SLOTS must be at least 1")
         if not 0 <= self.port <= 65535:
             raise ConfigurationError(f"port must be between 0 and 65535, got {self.port}")
+        if not self.heartbeat_timeout_s > 0:
+            raise ConfigurationError("LOOM_HEARTBEAT_TIMEOUT must be more than 0 seconds")
         if not self.runtime_command:
             raise ConfigurationError("LOOM_RUNTIME_COMMAND must not be empty")
         if not self.allow_remote and not is_loopback(self.host):
@@ -112,6 +118,12 @@ class ServerSettings:
                 "machines. Use a loopback address (127.0.0.1, ::1, localhost), or pass "
                 "--allow-remote if that is what you want (put TLS in front of it)"
             )
+
+    @property
+    def heartbeat_interval_s(self) -> float:
+        """How often action processes beat: several beats fit in the timeout, so one late
+        or lost request is no reason to declare an attempt lost."""
+        return min(10.0, self.heartbeat_timeout_s / 6)
 
     @property
     def sqlite(self) -> bool:
@@ -146,3 +158,13 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError as e:
         raise ConfigurationError(f"{name} must be a whole number, got {raw!r}") from e
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError as e:
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from e
