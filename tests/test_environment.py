@@ -97,6 +97,7 @@ def test_override_takes_new_values() -> None:
         (lambda: loom.TaskEnvironment("e", env_vars={"A": 1}), "env_vars must map str to str"),
         (lambda: loom.Resources(memory="lots"), "memory must look like"),
         (lambda: loom.Resources(cpu=0), "cpu must be positive"),
+        (lambda: loom.Resources(gpu="many"), "gpu must be a count or a device"),
         (lambda: loom.Cache("override"), "needs version_override"),
         (lambda: loom.Cache("sometimes"), "Cache behavior must be"),
         (lambda: loom.ReusePolicy(concurrency=0), "concurrency must be at least 1"),

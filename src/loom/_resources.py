@@ -42,10 +42,27 @@ class Resources:
         for mem in (*mems, self.disk):
             if mem is not None:
                 parse_memory(mem)
+        if self.gpu is not None:
+            gpu_count(self.gpu)
         cpus = self.cpu if isinstance(self.cpu, tuple) else (self.cpu,)
         for cpu in cpus:
             if cpu is not None and _cpu_value(cpu) <= 0:
                 raise TaskDefinitionError(f"cpu must be positive, got {cpu!r}")
+
+
+# a device is named like A100, T4 or nvidia-l4: a word with a digit ("many" is no device)
+_GPU = re.compile(r"(?P<count>\d+)|(?P<device>[A-Za-z][\w-]*\d[\w-]*)(?::(?P<quantity>\d+))?")
+
+
+def gpu_count(gpu: int | str) -> int:
+    """How many GPUs ``gpu`` asks for: a count (``1``, ``"2"``), a device (``"A100"``: one),
+    or both (``"A100:2"``)."""
+    m = _GPU.fullmatch(gpu.strip()) if isinstance(gpu, str) else None
+    if isinstance(gpu, int) and not isinstance(gpu, bool) and gpu >= 0:
+        return gpu
+    if m is None:
+        raise TaskDefinitionError(f"gpu must be a count or a device such as 'A100:2', got {gpu!r}")
+    return int(m["count"] or m["quantity"] or 1)
 
 
 def _cpu_value(cpu: int | float | str) -> float:

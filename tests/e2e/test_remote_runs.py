@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from loom.executors import machine_capacity
 from tests.conftest import REPO, run_cli, write_module
 
 pytestmark = pytest.mark.e2e
@@ -120,6 +121,14 @@ async def expensive(marker: str) -> int:
     return 42
 
 
+gpu_env = loom.TaskEnvironment("gpu-env", resources=loom.Resources(gpu="A100:1"))
+
+
+@gpu_env.task
+async def on_a_gpu() -> str:
+    return "ran"
+
+
 @env.task
 async def many_expensive(marker: str, n: int) -> list[int]:
     return list(await asyncio.gather(*(expensive(marker) for _ in range(n))))
@@ -208,6 +217,14 @@ def test_serialized_cache_runs_identical_calls_once(
     children = [a for a in actions if a["task"].endswith("expensive") and a["parent"]]
     assert sorted(a["cache"] for a in children) == ["hit", "hit", "hit", "miss"]
     assert sum(len(a["attempts"]) for a in children) == 1
+
+
+@pytest.mark.skipif(bool(machine_capacity().gpu), reason="this machine has a GPU")
+def test_a_gpu_request_on_a_machine_without_gpus_fails_at_once(server: Any, flow: Path) -> None:
+    started = time.monotonic()
+    doc = remote(server, str(flow), "on_a_gpu")
+    assert doc["phase"] == "FAILED" and time.monotonic() - started < 30
+    assert "requests 1 GPU but the largest worker has none" in doc["error"]["message"]
 
 
 def test_python_api(server: Any, tmp_path: Path, flow: Path) -> None:

@@ -184,7 +184,7 @@ def error_info(
 
 @pytest.fixture
 def capacity() -> Capacity:
-    return Capacity(slots=2, cpu=2.0, memory_bytes=8 << 30)
+    return Capacity(slots=2, cpu=2.0, memory_bytes=8 << 30, disk_bytes=100 << 30)
 
 
 @pytest.fixture

@@ -242,6 +242,8 @@ def test_queued_actions_start_in_creation_order(api: Api) -> None:
     [
         ({"cpu": 64}, "requests 64 CPUs but the largest worker has 2"),
         ({"memory_bytes": 1 << 50}, "of memory but the largest worker has 8.0 GiB"),
+        ({"gpu": 1}, "requests 1 GPU but the largest worker has none"),
+        ({"disk_bytes": 1 << 40}, "1.0 TiB of disk but the largest worker has 100.0 GiB"),
     ],
 )
 def test_an_action_too_big_for_any_worker_fails_at_once(

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .. import wire
 from .._context import TaskContext, current_group
 from .._execution import ActionExecution, cache_key, execute_async, execute_sync
-from .._resources import _cpu_value, parse_memory
+from .._resources import _cpu_value, gpu_count, parse_memory
 from .._settings import Settings
 from .._sync import run_sync
 from ..errors import LoomError, RemoteTaskError, TaskTimeoutError
@@ -46,7 +46,7 @@ def task_spec(task: TaskTemplate[Any, Any], encoded_inputs: Mapping[str, Any]) -
         resources = wire.ResourceSpec(
             cpu=None if cpu is None else _cpu_value(cpu),
             memory_bytes=None if memory is None else parse_memory(memory),
-            gpu=None if r.gpu is None else int(r.gpu),
+            gpu=None if r.gpu is None else gpu_count(r.gpu),
             disk_bytes=None if r.disk is None else parse_memory(r.disk),
         )
     retry = task.retries

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -25,8 +26,9 @@ _KEEP_FINISHED = 10_000
 DEFAULT_COMMAND: tuple[str, ...] = (sys.executable, "-m", "loom.runtime")
 
 
-def machine_capacity(slots: int | None = None) -> Capacity:
-    """This machine: its CPUs (the ones this process may use) and physical memory."""
+def machine_capacity(slots: int | None = None, disk_path: Path | None = None) -> Capacity:
+    """This machine: its CPUs (the ones this process may use), physical memory, NVIDIA GPUs,
+    and the size of the file system that holds ``disk_path`` (where attempts work)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -35,7 +37,33 @@ def machine_capacity(slots: int | None = None) -> Capacity:
         memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         memory = 0
-    return Capacity(slots=slots or cpus, cpu=float(cpus), memory_bytes=memory)
+    disk = None
+    if disk_path is not None:
+        with contextlib.suppress(OSError):
+            disk = shutil.disk_usage(_existing(disk_path)).total
+    return Capacity(
+        slots=slots or cpus,
+        cpu=float(cpus),
+        memory_bytes=memory,
+        gpu=_nvidia_gpus(),
+        disk_bytes=disk,
+    )
+
+
+def _nvidia_gpus() -> int:
+    """NVIDIA's driver makes one ``/dev/nvidiaN`` per GPU (and others, such as
+    ``/dev/nvidiactl``, that are not GPUs)."""
+    try:
+        return sum(1 for name in os.listdir("/dev") if re.fullmatch(r"nvidia\d+", name))
+    except OSError:
+        return 0
+
+
+def _existing(path: Path) -> Path:
+    """``path``, or its nearest ancestor that exists (the data directory may be new)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def process_identity(pid: int) -> str | None:

@@ -18,6 +18,7 @@ class Capacity:
     cpu: float
     memory_bytes: int
     gpu: int = 0
+    disk_bytes: int | None = None  # ``None``: unknown, requests are not checked
 
 
 @dataclass(frozen=True, slots=True)

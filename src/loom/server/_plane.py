@@ -21,7 +21,7 @@ from typing import Any
 
 from anyio import to_thread
 
-from ..executors import Executor, Job, JobExit, LocalProcessExecutor
+from ..executors import Executor, Job, JobExit, LocalProcessExecutor, machine_capacity
 from . import _state as state
 from ._auth import Authenticator
 from ._bundles import BundleService
@@ -62,7 +62,8 @@ class ControlPlane:
         self.db = db or Database(settings.database_url)
         self.store = store or open_object_store(settings)
         self.executor: Executor = executor or LocalProcessExecutor(
-            settings.runtime_command, slots=settings.executor_slots
+            settings.runtime_command,
+            capacity=machine_capacity(settings.executor_slots, disk_path=settings.data_dir),
         )
         self.keys = KeyService(self.db)
         self.projects = ProjectService(self.db)

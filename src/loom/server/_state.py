@@ -87,6 +87,21 @@ def resources_error(resources: wire.ResourceSpec, capacity: Capacity) -> wire.Er
             f"requests {_size(resources.memory_bytes)} of memory but the largest worker has "
             f"{_size(capacity.memory_bytes)}; lower Resources(memory=...)"
         )
+    elif resources.gpu and resources.gpu > capacity.gpu:
+        has = f"{capacity.gpu}" if capacity.gpu else "none"
+        message = (
+            f"requests {resources.gpu} GPU{'s' if resources.gpu > 1 else ''} but the largest "
+            f"worker has {has}; lower Resources(gpu=...), or run it on a server with GPUs"
+        )
+    elif (
+        resources.disk_bytes is not None
+        and capacity.disk_bytes is not None
+        and resources.disk_bytes > capacity.disk_bytes
+    ):
+        message = (
+            f"requests {_size(resources.disk_bytes)} of disk but the largest worker has "
+            f"{_size(capacity.disk_bytes)}; lower Resources(disk=...)"
+        )
     if message is None:
         return None
     return wire.ErrorInfo(type="InsufficientResourcesError", message=message, kind="system")
