@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,8 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-PYTHON = REPO / ".venv" / "bin" / "python"
+from _server import PYTHON, Server
 
 FLOW = """
 import asyncio
@@ -91,57 +89,11 @@ async def chain_warm(n: int) -> int:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-class Server:
-    def __init__(self, workdir: Path) -> None:
-        self.data = workdir / "data"
-        self.port = free_port()
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("LOOM_")} | {
-            "LOOM_HOME": str(self.data),
-            "LOOM_CONFIG": str(self.data / "config.yaml"),
-        }
-        started = time.perf_counter()
-        self.process = subprocess.Popen(
-            [
-                str(PYTHON),
-                "-m",
-                "loom.server",
-                "--port",
-                str(self.port),
-                "--data-dir",
-                str(self.data),
-            ],
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            if "loom server ready at" in line:
-                break
-        else:
-            raise SystemExit("the server did not start")
-        self.start_s = time.perf_counter() - started
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
 
 
 def time_run(server: Server, flow: Path, task: str, n: int, expect: int) -> float:

@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import secrets
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -39,10 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _server import PYTHON, REPO, Server
 from websockets.sync.client import connect as ws_connect
-
-REPO = Path(__file__).resolve().parent.parent
-PYTHON = REPO / ".venv" / "bin" / "python"
 
 FLOW = """
 import loom
@@ -64,46 +61,13 @@ async def in_jupyter(x: int) -> int:
 """
 
 
-class Server:
-    """``python -m loom.server`` on a free port, with a throwaway data directory."""
-
-    def __init__(self, work: Path, ide_dir: str) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        self.data = work / "data"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("LOOM_")} | {
-            "LOOM_HOME": str(self.data),
-            "LOOM_CONFIG": str(self.data / "config.yaml"),
-            "LOOM_IDE_DIR": ide_dir,
-        }
-        self.process = subprocess.Popen(
-            [str(PYTHON), "-m", "loom.server", "--port", str(self.port), "--data-dir",
-             str(self.data)],
-            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            if "loom server ready at" in line:
-                break
-        else:
-            raise SystemExit("the server did not start")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-
-
 def started_at(info: dict[str, Any]) -> float:
     return datetime.fromisoformat(info["started_at"]).timestamp()
 
 
 def one(server: Server, flow: Path, task: str, kind: str) -> dict[str, float]:
-    headers = {"Authorization": f"Bearer {api_key(server)}"}
-    base = f"http://127.0.0.1:{server.port}"
+    headers = server.headers
+    base = server.endpoint
     result = subprocess.run(
         [str(PYTHON), "-m", "loom.cli", "run", "--remote", "--detach", str(flow), task,
          "--x", "1"],
@@ -156,12 +120,6 @@ def websocket_opens(base: str, prefix: str, kind: str, headers: dict[str, str]) 
         return False
 
 
-def api_key(server: Server) -> str:
-    import yaml
-
-    return str(yaml.safe_load((server.data / "config.yaml").read_text())["api_key"])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
@@ -177,7 +135,7 @@ def main() -> None:
         code.mkdir()
         flow = code / "bench_ide.py"
         flow.write_text(textwrap.dedent(FLOW))
-        server = Server(work, ide_dir)
+        server = Server(work, env={"LOOM_IDE_DIR": ide_dir})
         try:
             for kind, task in (("vscode", "in_vscode"), ("jupyter", "in_jupyter")):
                 samples = [one(server, flow, task, kind) for _ in range(args.repeat)]

@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,8 +38,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-PYTHON = REPO / ".venv" / "bin" / "python"
+from _server import PYTHON, Server
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 TARGET_MS = 1000.0
 
@@ -126,71 +124,32 @@ async def main(sources: list[str]) -> str:
 '''
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def run_to_end(server: Server, flow: Path, *args: str) -> str:
+    """Run a task to its end; returns the run's name."""
+    result = subprocess.run(  # noqa: PLW1510 - checked below
+        [str(PYTHON), "-m", "loom.cli", "run", "--remote", "--detach", str(flow), *args],
+        env=server.env, capture_output=True, text=True, timeout=900, cwd=flow.parent,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise SystemExit(f"cannot start {args}:\n{result.stderr}")
+    name = result.stdout.strip().splitlines()[-1]
+    wait(server, name)
+    return name
 
 
-class Server:
-    """A real ``python -m loom.server`` with its own data directory."""
+def wait(server: Server, run: str, timeout: float = 900) -> dict[str, Any]:
+    import httpx
 
-    def __init__(self, workdir: Path) -> None:
-        self.data = workdir / "data"
-        self.port = free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("LOOM_")} | {
-            "LOOM_HOME": str(self.data),
-            "LOOM_CONFIG": str(self.data / "config.yaml"),
-        }
-        self.process = subprocess.Popen(
-            [str(PYTHON), "-m", "loom.server", "--port", str(self.port), "--data-dir",
-             str(self.data)],
-            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            if "loom server ready at" in line:
-                break
-        else:
-            raise SystemExit("the server did not start")
-        import yaml
-
-        self.api_key = yaml.safe_load((self.data / "config.yaml").read_text())["api_key"]
-
-    def run(self, flow: Path, *args: str) -> str:
-        """Run a task to its end; returns the run's name."""
-        result = subprocess.run(  # noqa: PLW1510 - checked below
-            [str(PYTHON), "-m", "loom.cli", "run", "--remote", "--detach", str(flow), *args],
-            env=self.env, capture_output=True, text=True, timeout=900, cwd=flow.parent,
-        )  # fmt: skip
-        if result.returncode != 0:
-            raise SystemExit(f"cannot start {args}:\n{result.stderr}")
-        name = result.stdout.strip().splitlines()[-1]
-        self.wait(name)
-        return name
-
-    def wait(self, run: str, timeout: float = 900) -> dict[str, Any]:
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        while True:
-            info: dict[str, Any] = httpx.get(
-                f"{self.endpoint}/api/v1/runs/{run}",
-                headers={"Authorization": f"Bearer {self.api_key}"},
-            ).json()
-            if info["phase"] in ("SUCCEEDED", "FAILED", "ABORTED"):
-                return info
-            if time.monotonic() > deadline:
-                raise SystemExit(f"run {run} did not end in time: {info}")
-            time.sleep(0.5)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+    deadline = time.monotonic() + timeout
+    while True:
+        info: dict[str, Any] = httpx.get(
+            f"{server.endpoint}/api/v1/runs/{run}", headers=server.headers
+        ).json()
+        if info["phase"] in ("SUCCEEDED", "FAILED", "ABORTED"):
+            return info
+        if time.monotonic() > deadline:
+            raise SystemExit(f"run {run} did not end in time: {info}")
+        time.sleep(0.5)
 
 
 def signed_in_context(browser: Any, server: Server) -> Any:
@@ -229,7 +188,7 @@ def screenshot(browser: Any, server: Server, workdir: Path, path: Path) -> None:
     code.mkdir()
     flow = code / "pipeline.py"
     flow.write_text(textwrap.dedent(PIPELINE))
-    run = server.run(flow, "main", "--sources", '["us-east", "eu-west"]')
+    run = run_to_end(server, flow, "main", "--sources", '["us-east", "eu-west"]')
     context = signed_in_context(browser, server)
     try:
         page = context.new_page()
@@ -265,7 +224,7 @@ def main() -> None:
         server = Server(workdir)
         try:
             started = time.perf_counter()
-            run = server.run(flow, "fan_out", "--n", str(args.actions))
+            run = run_to_end(server, flow, "fan_out", "--n", str(args.actions))
             run_s = time.perf_counter() - started
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests._dap import DapClient, local_variables, stop_at_breakpoint, substitute
 from tests.conftest import ServerProcess, run_cli, write_module
 
 pytestmark = pytest.mark.e2e
@@ -352,8 +353,6 @@ def test_interactive_debugging_breaks_in_the_session_workspace(
 ) -> None:
     """F5 on "Interactive Debugging" in a real session's workspace stops in the task body with
     the real inputs (driven over DAP, as VS Code and loom's extension drive debugpy)."""
-    from tests.interactive.test_debug import DapClient, substitute
-
     run = start(ide_server, tmp_path, flow(tmp_path), "edit_me", "--x", "21")
     workspace = Path(wait_ready(ide_server, run)["session"]["workspace"])
     configs = json.loads((workspace / ".vscode" / "launch.json").read_text())["configurations"]
@@ -363,32 +362,10 @@ def test_interactive_debugging_breaks_in_the_session_workspace(
     monkeypatch.setenv("MARKS_DIR", str(tmp_path / "marks"))  # the debuggee imports the flow
     client = DapClient([config["python"], "-m", "debugpy.adapter"], cwd=workspace)
     try:
-        client.call(
-            "initialize",
-            clientID="vscode",
-            adapterID=config["type"],
-            pathFormat="path",
-            linesStartAt1=True,
-            columnsStartAt1=True,
-            supportsRunInTerminalRequest=True,
-        )
-        launch = client.request("launch", **config)
-        client.event("initialized")
-        placed = client.call(
-            "setBreakpoints", source={"path": str(source)}, breakpoints=[{"line": line}]
-        )
-        assert placed["breakpoints"][0]["verified"], placed
-        client.call("configurationDone")
-        client.response(launch)
-        stopped = client.event("stopped")
-        assert stopped["body"]["reason"] == "breakpoint"
-        thread = stopped["body"]["threadId"]
+        thread = stop_at_breakpoint(client, config, source, line)["body"]["threadId"]
         top = client.call("stackTrace", threadId=thread)["stackFrames"][0]
         assert top["name"] == "edit_me" and top["line"] == line
-        scopes = client.call("scopes", frameId=top["id"])["scopes"]
-        local = next(s for s in scopes if s["name"] == "Locals")
-        values = client.call("variables", variablesReference=local["variablesReference"])
-        assert {v["name"]: v["value"] for v in values["variables"]}["x"] == "21"
+        assert local_variables(client, top)["x"]["value"] == "21"
         client.call("continue", threadId=thread)
         assert client.event("exited")["body"]["exitCode"] == 0
         client.request("disconnect")

@@ -7,8 +7,6 @@ the file opens; JupyterLab lists the generated notebook. Screenshots go to ``art
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,21 +18,6 @@ from tests.e2e.test_interactive import cli, flow, start, wait_for, wait_ready
 pytestmark = pytest.mark.e2e
 
 ARTIFACTS = REPO / "artifacts"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail(
-            "Debian's chromium is needed: `make ide` installs it (apt-get install chromium)"
-        )
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield launched
-        launched.close()
 
 
 def signed_in(browser: Any, server: ServerProcess) -> Any:
@@ -44,6 +27,16 @@ def signed_in(browser: Any, server: ServerProcess) -> Any:
     )
     assert response.status == 204, response.text()
     return context
+
+
+def close_and_resume(page: Any, screenshot: str, server: ServerProcess, run: str) -> None:
+    """Save ``page`` as ``artifacts/<screenshot>.png``, close its browser context, then
+    resume the session's action and check that it succeeds."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{screenshot}.png"))
+    page.context.close()
+    assert cli(server, "resume", run).returncode == 0
+    assert wait_for(server, run, {"SUCCEEDED", "FAILED"})["phase"] == "SUCCEEDED"
 
 
 def test_vscode_opens_in_the_browser(
@@ -62,11 +55,7 @@ def test_vscode_opens_in_the_browser(
     explorer_entry.wait_for(timeout=60_000)  # listed through the proxied WebSocket
     explorer_entry.dblclick()
     page.get_by_text("async def edit_me").first.wait_for(timeout=30_000)
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "vscode-session.png"))
-    context.close()
-    assert cli(ide_server, "resume", run).returncode == 0
-    assert wait_for(ide_server, run, {"SUCCEEDED", "FAILED"})["phase"] == "SUCCEEDED"
+    close_and_resume(page, "vscode-session", ide_server, run)
 
 
 def test_jupyterlab_opens_in_the_browser(
@@ -80,8 +69,4 @@ def test_jupyterlab_opens_in_the_browser(
     # the notebook itself, open and rendered (its file name may sit in a hidden side panel)
     page.get_by_text("from loom.interactive import resume").first.wait_for(timeout=60_000)
     page.get_by_text("decode_inputs").first.wait_for(timeout=10_000)
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "jupyter-session.png"))
-    context.close()
-    assert cli(ide_server, "resume", run).returncode == 0
-    assert wait_for(ide_server, run, {"SUCCEEDED", "FAILED"})["phase"] == "SUCCEEDED"
+    close_and_resume(page, "jupyter-session", ide_server, run)

@@ -6,8 +6,6 @@ Screenshots of each step go to ``artifacts/`` (gitignored)."""
 from __future__ import annotations
 
 import re
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,6 @@ from tests.e2e.test_interactive import start as start_interactive
 pytestmark = pytest.mark.e2e
 
 ARTIFACTS = REPO / "artifacts"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 FLOW = """
 import asyncio
@@ -80,20 +77,6 @@ async def forever(seconds: int = 600) -> int:
         await asyncio.sleep(1)
     return seconds
 """
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail(
-            "Debian's chromium is needed: `make ide` installs it (apt-get install chromium)"
-        )
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield launched
-        launched.close()
 
 
 @pytest.fixture

@@ -268,16 +268,16 @@ def test_attempts_not_heard_from_are_declared_lost_and_killed(api: Api) -> None:
     beating = api.create_run()["name"]
     api.job(silent, "a0", 1)
     api.job(beating, "a0", 1)
-    time.sleep(0.5)
+    time.sleep(2.5)  # (wide margins: a loaded machine may pause this test for a while)
     beat = [{"run": beating, "action": "a0", "attempt": 1}]
     assert api.client.post("/api/v1/attempts:heartbeat", json=beat).json()[0]["status"] == 200
-    assert api.plane.runs.lose_silent(0.4) == 1
+    assert api.plane.runs.lose_silent(2.0) == 1
     assert api.executor.cancelled == [f"{silent}/a0/1"]  # what is left of its process goes
     api.job(silent, "a0", 2)  # and the policy retries it
     lost = api.action(silent, "a0")["attempts"][0]
     assert lost["phase"] == "FAILED" and lost["error"]["kind"] == "worker_lost"
     assert "no heartbeat from attempt 1 for" in lost["error"]["message"]
-    assert "the limit is 0.4 s" in lost["error"]["message"]
+    assert "the limit is 2 s" in lost["error"]["message"]
     assert api.action(beating, "a0")["phase"] == "RUNNING"
     assert api.plane.runs.lose_silent(60) == 0
 

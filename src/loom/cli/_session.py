@@ -10,10 +10,8 @@ import click
 
 from .. import wire
 from .._controller import ROOT_ACTION
-from .._naming import new_run_name
 from ..interactive._commands import ResumeError, check_outcome
 from ..interactive._workspace import diff_workspace
-from ..remote import Client
 from ._common import call_server, output_option, print_json, settings_for
 
 
@@ -43,27 +41,8 @@ def resume(run: str, action: str, fail: bool) -> None:
 def debug(run: str, action: str, jupyter: bool, output: str) -> None:
     """Re-run an action (e.g. a failed one) as an interactive session: a new run with the same
     code bundle, task and inputs, opened in VS Code (or JupyterLab)."""
-    settings = settings_for()
-
-    async def go(c: Client) -> wire.RunInfo:
-        original = await c.get_run(run)
-        spec = await c.get_spec(run, action)
-        kind: wire.SessionKind = "jupyter" if jupyter else "vscode"
-        interactive = (spec.task.interactive or wire.InteractiveSpec()).model_copy(
-            update={"kind": kind, "run_task_first": False}
-        )
-        task = spec.task.model_copy(update={"interactive": interactive, "cache": None})
-        body = wire.RunCreate(
-            project=original.project,
-            domain=original.domain,
-            name=new_run_name(),
-            bundle=spec.bundle,
-            root=wire.ActionCreate(name=ROOT_ACTION, task=task, inputs=spec.inputs),
-            env_vars=spec.env_vars,
-        )
-        return await c.create_run(body)
-
-    info = call_server(settings, go)
+    kind: wire.SessionKind = "jupyter" if jupyter else "vscode"
+    info = call_server(settings_for(), lambda c: c.debug_action(run, action, kind))
     if output == "json":
         print_json(info)
         return

@@ -254,6 +254,16 @@ class Client:
     async def abort_action(self, run: str, action: str) -> wire.ActionInfo:
         return await self._post(f"/runs/{run}/actions/{action}/abort", None, wire.ActionInfo)
 
+    async def debug_action(
+        self, run: str, action: str, kind: wire.SessionKind = "vscode"
+    ) -> wire.RunInfo:
+        """Re-run an action interactively: a new run of its bundle, task and inputs that opens
+        a ``kind`` session, uncached; its root action is ``a0``."""
+        response = await self._request(
+            "POST", f"/runs/{run}/actions/{action}/debug", params={"kind": kind}
+        )
+        return wire.RunInfo.model_validate_json(response.content)
+
     # -- interactive sessions -----------------------------------------------------------------
 
     def _session_path(self, run: str, action: str, rest: str = "") -> str:

@@ -26,7 +26,7 @@ from pydantic import TypeAdapter
 from .. import wire
 from .._version import __version__
 from . import _sessions as sessions
-from ._auth import COOKIE_NAME, COOKIE_TTL_S
+from ._auth import COOKIE_NAME, login_response, logout_response
 from ._errors import (
     AuthenticationError,
     BadRequestError,
@@ -120,27 +120,13 @@ def login(body: wire.Login, request: Request, p: Plane) -> Response:
         _, token = p.auth.login(body.api_key)
     except AuthenticationError:
         raise AuthenticationError("invalid API key: cannot log in") from None
-    response = Response(status_code=204)
-    response.set_cookie(
-        COOKIE_NAME,
-        token,
-        max_age=COOKIE_TTL_S,
-        path="/",
-        httponly=True,
-        samesite="lax",
-        secure=request.url.scheme == "https",
-    )
-    return response
+    return login_response(request, token)
 
 
 @public.post("/logout", status_code=204)
 def logout(request: Request) -> Response:
     """Clear the login cookie (the key itself stays valid)."""
-    response = Response(status_code=204)
-    response.delete_cookie(
-        COOKIE_NAME, path="/", httponly=True, samesite="lax", secure=request.url.scheme == "https"
-    )
-    return response
+    return logout_response(request)
 
 
 @router.get("/openapi.json", include_in_schema=False)

@@ -29,7 +29,10 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
+
+from fastapi import Request, Response
 
 from ._errors import AuthenticationError, PermissionDeniedError
 from ._keys import KeyService, Principal, split_key
@@ -159,6 +162,31 @@ class Authenticator:
         if websocket or method.upper() not in _SAFE_METHODS:
             check_origin(headers)
         return principal
+
+
+def login_response(request: Request, token: str) -> Response:
+    """A 204 that sets the login cookie ``token`` (HTTP-only, SameSite=Lax, for the whole
+    server: the API and the session proxy), secure when ``request`` came over HTTPS."""
+    response = Response(status_code=204)
+    response.set_cookie(COOKIE_NAME, token, max_age=COOKIE_TTL_S, **_cookie_attributes(request))
+    return response
+
+
+def logout_response(request: Request) -> Response:
+    """A 204 that clears the login cookie."""
+    response = Response(status_code=204)
+    # with the path and attributes it was set with, or the browser keeps it
+    response.delete_cookie(COOKIE_NAME, **_cookie_attributes(request))
+    return response
+
+
+def _cookie_attributes(request: Request) -> dict[str, Any]:
+    return {
+        "path": "/",
+        "httponly": True,
+        "samesite": "lax",
+        "secure": request.url.scheme == "https",
+    }
 
 
 def check_origin(headers: Mapping[str, str]) -> None:

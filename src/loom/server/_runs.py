@@ -19,8 +19,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import secrets
-import string
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -34,6 +32,7 @@ from sqlalchemy import cast as cast_
 from sqlalchemy.orm import Session, aliased
 
 from .. import wire
+from .._naming import new_run_name
 from ..executors import Capacity, job_id
 from . import _state as state
 from ._db import Database
@@ -58,7 +57,6 @@ from ._models import (
 from ._objects import ObjectStore
 from ._state import ROOT_ACTION, TERMINAL
 
-_NAME_ALPHABET = string.ascii_lowercase + string.digits
 _CLAIM_BATCH = 200  # queued actions looked at per query when claiming
 _IN_CHUNK = 500  # names per ``IN (...)`` list: well under every backend's parameter limit
 _SLOT_EPSILON = 1e-6  # slot shares are fractions: 50 x 1/50 must fill a slot exactly
@@ -590,8 +588,9 @@ class RunService:
 
     @staticmethod
     def _new_run_name(s: Session) -> str:
+        """A readable name, as the CLI gives its runs (a plain module: no SDK comes along)."""
         while True:
-            name = "r" + "".join(secrets.choice(_NAME_ALPHABET) for _ in range(11))
+            name = new_run_name()
             if s.scalar(select(Run.id).where(Run.name == name)) is None:
                 return name
 

@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse
 
 from .. import wire
 from ._api import Caller, Plane, principal
-from ._auth import COOKIE_NAME, COOKIE_TTL_S, check_local_login, local_login_refusal
+from ._auth import check_local_login, local_login_refusal, login_response
 from ._errors import AuthenticationError, NotFoundError, PermissionDeniedError
 from ._plane import ControlPlane
 from ._views import ViewService
@@ -162,14 +162,4 @@ def local_login(request: Request, p: Plane) -> Response:
             "the key in the server's configuration file is not an admin key; sign in with an "
             "API key"
         )
-    response = Response(status_code=204)
-    response.set_cookie(
-        COOKIE_NAME,
-        token,
-        max_age=COOKIE_TTL_S,
-        path="/",
-        httponly=True,
-        samesite="lax",
-        secure=request.url.scheme == "https",
-    )
-    return response
+    return login_response(request, token)
