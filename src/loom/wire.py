@@ -21,6 +21,16 @@ model follows the arrow):
   → ``ProjectInfo``
 - ``GET  /projects``
   → ``list[ProjectInfo]``
+- ``POST /secrets`` ``SecretCreate``
+  → ``SecretInfo`` (admin; 409 if it exists and ``overwrite`` is false; the value is never
+  returned by any endpoint but the runtime's below)
+- ``GET  /secrets?project=&domain=``
+  → ``list[SecretInfo]`` (admin; names and scopes, no values)
+- ``DELETE /secrets/{key}?project=&domain=``
+  → 204 (admin)
+- ``GET  /runs/{run}/actions/{action}/secrets``
+  → ``SecretValues`` (the runtime's key only: the secrets the action's task declares,
+  resolved in its run's project and domain)
 - ``PUT  /bundles/{digest}`` (body: tar.gz bytes)
   → ``BundleInfo`` (idempotent per digest)
 - ``HEAD /bundles/{digest}``
@@ -188,6 +198,36 @@ class ProjectInfo(_Model):
     description: str
     domains: list[str]
     created_at: datetime
+
+
+#: Largest secret value the server stores.
+MAX_SECRET_BYTES = 64 * 1024
+
+
+class SecretCreate(_Model):
+    """A secret for every project and domain, one domain, one project, or one project's
+    domain; the most specific one a run's project and domain match wins."""
+
+    key: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$")
+    value: str = Field(max_length=MAX_SECRET_BYTES, repr=False)
+    project: str | None = None
+    domain: str | None = None
+    overwrite: bool = False
+
+
+class SecretInfo(_Model):
+    key: str
+    project: str | None = None
+    domain: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class SecretValues(_Model):
+    """The values of an action's secrets, and the keys that are set nowhere it can see."""
+
+    values: dict[str, str] = Field(default_factory=dict, repr=False)
+    missing: list[str] = []
 
 
 class BundleInfo(_Model):

@@ -121,6 +121,23 @@ async def expensive(marker: str) -> int:
     return 42
 
 
+secret_env = loom.TaskEnvironment(
+    "secret-env", secrets=[loom.Secret("api-token"), loom.Secret("cert", mount="/etc/cert")]
+)
+
+
+@secret_env.task
+async def uses_secrets() -> list[str]:
+    path = loom.ctx().secrets.path("cert")
+    mode = oct(os.stat(path).st_mode & 0o777)
+    return [os.environ["API_TOKEN"], path.read_text(), mode, str(path)]
+
+
+@loom.TaskEnvironment("needs", secrets="never-set").task
+async def needs_a_missing_secret() -> str:
+    return "unreachable"
+
+
 gpu_env = loom.TaskEnvironment("gpu-env", resources=loom.Resources(gpu="A100:1"))
 
 
@@ -217,6 +234,38 @@ def test_serialized_cache_runs_identical_calls_once(
     children = [a for a in actions if a["task"].endswith("expensive") and a["parent"]]
     assert sorted(a["cache"] for a in children) == ["hit", "hit", "hit", "miss"]
     assert sum(len(a["attempts"]) for a in children) == 1
+
+
+def test_secrets_from_the_server_reach_the_action_and_nothing_else(server: Any, flow: Path) -> None:
+    created = subprocess.run(
+        [sys.executable, "-m", "loom.cli", "create", "secret", "api-token"],
+        input="s3cr3t-token\n",
+        capture_output=True,
+        text=True,
+        env=server.env,
+        timeout=60,
+    )
+    assert created.returncode == 0, created.stderr
+    assert "s3cr3t" not in created.stdout + created.stderr
+    assert loom_cli(server, "create", "secret", "cert", "--value", "CERT").returncode == 0
+    listed = loom_cli(server, "get", "secret", "-o", "json").stdout
+    assert [s["key"] for s in json.loads(listed)] == ["api-token", "cert"]
+    assert "s3cr3t" not in listed and "CERT" not in listed
+
+    doc = remote(server, str(flow), "uses_secrets")
+    token, cert, mode, path = doc["outputs"]
+    assert (token, cert, mode) == ("s3cr3t-token", "CERT", "0o600")
+    assert not Path(path).exists()  # the attempt removed its mounted secrets
+    logs = loom_cli(server, "get", "logs", doc["run"], "a0").stdout
+    assert "s3cr3t" not in logs and "s3cr3t" not in "\n".join(server.output)
+
+    missing = remote(server, str(flow), "needs_a_missing_secret")
+    assert missing["phase"] == "FAILED"
+    message = missing["error"]["message"]
+    assert "secret 'never-set' is not set on the server" in message
+    assert "loom create secret never-set" in message
+    deleted = loom_cli(server, "delete", "secret", "cert")
+    assert deleted.returncode == 0 and "deleted secret 'cert'" in deleted.stdout
 
 
 @pytest.mark.skipif(bool(machine_capacity().gpu), reason="this machine has a GPU")

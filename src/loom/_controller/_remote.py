@@ -8,6 +8,10 @@ import base64
 import hashlib
 import itertools
 import json
+import os
+import re
+import shutil
+import tempfile
 import threading
 import traceback
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
@@ -22,11 +26,10 @@ from .._execution import ActionExecution, cache_key, execute_async, execute_sync
 from .._resources import _cpu_value, gpu_count, parse_memory
 from .._settings import Settings
 from .._sync import run_sync
-from ..errors import LoomError, RemoteTaskError, TaskTimeoutError
+from ..errors import LoomError, MissingSecretError, RemoteTaskError, TaskTimeoutError
 from ..remote import Client
 from ..remote._bundle import task_location
 from ..remote._client import item_error
-from ._secrets import LocalSecrets
 
 if TYPE_CHECKING:
     import concurrent.futures
@@ -149,7 +152,15 @@ class RemoteRun:
 
     mode = "remote"
 
-    def __init__(self, client: Client, spec: wire.ActionSpec, settings: Settings) -> None:
+    def __init__(
+        self,
+        client: Client,
+        spec: wire.ActionSpec,
+        settings: Settings,
+        secrets: wire.SecretValues | None = None,
+    ) -> None:
+        """``secrets``: the values of the secrets the action's task declares, fetched by the
+        runtime before it starts (``None``: it declares none)."""
         self.client = client
         self.spec = spec
         self.settings = settings
@@ -162,7 +173,8 @@ class RemoteRun:
         self.inflight_lock = threading.Lock()
         self.loop: asyncio.AbstractEventLoop | None = None
         self._calls = itertools.count()
-        self._secrets = LocalSecrets(settings)
+        self._secrets = secrets or wire.SecretValues()
+        self._secrets_dir: Path | None = None  # mounted secrets: private, removed by close()
         self._children: _Children | None = None
         # a task's spec, when it does not depend on the inputs (no cache key): built once
         self._specs: dict[TaskTemplate[Any, Any], wire.TaskSpec] = {}
@@ -294,9 +306,37 @@ class RemoteRun:
     def resolve_secrets(
         self, task: TaskTemplate[Any, Any]
     ) -> tuple[dict[str, str], dict[str, Path], dict[str, str]]:
-        values = {s.key: self._secrets.get(s.key) for s in task.secrets}
+        values: dict[str, str] = {}
+        paths: dict[str, Path] = {}
+        for secret in task.secrets:
+            value = self._secrets.values.get(secret.key)
+            if value is None:
+                raise MissingSecretError(
+                    f"secret {secret.key!r} is not set on the server for project "
+                    f"{self.project!r}, domain {self.domain!r}: create it with `loom create "
+                    f"secret {secret.key}` (--project and --domain narrow it to this one)"
+                )
+            values[secret.key] = value
+            if secret.mount is not None:
+                paths[secret.key] = self._mount(secret.key, value)
         environ = {s.env_var: values[s.key] for s in task.secrets if s.env_var}
-        return values, {}, environ
+        return values, paths, environ
+
+    def _mount(self, key: str, value: str) -> Path:
+        """The secret as a file only this user can read, in a directory of this attempt's."""
+        if self._secrets_dir is None:
+            self._secrets_dir = Path(tempfile.mkdtemp(prefix="loom-secrets-"))  # mode 0700
+        path = self._secrets_dir / re.sub(r"[^\w.-]", "_", key)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(value)
+        return path
+
+    def close(self) -> None:
+        """Remove what the attempt left on disk (its mounted secrets)."""
+        if self._secrets_dir is not None:
+            shutil.rmtree(self._secrets_dir, ignore_errors=True)
+            self._secrets_dir = None
 
 
 #: Child actions per create request, and their inputs' bytes (well under the server's limit

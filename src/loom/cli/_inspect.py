@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -230,9 +232,27 @@ def get_api_key(output: str) -> None:
     console.print(table)
 
 
+@get.command("secret")
+@click.option("--project", help="Only the secrets of exactly this project's scope.")
+@click.option("--domain", help="Only the secrets of exactly this domain's scope.")
+@output_option
+def get_secret(project: str | None, domain: str | None, output: str) -> None:
+    """List secrets: keys and scopes (values are never shown)."""
+    found = call_server(settings_for(), lambda c: c.list_secrets(project, domain))
+    if output == "json":
+        print_json(found)
+        return
+    table = Table("key", "project", "domain", "updated")
+    for secret in found:
+        table.add_row(
+            secret.key, secret.project or "(all)", secret.domain or "(all)", when(secret.updated_at)
+        )
+    console.print(table)
+
+
 @click.group()
 def create() -> None:
-    """Create projects and API keys."""
+    """Create projects, API keys and secrets."""
 
 
 @create.command("project")
@@ -266,9 +286,82 @@ def create_api_key(name: str, admin: bool, output: str) -> None:
     )
 
 
+_SECRET_SCOPE = [
+    click.option("--project", help="Only for this project [default: every project]."),
+    click.option(
+        "--domain",
+        type=click.Choice(list(wire.DOMAINS)),
+        help="Only for this domain [default: every domain].",
+    ),
+]
+
+
+def _secret_scope(f: Any) -> Any:
+    for option in reversed(_SECRET_SCOPE):
+        f = option(f)
+    return f
+
+
+@create.command("secret")
+@click.argument("key")
+@click.option("--value", help="The value (it stays in your shell history: prefer the prompt).")
+@click.option(
+    "--from-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Read the value from this file, as it is.",
+)
+@_secret_scope
+@click.option("--overwrite", is_flag=True, help="Replace the value if the secret exists.")
+@output_option
+def create_secret(
+    key: str,
+    value: str | None,
+    from_file: Path | None,
+    project: str | None,
+    domain: str | None,
+    overwrite: bool,
+    output: str,
+) -> None:
+    """Store a secret on the server, encrypted; tasks that declare Secret(KEY) get it.
+
+    Without --value or --from-file the value is read from a hidden prompt, or from standard
+    input when it is not a terminal (one trailing newline is dropped). The most specific scope
+    wins: project and domain, then project, then domain, then every project and domain."""
+    if value is not None and from_file is not None:
+        raise click.UsageError("give the value once: --value or --from-file, not both")
+    if from_file is not None:
+        value = from_file.read_text()
+    elif value is None:
+        if sys.stdin.isatty():
+            value = click.prompt(f"value of {key}", hide_input=True)
+        else:
+            value = sys.stdin.read().removesuffix("\n")
+    spec = wire.SecretCreate(
+        key=key, value=value or "", project=project, domain=domain, overwrite=overwrite
+    )
+    info = call_server(settings_for(), lambda c: c.create_secret(spec))
+    if output == "json":
+        print_json(info)
+    else:
+        click.echo(f"stored secret {info.key!r} for {_scope_words(info.project, info.domain)}")
+
+
+def _scope_words(project: str | None, domain: str | None) -> str:
+    return f"project {project or '(all)'}, domain {domain or '(all)'}"
+
+
 @click.group()
 def delete() -> None:
-    """Delete API keys."""
+    """Delete API keys and secrets."""
+
+
+@delete.command("secret")
+@click.argument("key")
+@_secret_scope
+def delete_secret(key: str, project: str | None, domain: str | None) -> None:
+    """Delete the secret KEY of one scope (by default the one for every project and domain)."""
+    call_server(settings_for(), lambda c: c.delete_secret(key, project, domain))
+    click.echo(f"deleted secret {key!r} of {_scope_words(project, domain)}")
 
 
 @delete.command("api-key")

@@ -119,6 +119,25 @@ class Client:
     async def list_projects(self) -> list[wire.ProjectInfo]:
         return await self._list("/projects", wire.ProjectInfo)
 
+    async def create_secret(self, spec: wire.SecretCreate) -> wire.SecretInfo:
+        return await self._post("/secrets", spec, wire.SecretInfo)
+
+    async def list_secrets(
+        self, project: str | None = None, domain: str | None = None
+    ) -> list[wire.SecretInfo]:
+        return await self._list("/secrets", wire.SecretInfo, project=project, domain=domain)
+
+    async def delete_secret(
+        self, key: str, project: str | None = None, domain: str | None = None
+    ) -> None:
+        await self._request(
+            "DELETE", f"/secrets/{key}", params=_clean({"project": project, "domain": domain})
+        )
+
+    async def action_secrets(self, run: str, action: str) -> wire.SecretValues:
+        """The values of a running action's secrets (for its runtime)."""
+        return await self._get(f"/runs/{run}/actions/{action}/secrets", wire.SecretValues)
+
     # -- bundles ------------------------------------------------------------------------------
 
     async def has_bundle(self, digest: str) -> bool:

@@ -161,12 +161,17 @@ async def _execute(
             os.environ.update({**spec.task.env_vars, **spec.env_vars})
         task = _load_task(bundle, spec.task)
         inputs = task.interface.decode_inputs(spec.inputs)
-        host = RemoteRun(client, spec, settings)
-        if spec.task.interactive is not None:
-            from ._session import Session
+        # fetched up front: the engine reads them synchronously, as it does locally
+        secrets = await client.action_secrets(spec.run, spec.action) if spec.task.secrets else None
+        host = RemoteRun(client, spec, settings, secrets)
+        try:
+            if spec.task.interactive is not None:
+                from ._session import Session
 
-            return await Session(client, settings, spec, task, host, bundle).run()
-        value = await host.execute(task, inputs)
+                return await Session(client, settings, spec, task, host, bundle).run()
+            value = await host.execute(task, inputs)
+        finally:
+            host.close()
         encoded = task.interface.output.encode(value, None)
     except BaseException as e:  # every failure is reported; none escapes the attempt
         if isinstance(e, KeyboardInterrupt | SystemExit | asyncio.CancelledError):

@@ -170,6 +170,42 @@ def list_projects(p: Plane) -> list[wire.ProjectInfo]:
     return p.projects.list()
 
 
+# -- secrets ------------------------------------------------------------------------------
+
+
+@router.post("/secrets", status_code=201)
+def create_secret(spec: wire.SecretCreate, p: Plane, _: Admin) -> wire.SecretInfo:
+    """Store a secret (encrypted); its value is never shown by the API again."""
+    return p.secrets.create(spec)
+
+
+@router.get("/secrets")
+def list_secrets(
+    p: Plane, _: Admin, project: str | None = None, domain: str | None = None
+) -> list[wire.SecretInfo]:
+    return p.secrets.listing(project, domain)
+
+
+@router.delete("/secrets/{key}", status_code=204)
+def delete_secret(
+    key: str, p: Plane, _: Admin, project: str | None = None, domain: str | None = None
+) -> Response:
+    p.secrets.delete(key, project, domain)
+    return Response(status_code=204)
+
+
+@router.get("/runs/{run}/actions/{action}/secrets")
+def action_secrets(run: str, action: str, p: Plane, caller: Caller) -> wire.SecretValues:
+    """The values of the secrets a running action's task declares: for its runtime only."""
+    if not caller.runtime:
+        raise PermissionDeniedError(
+            f"API key {caller.name!r} may not read secret values: only the runtime of a "
+            "running action gets them"
+        )
+    keys, project, domain = p.runs.secret_scope(run, action)
+    return p.secrets.resolve(keys, project, domain)
+
+
 # -- bundles ------------------------------------------------------------------------------
 
 

@@ -54,7 +54,7 @@ class CookieSigner:
     def _key(self) -> bytes:
         with self._lock:
             if self._secret is None:
-                self._secret = _load_or_create_secret(self._path)
+                self._secret = load_or_create_key(self._path)
             return self._secret
 
     def _sign(self, payload: str) -> str:
@@ -80,9 +80,10 @@ class CookieSigner:
         return parts[1]
 
 
-def _load_or_create_secret(path: Path) -> bytes:
-    """The secret in ``path``; a new random one, written atomically with mode 0600, if there
-    is none (two processes starting at once agree on whichever was written first)."""
+def load_or_create_key(path: Path) -> bytes:
+    """The key in ``path`` (32 random bytes or more); a new random one, written atomically
+    with mode 0600, if there is none (two processes starting at once agree on whichever was
+    written first)."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -93,7 +94,7 @@ def _load_or_create_secret(path: Path) -> bytes:
                 path.chmod(0o600)
         return data
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".auth-secret-")  # created 0600
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")  # created 0600
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(secrets.token_bytes(32))

@@ -181,6 +181,20 @@ class CacheEntry(Base):
     created_at: Mapped[datetime]
 
 
+class SecretRow(Base):
+    __tablename__ = "secrets"
+    __table_args__ = (UniqueConstraint("key", "project", "domain", name="uq_secrets_scope_key"),)
+
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True)
+    key: Mapped[str] = mapped_column(String(255))
+    # "" for every project / every domain (not NULL: NULLs never collide in a unique key)
+    project: Mapped[str] = mapped_column(String(63), default="")
+    domain: Mapped[str] = mapped_column(String(32), default="")
+    ciphertext: Mapped[str] = mapped_column(Text)  # Fernet: encrypted and authenticated
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
 class Event(Base):
     __tablename__ = "events"
 

@@ -41,6 +41,7 @@ from ._runs import (
     runs_in_worker,
 )
 from ._scheduler import Scheduler
+from ._secrets import SecretService
 from ._sessions import SessionService, flush_activity_forever
 from ._settings import ServerSettings
 
@@ -71,6 +72,7 @@ class ControlPlane:
         self.runs = RunService(self.db, self.store, self.executor.capacity())
         self.runs.dispatch = self._dispatch
         self.sessions = SessionService(self.db, self.runs)
+        self.secrets = SecretService(self.db, settings.data_dir / "secrets-key")
         # the login cookie's signing secret lives next to the data, readable by the server only
         self.auth = Authenticator(self.keys, settings.data_dir / "auth-secret")
         self.bus = EventBus()

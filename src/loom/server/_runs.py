@@ -952,6 +952,20 @@ class RunService:
         result["inputs"] = json.loads(self._store.get_bytes(inputs_key))
         return wire.ActionSpec.model_validate(result)
 
+    def secret_scope(self, run_name: str, action_name: str) -> tuple[list[str], str, str]:
+        """The secret keys the action's task declares and its run's project and domain; 409
+        unless the action is running (nothing else needs its secrets)."""
+        with self._db.read() as s:
+            run, action = self._load(s, run_name, action_name)
+            if action.phase not in ("RUNNING", "INTERACTIVE"):
+                raise ConflictError(
+                    f"action {action_name!r} of run {run_name!r} is {action.phase}: only a "
+                    "running action gets its secrets"
+                )
+            project = s.get(Project, run.project_id)
+            keys = [secret.key for secret in task_spec(action.spec).secrets]
+            return keys, project.name if project else "", run.domain
+
     def outputs_json(self, run_name: str, action_name: str) -> bytes:
         """The action's outputs as the JSON of ``wire.Outputs`` (built without re-parsing)."""
         with self._db.read() as s:

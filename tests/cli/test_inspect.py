@@ -1,0 +1,26 @@
+"""`loom get|create|delete ...`: argument errors come before any request to a server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import run_cli
+
+
+def test_a_secret_value_is_given_once(tmp_path: Path, loom_home: Path) -> None:
+    value = tmp_path / "value.txt"
+    value.write_text("v")
+    result = run_cli("create", "secret", "k", "--value", "v", "--from-file", str(value))
+    assert result.returncode == 2
+    assert "--value or --from-file, not both" in result.stderr
+
+
+def test_a_secret_domain_must_be_known(loom_home: Path) -> None:
+    result = run_cli("create", "secret", "k", "--value", "v", "--domain", "qa")
+    assert result.returncode == 2 and "'development'" in result.stderr
+
+
+def test_secret_commands_explain_themselves(loom_home: Path) -> None:
+    result = run_cli("create", "secret", "--help")
+    assert result.returncode == 0
+    assert "hidden prompt" in result.stdout and "most specific scope" in result.stdout
