@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import stat
 import sys
 from pathlib import Path
 
@@ -140,6 +142,10 @@ def test_local_object_store(tmp_path: Path) -> None:
     store.put_bytes("x/y", b"1")
     assert store.local_path("x/y") == tmp_path / "objects" / "x" / "y"
     assert not list((tmp_path / "objects").rglob(".tmp-*"))
+    assert stat.S_IMODE((tmp_path / "objects" / "x" / "y").stat().st_mode) == 0o600
+    shutil.rmtree(tmp_path / "objects" / "x")  # a directory it made goes away: made again
+    store.put_bytes("x/z", b"2")
+    assert store.get_bytes("x/z") == b"2"
 
 
 def test_check_key() -> None:

@@ -7,6 +7,8 @@ separated and never contain ``..``.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import re
 import shutil
@@ -63,20 +65,38 @@ class LocalObjectStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        # directories made so far: every action writes a few objects under its own, and
+        # asking the file system again each time costs more than the write
+        self._made: set[str] = set()
+        self._temp_names = itertools.count()
 
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        # plain strings and os calls: this runs for every action's inputs and outputs
+        path = os.path.join(self.root, check_key(key))
+        parent = os.path.dirname(path)
+        if parent not in self._made:
+            os.makedirs(parent, exist_ok=True)
+            if len(self._made) > 100_000:
+                self._made.clear()
+            self._made.add(parent)
+        # unique per process and call (O_EXCL refuses a leftover of a crashed predecessor)
+        tmp = os.path.join(parent, f".tmp-{os.getpid()}-{next(self._temp_names)}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileNotFoundError:  # the directory went away (a cleanup): make it again
+            self._made.discard(parent)
+            os.makedirs(parent, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.replace(tmp, path)  # atomic: a reader sees the old object or the new one
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
             raise
 
     def put_file(self, key: str, path: Path, *, move: bool = False) -> None:
