@@ -27,6 +27,7 @@ import loom
 
 plain = loom.TaskEnvironment("plain")
 warm = loom.TaskEnvironment("warm", reusable=loom.ReusePolicy(replicas=1, concurrency=2))
+narrow = loom.TaskEnvironment("narrow", reusable=loom.ReusePolicy(replicas=1, concurrency=1))
 
 
 def _freeze_once(marker: str) -> None:
@@ -52,6 +53,18 @@ async def calls_warm(marker: str) -> int:
     return await freezes_worker_once(marker)
 
 
+@narrow.task
+async def slow_turn(i: int, seconds: float) -> int:
+    await asyncio.sleep(seconds)
+    return i
+
+
+@plain.task
+async def queue_behind(seconds: float) -> list[int]:
+    # two slots claim both, the pool's one worker runs one: the other waits in the pool
+    return list(await asyncio.gather(slow_turn(0, seconds), slow_turn(1, seconds)))
+
+
 @plain.task
 async def blocks_its_loop(seconds: float) -> str:
     time.sleep(seconds)  # blocks the attempt's event loop: busy, not hung
@@ -62,7 +75,9 @@ async def blocks_its_loop(seconds: float) -> str:
 @pytest.fixture
 def server(tmp_path: Path, loom_home: Path) -> Iterator[ServerProcess]:
     proc = start_server(
-        tmp_path / "server-data", home=loom_home, env={"LOOM_HEARTBEAT_TIMEOUT": str(TIMEOUT_S)}
+        tmp_path / "server-data",
+        home=loom_home,
+        env={"LOOM_HEARTBEAT_TIMEOUT": str(TIMEOUT_S), "LOOM_EXECUTOR_SLOTS": "2"},
     )
     try:
         yield proc
@@ -119,3 +134,11 @@ def test_a_task_that_blocks_its_event_loop_keeps_beating(server: Any, flow: Path
     doc = remote(server, str(flow), "blocks_its_loop", "--seconds", str(2 * TIMEOUT_S))
     assert doc["phase"] == "SUCCEEDED" and doc["outputs"] == "done"
     assert len(action(server, doc["run"], "a0")["attempts"]) == 1
+
+
+def test_an_attempt_waiting_for_a_warm_worker_is_not_silent(server: Any, flow: Path) -> None:
+    doc = remote(server, str(flow), "queue_behind", "--seconds", str(1.5 * TIMEOUT_S))
+    assert doc["phase"] == "SUCCEEDED" and doc["outputs"] == [0, 1], doc
+    shown = run_cli("get", "run", doc["run"], "-o", "json", env=server.env)
+    children = [a for a in json.loads(shown.stdout)["actions"] if a["parent"] == "a0"]
+    assert [len(c["attempts"]) for c in children] == [1, 1]

@@ -137,6 +137,10 @@ class WorkerPools:
     def has(self, job_id: str) -> bool:
         return job_id in self._jobs
 
+    def queued(self, job_id: str) -> bool:
+        """Whether the job waits in its pool for a worker's free slot."""
+        return isinstance(self._jobs.get(job_id), _Pool)
+
     async def submit(self, job: Job, pool_key: str, spec: wire.ReuseSpec) -> str:
         """Hand ``job`` to a worker of its pool (starting one if needed), or queue it there."""
         await self._listen()

@@ -280,6 +280,8 @@ class LocalProcessExecutor:
         kill_group(running.process.pid)
 
     def status(self, job_id: str) -> JobStatus:
+        if self._pools.queued(job_id):
+            return JobStatus("queued")
         if job_id in self._running or self._pools.has(job_id):
             return JobStatus("running")
         if job_id in self._finished:

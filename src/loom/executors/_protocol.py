@@ -66,7 +66,9 @@ class JobExit:
 
 @dataclass(frozen=True, slots=True)
 class JobStatus:
-    state: Literal["running", "exited", "unknown"]
+    """``queued``: accepted, but waiting for a worker (so it cannot send heartbeats yet)."""
+
+    state: Literal["queued", "running", "exited", "unknown"]
     returncode: int | None = None
 
 

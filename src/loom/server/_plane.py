@@ -21,7 +21,15 @@ from typing import Any
 
 from anyio import to_thread
 
-from ..executors import Executor, Job, JobExit, LocalProcessExecutor, machine_capacity
+from .. import wire
+from ..executors import (
+    Executor,
+    Job,
+    JobExit,
+    LocalProcessExecutor,
+    job_id,
+    machine_capacity,
+)
 from . import _state as state
 from ._auth import Authenticator
 from ._bundles import BundleService
@@ -300,12 +308,26 @@ class ControlPlane:
             if now - awake_since < timeout:
                 continue
             try:
+                await self._vouch_for_queued()
                 lost = await to_thread.run_sync(self.runs.lose_silent, timeout)
             except Exception:  # the next look may well work
                 log.exception("cannot check the attempts' heartbeats")
                 continue
             if lost:
                 log.warning("declared %d silent attempt(s) lost", lost)
+
+    async def _vouch_for_queued(self) -> None:
+        """Beat for the attempts that wait in the executor for a worker (a pool's jobs beyond
+        its workers' slots): they are not silent, just not started, and beating for them
+        now keeps a long wait from counting against them once they start."""
+        running = await to_thread.run_sync(self.runs.running_attempts)
+        queued = [
+            wire.AttemptRef(run=a.run, action=a.action, attempt=a.attempt)
+            for a in running
+            if self.executor.status(job_id(a.run, a.action, a.attempt)).state == "queued"
+        ]
+        if queued:
+            await to_thread.run_sync(self.runs.attempts_heartbeat, queued)
 
     def live_log(self, run: str, action: str, number: int) -> Path:
         return log_path(self.logs_dir, run, action, number)
