@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -303,6 +304,38 @@ def test_debug_flag_makes_any_task_interactive(ide_server: ServerProcess, tmp_pa
     assert cli(ide_server, "resume", again).returncode == 0
     final = wait_for(ide_server, again, {"SUCCEEDED", "FAILED"})
     assert final["phase"] == "SUCCEEDED"
+
+
+def test_an_attached_run_prints_the_session_address_and_waits_for_the_resume(
+    ide_server: ServerProcess, tmp_path: Path
+) -> None:
+    path = flow(tmp_path)
+    attached = subprocess.Popen(
+        [sys.executable, "-m", "loom.cli", "run", "--remote", "--debug",
+         "--env", f"MARKS_DIR={tmp_path / 'marks'}", str(path), "plain", "--x", "3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **ide_server.env, "MARKS_DIR": str(tmp_path / "marks")},
+    )  # fmt: skip
+    try:
+        assert attached.stderr is not None
+        lines = []
+        for line in attached.stderr:  # the CLI names the run, then the session once it opens
+            lines.append(line)
+            if "interactive vscode session for action a0:" in line:
+                break
+        else:
+            raise AssertionError("no session address in:\n" + "".join(lines))
+        run = next(x.split()[2] for x in lines if x.startswith("created run "))
+        assert f"{ide_server.endpoint}/sessions/" in line
+        wait_ready(ide_server, run)
+        assert cli(ide_server, "resume", run).returncode == 0
+        out, err = attached.communicate(timeout=120)
+    finally:
+        attached.kill()
+    assert attached.returncode == 0, err
+    assert out.strip() == "103" and f"run {run} succeeded" in err
 
 
 def test_jupyter_session(

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import itertools
+import contextlib
 import json
 import sys
 from typing import Any
 
 import click
 from rich.console import Console
+from rich.status import Status
 
 from .. import wire
 from .._controller import ROOT_ACTION
 from .._run_remote import submit
 from .._task import TaskTemplate
+from ..errors import ApiError
 from ..remote import Client
 from ._common import call_server, settings_for
 
@@ -51,39 +53,56 @@ def run_remote(task: TaskTemplate[Any, Any], inputs: dict[str, Any], opts: dict[
 
 
 async def _follow(client: Client, run: str, err: Console, show: bool) -> wire.ActionInfo:
-    """Wait for the root action, showing live action counts on a terminal."""
+    """Wait for the root action (one long-poll at a time), showing live action counts on a
+    terminal and the address of each interactive session as it opens."""
     status = err.status(f"run {run}: starting") if show else None
     if status is not None:
         status.start()
-    announced: set[str] = set()
-    tick = itertools.count()
+    watcher = asyncio.create_task(_watch(client, run, err, status))
     try:
-        while True:
-            root = await client.get_action(run, ROOT_ACTION)
-            if root.phase in wire.TERMINAL_PHASES:
-                return root
-            if next(tick) % 5:  # the whole action list once a second is plenty
-                await asyncio.sleep(0.2)
-                continue
-            actions = await client.list_actions(run)
-            for action in actions:
-                session = action.session
-                if action.phase == "INTERACTIVE" and session and session.id not in announced:
-                    announced.add(session.id)
-                    err.print(
-                        f"interactive {session.kind} session for action {action.name}: "
-                        f"{client.endpoint}{session.url}\n  resume with "
-                        f"`loom resume {run} {action.name}`",
-                        highlight=False,
-                    )
-            if status is not None:
-                counts = collections.Counter(a.phase for a in actions)
-                summary = ", ".join(f"{n} {p.lower()}" for p, n in sorted(counts.items()))
-                status.update(f"run {run}: {summary}")
-            await asyncio.sleep(0.2)
+        return await client.wait_action(run, ROOT_ACTION)
     finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
         if status is not None:
             status.stop()
+
+
+async def _watch(client: Client, run: str, err: Console, status: Status | None) -> None:
+    """Follow the run's events (from its first: a run that is already going is caught up)."""
+    phases: dict[str, str] = {}
+    announced: set[str] = set()
+    after: int | None = None
+    while True:
+        try:
+            async for event in client.events(run, after=after):
+                after = event.seq
+                if event.kind != "action" or event.action is None:
+                    continue
+                phases[event.action] = event.phase
+                if event.phase == "INTERACTIVE":
+                    await _announce(client, run, event.action, err, announced)
+                if status is not None:
+                    counts = collections.Counter(phases.values())
+                    summary = ", ".join(f"{n} {p.lower()}" for p, n in sorted(counts.items()))
+                    status.update(f"run {run}: {summary}")
+        except ApiError:
+            pass  # the stream broke (a server restart?): the root's long-poll says if it is over
+        await asyncio.sleep(1.0)  # and then pick up after the last event seen
+
+
+async def _announce(client: Client, run: str, name: str, err: Console, announced: set[str]) -> None:
+    action = await client.get_action(run, name)
+    session = action.session
+    if action.phase == "INTERACTIVE" and session and session.id not in announced:
+        announced.add(session.id)
+        err.print(
+            f"interactive {session.kind} session for action {name}: "
+            f"{client.endpoint}{session.url}\n  resume with `loom resume {run} {name}`",
+            highlight=False,
+            soft_wrap=True,  # a link broken across lines cannot be clicked or copied
+        )
 
 
 def _print_result(

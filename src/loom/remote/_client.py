@@ -353,16 +353,26 @@ class Client:
                 f"cannot reach the server at {self.endpoint} — start it with `loom server start`"
             ) from e
 
-    async def events(self, run: str | None = None) -> AsyncIterator[wire.Event]:
-        """Phase changes as the server sends them (server-sent events)."""
-        params = _clean({"run": run})
-        async with self._client().stream("GET", "/events", params=params, timeout=None) as r:
-            if r.status_code >= 400:
-                await r.aread()
-                raise _error_for(r)
-            async for line in r.aiter_lines():
-                if line.startswith("data:"):
-                    yield wire.Event.model_validate_json(line[5:].strip())
+    async def events(
+        self, run: str | None = None, after: int | None = None
+    ) -> AsyncIterator[wire.Event]:
+        """Phase changes as the server sends them (server-sent events): a run's from its
+        first, or from after event ``after``."""
+        params = _clean({"run": run, "after": after})
+        try:
+            async with self._client().stream("GET", "/events", params=params, timeout=None) as r:
+                if r.status_code >= 400:
+                    await r.aread()
+                    raise _error_for(r)
+                async for line in r.aiter_lines():
+                    if line.startswith("data:"):
+                        yield wire.Event.model_validate_json(line[5:].strip())
+        except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+            raise ServerUnreachableError(
+                f"cannot reach the server at {self.endpoint} — start it with `loom server start`"
+            ) from e
+        except httpx.HTTPError as e:
+            raise ApiError(f"the event stream from {self.endpoint} broke: {e}") from e
 
 
 @functools.cache
