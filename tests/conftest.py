@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -41,6 +42,21 @@ def run_cli(
         cwd=cwd or REPO,
         timeout=120,
     )
+
+
+def remote_run(server: Any, *args: str) -> dict[str, Any]:
+    """``loom run --remote -o json ARGS`` against ``server`` (a ``ServerProcess``): the run's
+    JSON document (run, phase, outputs or error)."""
+    result = run_cli("run", "--remote", "-o", "json", *args, env=server.env)
+    assert result.stdout, result.stderr
+    return json.loads(result.stdout)
+
+
+def run_actions(server: Any, run: str) -> list[dict[str, Any]]:
+    """The actions of ``run``, as ``loom get run RUN -o json`` shows them."""
+    shown = run_cli("get", "run", run, "-o", "json", env=server.env)
+    assert shown.returncode == 0, shown.stderr
+    return json.loads(shown.stdout)["actions"]
 
 
 def write_module(path: Path, source: str) -> Path:

@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ServerProcess, run_cli, start_server, write_module
+from tests.conftest import (
+    ServerProcess,
+    remote_run,
+    run_actions,
+    run_cli,
+    start_server,
+    write_module,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -90,12 +97,6 @@ def flow(tmp_path: Path) -> Path:
     return write_module(tmp_path / "beating.py", FLOW)
 
 
-def remote(server: Any, *args: str) -> dict[str, Any]:
-    result = run_cli("run", "--remote", "-o", "json", *args, env=server.env)
-    assert result.stdout, result.stderr
-    return json.loads(result.stdout)
-
-
 def action(server: Any, run: str, name: str) -> dict[str, Any]:
     shown = run_cli("get", "action", run, name, "-o", "json", env=server.env)
     assert shown.returncode == 0, shown.stderr
@@ -106,7 +107,7 @@ def test_a_stopped_process_is_declared_lost_and_retried(
     server: Any, flow: Path, tmp_path: Path
 ) -> None:
     started = time.monotonic()
-    doc = remote(server, str(flow), "freezes_once", "--marker", str(tmp_path / "froze"))
+    doc = remote_run(server, str(flow), "freezes_once", "--marker", str(tmp_path / "froze"))
     assert doc["phase"] == "SUCCEEDED", doc
     assert time.monotonic() - started < 60
     first, second = action(server, doc["run"], "a0")["attempts"]
@@ -119,10 +120,9 @@ def test_a_stopped_process_is_declared_lost_and_retried(
 def test_a_stopped_warm_worker_loses_its_attempt_which_is_retried(
     server: Any, flow: Path, tmp_path: Path
 ) -> None:
-    doc = remote(server, str(flow), "calls_warm", "--marker", str(tmp_path / "froze"))
+    doc = remote_run(server, str(flow), "calls_warm", "--marker", str(tmp_path / "froze"))
     assert doc["phase"] == "SUCCEEDED", doc
-    shown = run_cli("get", "run", doc["run"], "-o", "json", env=server.env)
-    children = [a for a in json.loads(shown.stdout)["actions"] if a["parent"] == "a0"]
+    children = [a for a in run_actions(server, doc["run"]) if a["parent"] == "a0"]
     (child,) = children
     first, second = child["attempts"]
     assert first["error"]["kind"] == "worker_lost"
@@ -131,14 +131,13 @@ def test_a_stopped_warm_worker_loses_its_attempt_which_is_retried(
 
 
 def test_a_task_that_blocks_its_event_loop_keeps_beating(server: Any, flow: Path) -> None:
-    doc = remote(server, str(flow), "blocks_its_loop", "--seconds", str(2 * TIMEOUT_S))
+    doc = remote_run(server, str(flow), "blocks_its_loop", "--seconds", str(2 * TIMEOUT_S))
     assert doc["phase"] == "SUCCEEDED" and doc["outputs"] == "done"
     assert len(action(server, doc["run"], "a0")["attempts"]) == 1
 
 
 def test_an_attempt_waiting_for_a_warm_worker_is_not_silent(server: Any, flow: Path) -> None:
-    doc = remote(server, str(flow), "queue_behind", "--seconds", str(1.5 * TIMEOUT_S))
+    doc = remote_run(server, str(flow), "queue_behind", "--seconds", str(1.5 * TIMEOUT_S))
     assert doc["phase"] == "SUCCEEDED" and doc["outputs"] == [0, 1], doc
-    shown = run_cli("get", "run", doc["run"], "-o", "json", env=server.env)
-    children = [a for a in json.loads(shown.stdout)["actions"] if a["parent"] == "a0"]
+    children = [a for a in run_actions(server, doc["run"]) if a["parent"] == "a0"]
     assert [len(c["attempts"]) for c in children] == [1, 1]

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from loom.executors import machine_capacity
-from tests.conftest import REPO, run_cli, write_module
+from tests.conftest import REPO, remote_run, run_cli, write_module
 
 pytestmark = pytest.mark.e2e
 
@@ -161,12 +161,6 @@ def loom_cli(server: Any, *args: str) -> subprocess.CompletedProcess[str]:
     return run_cli(*args, env=server.env)
 
 
-def remote(server: Any, *args: str) -> dict[str, Any]:
-    result = loom_cli(server, "run", "--remote", "-o", "json", *args)
-    assert result.stdout, result.stderr
-    return json.loads(result.stdout)
-
-
 def test_hello_example_runs_remotely(server: Any) -> None:
     result = loom_cli(server, "run", "--remote", str(EXAMPLES / "hello.py"), "main")
     assert result.returncode == 0, result.stderr
@@ -175,7 +169,7 @@ def test_hello_example_runs_remotely(server: Any) -> None:
 
 
 def test_fan_out_children_become_actions(server: Any, flow: Path) -> None:
-    doc = remote(server, str(flow), "fan_out", "--n", "5")
+    doc = remote_run(server, str(flow), "fan_out", "--n", "5")
     assert doc["phase"] == "SUCCEEDED" and doc["outputs"] == 30 + 2
     shown = loom_cli(server, "get", "run", doc["run"], "-o", "json")
     actions = json.loads(shown.stdout)["actions"]
@@ -187,7 +181,7 @@ def test_fan_out_children_become_actions(server: Any, flow: Path) -> None:
 
 
 def test_child_exception_types_survive(server: Any, flow: Path) -> None:
-    doc = remote(server, str(flow), "catches", "--amount", "7")
+    doc = remote_run(server, str(flow), "catches", "--amount", "7")
     assert doc["outputs"] == "caught Declined: cannot pay 7"
 
 
@@ -198,7 +192,7 @@ def test_failed_run_reports_the_error_and_exits_non_zero(server: Any, flow: Path
 
 
 def test_retries_are_recorded(server: Any, flow: Path, tmp_path: Path) -> None:
-    doc = remote(server, str(flow), "flaky", "--marker", str(tmp_path / "marker"))
+    doc = remote_run(server, str(flow), "flaky", "--marker", str(tmp_path / "marker"))
     assert doc["outputs"] == 3
     action = json.loads(loom_cli(server, "get", "action", doc["run"], "a0", "-o", "json").stdout)
     assert [a["phase"] for a in action["attempts"]] == ["FAILED", "FAILED", "SUCCEEDED"]
@@ -206,18 +200,18 @@ def test_retries_are_recorded(server: Any, flow: Path, tmp_path: Path) -> None:
 
 def test_timeouts_are_enforced(server: Any, flow: Path) -> None:
     started = time.monotonic()
-    doc = remote(server, str(flow), "sleepy", "--seconds", "30")
+    doc = remote_run(server, str(flow), "sleepy", "--seconds", "30")
     assert doc["phase"] == "FAILED" and doc["error"]["kind"] == "timeout"
     assert time.monotonic() - started < 20
 
 
 def test_env_vars_reach_the_action(server: Any, flow: Path) -> None:
-    assert remote(server, str(flow), "flavour")["outputs"] == "remote"
+    assert remote_run(server, str(flow), "flavour")["outputs"] == "remote"
 
 
 def test_cache_hits_across_runs(server: Any, flow: Path) -> None:
-    first = remote(server, str(flow), "cached", "--x", "1")["outputs"]
-    second = remote(server, str(flow), "cached", "--x", "1")
+    first = remote_run(server, str(flow), "cached", "--x", "1")["outputs"]
+    second = remote_run(server, str(flow), "cached", "--x", "1")
     assert second["outputs"] == first
     action = json.loads(loom_cli(server, "get", "action", second["run"], "a0", "-o", "json").stdout)
     assert action["cache"] == "hit"
@@ -227,7 +221,7 @@ def test_serialized_cache_runs_identical_calls_once(
     server: Any, flow: Path, tmp_path: Path
 ) -> None:
     marker = tmp_path / "expensive-calls"
-    doc = remote(server, str(flow), "many_expensive", "--marker", str(marker), "--n", "4")
+    doc = remote_run(server, str(flow), "many_expensive", "--marker", str(marker), "--n", "4")
     assert doc["phase"] == "SUCCEEDED" and doc["outputs"] == [42] * 4
     assert marker.read_text() == "x"  # one execution for four calls
     actions = json.loads(loom_cli(server, "get", "action", doc["run"], "-o", "json").stdout)
@@ -252,14 +246,14 @@ def test_secrets_from_the_server_reach_the_action_and_nothing_else(server: Any, 
     assert [s["key"] for s in json.loads(listed)] == ["api-token", "cert"]
     assert "s3cr3t" not in listed and "CERT" not in listed
 
-    doc = remote(server, str(flow), "uses_secrets")
+    doc = remote_run(server, str(flow), "uses_secrets")
     token, cert, mode, path = doc["outputs"]
     assert (token, cert, mode) == ("s3cr3t-token", "CERT", "0o600")
     assert not Path(path).exists()  # the attempt removed its mounted secrets
     logs = loom_cli(server, "get", "logs", doc["run"], "a0").stdout
     assert "s3cr3t" not in logs and "s3cr3t" not in "\n".join(server.output)
 
-    missing = remote(server, str(flow), "needs_a_missing_secret")
+    missing = remote_run(server, str(flow), "needs_a_missing_secret")
     assert missing["phase"] == "FAILED"
     message = missing["error"]["message"]
     assert "secret 'never-set' is not set on the server" in message
@@ -271,7 +265,7 @@ def test_secrets_from_the_server_reach_the_action_and_nothing_else(server: Any, 
 @pytest.mark.skipif(bool(machine_capacity().gpu), reason="this machine has a GPU")
 def test_a_gpu_request_on_a_machine_without_gpus_fails_at_once(server: Any, flow: Path) -> None:
     started = time.monotonic()
-    doc = remote(server, str(flow), "on_a_gpu")
+    doc = remote_run(server, str(flow), "on_a_gpu")
     assert doc["phase"] == "FAILED" and time.monotonic() - started < 30
     assert "requests 1 GPU but the largest worker has none" in doc["error"]["message"]
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import run_cli, write_module
+from tests.conftest import remote_run, run_actions, run_cli, write_module
 
 pytestmark = pytest.mark.e2e
 
@@ -139,26 +139,15 @@ def flow(tmp_path: Path) -> Path:
     return write_module(tmp_path / "warm_flow.py", FLOW)
 
 
-def remote(server: Any, *args: str) -> dict[str, Any]:
-    result = run_cli("run", "--remote", "-o", "json", *args, env=server.env)
-    assert result.stdout, result.stderr
-    return json.loads(result.stdout)
-
-
-def actions(server: Any, run: str) -> list[dict[str, Any]]:
-    shown = run_cli("get", "run", run, "-o", "json", env=server.env)
-    return json.loads(shown.stdout)["actions"]
-
-
 def test_a_fan_out_runs_in_a_few_warm_processes(server: Any, flow: Path) -> None:
-    doc = remote(server, str(flow), "fan_out", "--n", "12")
+    doc = remote_run(server, str(flow), "fan_out", "--n", "12")
     assert doc["phase"] == "SUCCEEDED", doc
     results = doc["outputs"]
     assert [i for i, _ in results] == list(range(12))
     pids = {p for _, p in results}
     assert 1 <= len(pids) <= 2, pids  # replicas=(1, 2): never more than two workers
     # every attempt's output is in its own log, and only there
-    children = [a for a in actions(server, doc["run"]) if a["task"] == "warm.whoami"]
+    children = [a for a in run_actions(server, doc["run"]) if a["task"] == "warm.whoami"]
     assert len(children) == 12
     for child in children[:4]:
         log = run_cli("get", "logs", doc["run"], child["name"], env=server.env).stdout
@@ -167,19 +156,19 @@ def test_a_fan_out_runs_in_a_few_warm_processes(server: Any, flow: Path) -> None
 
 
 def test_concurrency_is_the_limit_per_worker(server: Any, flow: Path) -> None:
-    doc = remote(server, str(flow), "crowd", "--n", "7")
+    doc = remote_run(server, str(flow), "crowd", "--n", "7")
     assert doc["phase"] == "SUCCEEDED", doc
     assert 2 <= doc["outputs"] <= 3  # one worker, three at a time
 
 
 def test_a_timeout_ends_only_its_attempt(server: Any, flow: Path) -> None:
     started = time.monotonic()
-    doc = remote(server, str(flow), "timeout_then_more")
+    doc = remote_run(server, str(flow), "timeout_then_more")
     assert doc["phase"] == "SUCCEEDED", doc
     assert time.monotonic() - started < 25
     first, second = doc["outputs"]
     assert first == second  # the same warm worker went on serving
-    stuck = next(a for a in actions(server, doc["run"]) if a["task"] == "solo.stuck")
+    stuck = next(a for a in run_actions(server, doc["run"]) if a["task"] == "solo.stuck")
     assert stuck["phase"] == "FAILED" and stuck["error"]["kind"] == "timeout"
     log = run_cli("get", "logs", doc["run"], "a0", env=server.env).stdout
     assert "first: TaskTimeoutError" in log
@@ -188,9 +177,9 @@ def test_a_timeout_ends_only_its_attempt(server: Any, flow: Path) -> None:
 def test_a_dead_worker_loses_its_attempt_which_is_retried(
     server: Any, flow: Path, tmp_path: Path
 ) -> None:
-    doc = remote(server, str(flow), "survive", "--marker", str(tmp_path / "died"))
+    doc = remote_run(server, str(flow), "survive", "--marker", str(tmp_path / "died"))
     assert doc["phase"] == "SUCCEEDED", doc
-    child = next(a for a in actions(server, doc["run"]) if a["task"] == "solo.dies_once")
+    child = next(a for a in run_actions(server, doc["run"]) if a["task"] == "solo.dies_once")
     shown = run_cli("get", "action", doc["run"], child["name"], "-o", "json", env=server.env)
     attempts = json.loads(shown.stdout)["attempts"]
     assert [a["phase"] for a in attempts] == ["FAILED", "SUCCEEDED"]
@@ -201,13 +190,13 @@ def test_a_dead_worker_loses_its_attempt_which_is_retried(
 
 
 def test_sync_tasks_run_in_the_worker(server: Any, flow: Path) -> None:
-    doc = remote(server, str(flow), "mixed", "--n", "4")
+    doc = remote_run(server, str(flow), "mixed", "--n", "4")
     assert doc["phase"] == "SUCCEEDED", doc
     assert doc["outputs"] == [0, 10, 20, 30]
 
 
 def test_idle_workers_stop(server: Any, flow: Path) -> None:
-    doc = remote(server, str(flow), "fan_out", "--n", "3")
+    doc = remote_run(server, str(flow), "fan_out", "--n", "3")
     assert doc["phase"] == "SUCCEEDED", doc
     pids = {p for _, p in doc["outputs"]}
     deadline = time.monotonic() + 20  # idle_ttl=2
@@ -231,13 +220,13 @@ def test_a_wide_warm_fan_out(server: Any, flow: Path) -> None:
     """Hundreds of actions in two warm workers: created, waited for and reported in batches."""
     n = 400
     started = time.monotonic()
-    doc = remote(server, str(flow), "big_fan_out", "--n", str(n))
+    doc = remote_run(server, str(flow), "big_fan_out", "--n", str(n))
     took = time.monotonic() - started
     assert doc["phase"] == "SUCCEEDED", doc
     tags = doc["outputs"]
     assert [int(t.split(":")[0]) for t in tags] == list(range(n))
     assert 1 <= len({t.split(":")[1] for t in tags}) <= 2
-    children = [a for a in actions(server, doc["run"]) if a["task"] == "wide.tag"]
+    children = [a for a in run_actions(server, doc["run"]) if a["task"] == "wide.tag"]
     assert len(children) == n and all(a["phase"] == "SUCCEEDED" for a in children)
     assert all(len(a["attempts"]) == 1 for a in children)
     assert took < 60  # (about 2 s on two cores; a generous bound for a loaded machine)
@@ -251,18 +240,18 @@ def test_aborting_cancels_warm_attempts_that_got_their_spec_with_the_job(
     run = detached.stdout.strip()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        running = [a for a in actions(server, run) if a["task"] == "wide.nap"]
+        running = [a for a in run_actions(server, run) if a["task"] == "wide.nap"]
         if len(running) == 6 and all(a["phase"] == "RUNNING" for a in running):
             break
         time.sleep(0.2)
     else:
-        raise AssertionError(f"the naps did not all start: {actions(server, run)}")
+        raise AssertionError(f"the naps did not all start: {run_actions(server, run)}")
     aborted = run_cli("abort", "run", run, env=server.env)
     assert aborted.returncode == 0 and "ABORTED" in aborted.stdout, aborted.stderr
-    naps = [a for a in actions(server, run) if a["task"] == "wide.nap"]
+    naps = [a for a in run_actions(server, run) if a["task"] == "wide.nap"]
     assert all(a["phase"] == "ABORTED" for a in naps), naps
     # the workers let go of them: a new fan-out on the same pool runs at once
     started = time.monotonic()
-    doc = remote(server, str(flow), "big_fan_out", "--n", "20")
+    doc = remote_run(server, str(flow), "big_fan_out", "--n", "20")
     assert doc["phase"] == "SUCCEEDED", doc
     assert time.monotonic() - started < 30

@@ -18,7 +18,8 @@ from loom.executors import Job, JobExit, LocalProcessExecutor, process_identity
 pytestmark = pytest.mark.e2e
 
 # speaks the worker's side of the protocol: hello, then for each job write the message it got
-# to <job log>.json and report it done
+# (and its pid) to <job log>.json and report it done; except that it never ends a job of
+# action "stuck", and ignores cancels: then it is a hung worker
 WORKER = """
 import asyncio, json, os, sys
 
@@ -31,9 +32,9 @@ async def main():
         message = json.loads(line)
         if message.get("stop"):
             break
-        if "job" in message:
+        if "job" in message and message["action"] != "stuck":
             with open(message["log"] + ".json", "w") as f:
-                json.dump(message, f)
+                json.dump({**message, "pid": os.getpid()}, f)
             writer.write((json.dumps({"done": message["job"], "code": 0}) + "\\n").encode())
             await writer.drain()
 
@@ -107,27 +108,6 @@ def test_a_worker_gets_the_spec_with_its_job(tmp_path: Path) -> None:
     assert "spec" not in plain  # the worker fetches it itself
 
 
-# like WORKER, but it never ends job "stuck", and ignores cancels: a hung worker
-HUNG_WORKER = """
-import asyncio, json, os, sys
-
-async def main():
-    socket = sys.argv[sys.argv.index("--socket") + 1]
-    worker = sys.argv[sys.argv.index("--worker-id") + 1]
-    reader, writer = await asyncio.open_unix_connection(socket, limit=2**20)
-    writer.write((json.dumps({"hello": worker, "pid": os.getpid()}) + "\\n").encode())
-    async for line in reader:
-        message = json.loads(line)
-        if "job" in message and message["action"] != "stuck":
-            with open(message["log"] + ".json", "w") as f:
-                json.dump({**message, "pid": os.getpid()}, f)
-            writer.write((json.dumps({"done": message["job"], "code": 0}) + "\\n").encode())
-            await writer.drain()
-
-asyncio.run(main())
-"""
-
-
 def test_a_worker_that_does_not_cancel_gets_no_new_job(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -135,7 +115,7 @@ def test_a_worker_that_does_not_cancel_gets_no_new_job(
 
     monkeypatch.setattr(_pool, "CANCEL_GRACE_S", 1.0)
     script = tmp_path / "worker.py"
-    script.write_text(textwrap.dedent(HUNG_WORKER))
+    script.write_text(textwrap.dedent(WORKER))
     exits: dict[str, JobExit] = {}
     done = asyncio.Event()
 
