@@ -156,8 +156,8 @@ class RunContext:
     async def execute(self, task: TaskTemplate[Any, Any], *args: Any, **inputs: Any) -> Run:
         """Run ``task`` and return its finished handle; task failures are kept, not raised."""
         from ._controller import LocalRun
-        from ._naming import new_run_name
         from ._task import TaskTemplate
+        from .wire import new_run_name
 
         if not isinstance(task, TaskTemplate):
             raise LoomError(f"loom.run needs a task (decorated with @env.task), got {task!r}")

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 from . import wire
 from ._controller import ROOT_ACTION
 from ._controller._remote import rebuild_error, task_spec
-from ._naming import new_run_name
 from ._settings import Settings
 from ._sync import run_sync
 from .errors import ConfigError, LoomError
+from .io._remote import remote_store
 from .remote import Client, make_bundle, task_location
 
 if TYPE_CHECKING:
@@ -70,7 +70,9 @@ class RemoteRun:
             if root.phase != "SUCCEEDED":
                 raise rebuild_error(root.error, ROOT_ACTION)
             outputs = await client.get_outputs(self.name, ROOT_ACTION)
-        return self._task.interface.output.decode(outputs.value, None)
+            # File/Dir outputs download through this client's server, when they are read
+            data = remote_store(client.endpoint, self._settings.api_key, self._settings.home)
+        return self._task.interface.output.decode(outputs.value, data)
 
     def outputs(self) -> Any:
         """The root task's return value (waits for the run); raises the task's exception."""
@@ -96,12 +98,15 @@ async def submit(
     ``debug`` makes the root action interactive (a VS Code session) even if the task is not
     decorated with ``@vscode``/``@jupyter``."""
     client = client_for(settings)  # fail fast, before packaging anything
-    encoded = task.interface.encode_inputs(task.interface.bind(args, inputs))
+    # File/Dir inputs are uploaded to the server's object store (below, once per content)
+    data = remote_store(client.endpoint, settings.api_key, settings.home)
+    encoded = task.interface.encode_inputs(task.interface.bind(args, inputs), data)
     root_dir, _, _ = task_location(task)
     bundle = make_bundle(root_dir)
     async with client:
         if not await client.has_bundle(bundle.digest):
             await client.upload_bundle(bundle.digest, bundle.data)
+        await data.flush(client)
         spec = task_spec(task, encoded)
         if debug and spec.interactive is None:
             spec = spec.model_copy(update={"interactive": wire.InteractiveSpec()})
@@ -109,7 +114,7 @@ async def submit(
             body = wire.RunCreate(
                 project=settings.project,
                 domain=settings.domain,
-                name=name or new_run_name(),
+                name=name or wire.new_run_name(),
                 bundle=bundle.digest,
                 root=wire.ActionCreate(name=ROOT_ACTION, task=spec, inputs=encoded),
                 env_vars=dict(env_vars or {}),

@@ -37,6 +37,13 @@ model follows the arrow):
   → 200 if stored, 404 if not
 - ``GET  /bundles/{digest}``
   → the tar.gz bytes
+- ``PUT  /data/{digest}`` (body: the bytes; ``digest``: ``sha256:<hex>`` or ``<hex>`` of them)
+  → ``DataInfo`` (idempotent per digest; 400 if the body's SHA-256 differs, 413 over the
+  server's ``LOOM_MAX_DATA_BYTES``)
+- ``HEAD /data/{digest}``
+  → 200 if stored, 404 if not
+- ``GET  /data/{digest}``
+  → the bytes, streamed (404 if not stored)
 - ``POST /runs`` ``RunCreate``
   → ``RunInfo``
 - ``GET  /runs?project=&domain=&phase=&task=&limit=``
@@ -117,7 +124,9 @@ Web UI (read models for the browser app the server serves at ``/``; any client m
 - ``GET  /views/runs/{run}/actions/{action}``
   → ``ActionDetail`` (inputs, outputs, the task, the commands that run it again)
 - ``GET  /runs/{run}/actions/{action}/files?of=inputs|outputs&path=``
-  → the bytes of a ``File`` the action's inputs or outputs refer to (only those)
+  → the bytes of a ``File`` the action's inputs or outputs refer to (only those): from the
+  object store for a ``loom://data/`` reference (a ``Dir`` as its ``.tar.gz``), else a path
+  on the server's machine
 - ``POST /runs/{run}/actions/{action}/debug?kind=vscode|jupyter``
   → ``RunInfo``: a new run of the same bundle, task and inputs, interactive and uncached
   (what ``loom debug`` does)
@@ -130,10 +139,18 @@ caller with an API key (header) or the login cookie; anything else gets 401 (HTT
 (WebSocket upgrade). Every proxied request and frame counts as activity.
 
 Run and action names are unique within the server; action names are unique within their run.
+
+Data (``File``, ``Dir`` and ``DataFrame`` values of remote runs) travels through the object
+store by reference: the encoded value's path is ``loom://data/<sha256>/<name>`` for a file, and
+``loom://data/<sha256>/<name>/`` (a trailing slash) for a directory, whose object is a
+gzip-compressed tar of the tree's contents. ``<sha256>`` is the hex SHA-256 of the object's
+bytes, uploaded once per content with ``PUT /data/{digest}``; ``<name>`` is the file's or
+directory's name (one path component).
 """
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 from typing import Any, Literal
 
@@ -148,6 +165,9 @@ MAX_INLINE_BYTES = 10 * 1024 * 1024
 MAX_BATCH = 5000
 #: ``actions:wait`` inlines outputs up to this many bytes in all, per response.
 MAX_INLINE_OUTPUTS = 4 * 1024 * 1024
+
+#: How an encoded ``File``/``Dir``/``DataFrame`` refers to data in the object store (see above).
+DATA_URI_PREFIX = "loom://data/"
 
 DOMAINS = ("development", "staging", "production")
 
@@ -235,6 +255,13 @@ class BundleInfo(_Model):
     size: int
 
 
+class DataInfo(_Model):
+    """Data stored under a digest (``PUT /data/{digest}``)."""
+
+    digest: str
+    size: int
+
+
 class ResourceSpec(_Model):
     cpu: float | None = None
     memory_bytes: int | None = None
@@ -305,6 +332,30 @@ class ActionCreate(_Model):
     group: list[str] = []
     task: TaskSpec
     inputs: dict[str, Any] = {}
+
+
+# -- run names: readable and unique, whichever side makes them (client or server) ----------
+
+_ADJECTIVES = (
+    "amber", "bold", "brisk", "calm", "clever", "crisp", "daring", "eager", "fair", "fancy",
+    "gentle", "glad", "grand", "happy", "hardy", "keen", "kind", "lively", "lucky", "merry",
+    "mighty", "nimble", "noble", "proud", "quick", "quiet", "rapid", "bright", "sharp", "shy",
+    "silent", "sleek", "smooth", "snappy", "steady", "sunny", "swift", "tidy", "vivid", "witty",
+)  # fmt: skip
+_NOUNS = (
+    "badger", "beaver", "bison", "crane", "falcon", "ferret", "finch", "gecko", "heron", "ibis",
+    "jaguar", "koala", "lemur", "lynx", "marten", "moose", "newt", "ocelot", "otter", "owl",
+    "panda", "puffin", "quail", "raven", "robin", "salmon", "seal", "shrew", "sparrow", "stoat",
+    "tapir", "tern", "tiger", "toucan", "trout", "vole", "walrus", "weasel", "wren", "yak",
+)  # fmt: skip
+_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def new_run_name() -> str:
+    """A run name such as ``brisk-otter-4k7q2m``: an adjective, an animal and six random
+    characters (about 2 billion per pair); it fits ``RunCreate.name``."""
+    suffix = "".join(secrets.choice(_ALPHABET) for _ in range(6))
+    return f"{secrets.choice(_ADJECTIVES)}-{secrets.choice(_NOUNS)}-{suffix}"
 
 
 class RunCreate(_Model):

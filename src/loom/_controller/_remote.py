@@ -27,6 +27,7 @@ from .._resources import _cpu_value, gpu_count, parse_memory
 from .._settings import Settings
 from .._sync import run_sync
 from ..errors import LoomError, MissingSecretError, RemoteTaskError, TaskTimeoutError
+from ..io._remote import remote_store
 from ..remote import Client
 from ..remote._bundle import task_location
 from ..remote._client import item_error
@@ -174,6 +175,8 @@ class RemoteRun:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._calls = itertools.count()
         self._secrets = secrets or wire.SecretValues()
+        #: where File/Dir values go: the server's object store (uploaded when passed on)
+        self.data = remote_store(client.endpoint, settings.api_key, settings.home)
         self._secrets_dir: Path | None = None  # mounted secrets: private, removed by close()
         self._children: _Children | None = None
         # a task's spec, when it does not depend on the inputs (no cache key): built once
@@ -220,7 +223,7 @@ class RemoteRun:
     ) -> Callable[[], Coroutine[Any, Any, Any]]:
         # Binding and naming happen at call time, in call order, so names are deterministic.
         inputs = task.interface.bind(args, kwargs)
-        encoded = task.interface.encode_inputs(inputs)
+        encoded = task.interface.encode_inputs(inputs, self.data)
         size = len(json.dumps(encoded))
         if size > wire.MAX_INLINE_BYTES:
             raise LoomError(
@@ -256,21 +259,25 @@ class RemoteRun:
             # on the main loop: batched with the other calls of this process
             if self._children is None:
                 self._children = _Children(self.client, self.name)
+            if self.data.busy:  # the child may only start once its inputs' data is stored
+                await self.data.flush(self.client)
             outcome = await self._children.run(body, size)
             if outcome.phase != "SUCCEEDED":
                 raise rebuild_error(outcome.error, body.name)
             if outcome.outputs is not None:
-                return task.interface.output.decode(outcome.outputs.value, None)
+                return task.interface.output.decode(outcome.outputs.value, self.data)
             outputs = await self.client.get_outputs(self.name, body.name)
-            return task.interface.output.decode(outputs.value, None)
+            return task.interface.output.decode(outputs.value, self.data)
         async with self._session() as client:
+            if self.data.busy:
+                await self.data.flush(client)
             info = await client.create_action(self.name, body)
             if info.phase not in wire.TERMINAL_PHASES:
                 info = await client.wait_action(self.name, body.name)
             if info.phase != "SUCCEEDED":
                 raise rebuild_error(info.error, body.name)
             outputs = await client.get_outputs(self.name, body.name)
-        return task.interface.output.decode(outputs.value, None)
+        return task.interface.output.decode(outputs.value, self.data)
 
     @asynccontextmanager
     async def _session(self) -> AsyncIterator[Client]:

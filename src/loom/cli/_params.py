@@ -10,7 +10,9 @@ from typing import Any
 
 import click
 
+from ..errors import SerializationError
 from ..io import Dir, File
+from ..io._remote import is_data_uri, parse_data_uri
 from ..types import Codec, Parameter, codec_for
 
 
@@ -56,7 +58,8 @@ class ViaCodec(click.ParamType):
 
 
 class LocalPath(click.ParamType):
-    """``File`` and ``Dir`` inputs: an existing local path."""
+    """``File`` and ``Dir`` inputs: an existing local path, or a reference to data on the
+    server (``loom://data/...``, as the web UI's rerun command spells a remote run's files)."""
 
     def __init__(self, kind: type[File] | type[Dir]) -> None:
         self.kind = kind
@@ -65,6 +68,15 @@ class LocalPath(click.ParamType):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, self.kind):
             return value
+        if is_data_uri(value):
+            try:
+                ref = parse_data_uri(value)
+            except SerializationError as e:
+                self.fail(str(e), param, ctx)
+            if ref.tree != (self.kind is Dir):
+                what = "a directory" if ref.tree else "a file"
+                self.fail(f"{value} refers to {what}, not a {self.name.lower()}", param, ctx)
+            return self.kind(path=value, name=ref.name)
         try:
             return self.kind.from_local_sync(value)
         except FileNotFoundError as e:

@@ -9,10 +9,12 @@ from ..types import BlobStore, Codec, register_codec_factory
 from ._dataframe import DataFrame, from_parquet_bytes, to_parquet_bytes
 from ._dir import Dir
 from ._file import File
+from ._remote import fetch, is_data_uri
 
 
 class _RefCodec(Codec):
-    """``File`` / ``Dir``: the store keeps a content-addressed copy when there is a store."""
+    """``File`` / ``Dir``: the store keeps a content-addressed copy when there is a store (in
+    remote mode, the server's object store: ``path`` becomes a ``loom://data/`` reference)."""
 
     __slots__ = ()
 
@@ -21,7 +23,8 @@ class _RefCodec(Codec):
 
     def encode(self, value: Any, store: BlobStore | None) -> Any:
         path = value.path
-        if store is not None:
+        # a reference names stored, immutable content already: passed on as it is
+        if store is not None and not is_data_uri(path):
             path = store.put_file(path) if self.tp is File else store.put_dir(path)
         return {"path": path, "name": value.name}
 
@@ -50,7 +53,10 @@ class _FrameCodec(Codec):
 
     def decode(self, data: Any, store: BlobStore | None) -> Any:
         if "parquet" in data:
-            with open(data["parquet"], "rb") as f:
+            path = data["parquet"]
+            if is_data_uri(path):
+                path = fetch(path, tree=False, store=store)
+            with open(path, "rb") as f:
                 raw = f.read()
         else:
             raw = base64.b64decode(data["parquet_b64"])

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import ssl
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -24,6 +26,7 @@ M = TypeVar("M", bound=BaseModel)
 
 _CREATED = TypeAdapter(list[wire.ActionCreated])
 _STATUSES = TypeAdapter(list[wire.ItemStatus])
+_CHUNK = 1 << 20
 
 
 class Client:
@@ -158,6 +161,59 @@ class Client:
 
     async def download_bundle(self, digest: str) -> bytes:
         return (await self._request("GET", f"/bundles/{digest}")).content
+
+    # -- data (what File, Dir and DataFrame values refer to) ----------------------------------
+
+    async def has_data(self, digest: str) -> bool:
+        try:
+            await self._request("HEAD", f"/data/{digest}")
+        except NotFoundError:
+            return False
+        return True
+
+    async def upload_data(self, digest: str, source: bytes | Path) -> wire.DataInfo:
+        """Store ``source`` (bytes, or a file streamed from disk) under its sha256 ``digest``."""
+        # a file is streamed, without a Content-Length: the server enforces its data limit
+        # while it reads, and the limit on JSON bodies it checks up front is not this one
+        content = source if isinstance(source, bytes) else _file_chunks(source)
+        response = await self._request(
+            "PUT",
+            f"/data/{digest}",
+            content=content,
+            headers={"Content-Type": "application/octet-stream"},
+            timeout=httpx.Timeout(self._timeout, write=None, read=None),
+        )
+        return wire.DataInfo.model_validate_json(response.content)
+
+    async def download_data(self, digest: str, target: Path) -> int:
+        """Stream the data stored under ``digest`` into the file ``target`` and return its
+        size; :class:`ApiError` if what arrived does not have that digest."""
+        sha = hashlib.sha256()
+        size = 0
+        try:
+            async with self._client().stream(
+                "GET", f"/data/{digest}", timeout=httpx.Timeout(self._timeout, read=None)
+            ) as r:
+                if r.status_code >= 400:
+                    await r.aread()
+                    raise _error_for(r)
+                with target.open("wb") as f:
+                    async for chunk in r.aiter_bytes(_CHUNK):
+                        sha.update(chunk)
+                        size += len(chunk)
+                        f.write(chunk)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+            raise ServerUnreachableError(
+                f"cannot reach the server at {self.endpoint} — start it with `loom server start`"
+            ) from e
+        except httpx.HTTPError as e:
+            raise ApiError(f"download of data {digest} from {self.endpoint} failed: {e}") from e
+        if sha.hexdigest() != digest.removeprefix("sha256:"):
+            raise ApiError(
+                f"data {digest} from {self.endpoint} arrived with SHA-256 {sha.hexdigest()}: "
+                "it is corrupt in the server's object store, or was cut off on the way"
+            )
+        return size
 
     # -- runs and actions ---------------------------------------------------------------------
 
@@ -380,6 +436,12 @@ def _tls_context() -> ssl.SSLContext:
     """Built once per process: loading the CA bundle costs ~0.1 s, which every new client
     would otherwise pay again (plain-HTTP endpoints on loopback need no TLS at all)."""
     return ssl.create_default_context()
+
+
+async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            yield chunk
 
 
 def _clean(params: dict[str, Any]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from ..errors import (
     TaskDefinitionError,
     TaskLoadError,
 )
+from ..io._remote import remote_store
 from ..remote import Client
 from ..remote._bundle import extract_bundle
 from ._heartbeat import Heartbeats
@@ -160,7 +161,9 @@ async def _execute(
         if not shared:  # a worker was started with exactly these variables already
             os.environ.update({**spec.task.env_vars, **spec.env_vars})
         task = _load_task(bundle, spec.task)
-        inputs = task.interface.decode_inputs(spec.inputs)
+        # File/Dir values travel through the server's object store (see loom.io._remote)
+        data = remote_store(client.endpoint, settings.api_key, settings.home)
+        inputs = task.interface.decode_inputs(spec.inputs, data)
         # fetched up front: the engine reads them synchronously, as it does locally
         secrets = await client.action_secrets(spec.run, spec.action) if spec.task.secrets else None
         host = RemoteRun(client, spec, settings, secrets)
@@ -172,7 +175,8 @@ async def _execute(
             value = await host.execute(task, inputs)
         finally:
             host.close()
-        encoded = task.interface.output.encode(value, None)
+        encoded = task.interface.output.encode(value, data)
+        await data.flush(client)  # what the outputs refer to is stored before they are reported
     except BaseException as e:  # every failure is reported; none escapes the attempt
         if isinstance(e, KeyboardInterrupt | SystemExit | asyncio.CancelledError):
             raise  # a cancelled attempt reports nothing: the server decided its outcome

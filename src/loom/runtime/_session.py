@@ -100,7 +100,7 @@ class Session:
                 _say("running the task first (run_task_first): a session opens only if it fails")
                 try:
                     value = await self.host.execute(self.task, self._inputs(self.task))
-                    return self._success(self.task, value)
+                    return await self._success(self.task, value)
                 except Exception as e:
                     first_error = e
                     _say("the task failed; opening an interactive session to debug it:")
@@ -275,7 +275,7 @@ class Session:
                 self.workspace, self.bundle, self.spec.task.module, self.spec.task.attr
             )
             value = await self.host.execute(task, self._inputs(task))
-            result = self._success(task, value)
+            result = await self._success(task, value)
         except Exception as e:
             _say("resume failed; the session stays open: fix the code and resume again")
             traceback.print_exception(e, file=sys.stderr)
@@ -321,10 +321,12 @@ class Session:
     # -- helpers ------------------------------------------------------------------------------
 
     def _inputs(self, task: TaskTemplate[Any, Any]) -> dict[str, Any]:
-        return task.interface.decode_inputs(self.spec.inputs)
+        return task.interface.decode_inputs(self.spec.inputs, self.host.data)
 
-    def _success(self, task: TaskTemplate[Any, Any], value: Any) -> wire.AttemptResult:
-        encoded = task.interface.output.encode(value, None)
+    async def _success(self, task: TaskTemplate[Any, Any], value: Any) -> wire.AttemptResult:
+        """The outputs, once the data they refer to (File, Dir) is in the object store."""
+        encoded = task.interface.output.encode(value, self.host.data)
+        await self.host.data.flush(self.client)
         return wire.AttemptResult(outputs=wire.Outputs(value=encoded))
 
     def _log_diff(self) -> None:

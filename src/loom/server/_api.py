@@ -27,6 +27,7 @@ from .. import wire
 from .._version import __version__
 from . import _sessions as sessions
 from ._auth import COOKIE_NAME, login_response, logout_response
+from ._data import normalize_data_digest
 from ._errors import (
     AuthenticationError,
     BadRequestError,
@@ -248,6 +249,50 @@ def get_bundle(digest: str, p: Plane) -> Response:
     return StreamingResponse(
         chunks, media_type="application/gzip", headers={"Content-Length": str(size)}
     )
+
+
+# -- data ---------------------------------------------------------------------------------
+
+
+@router.put("/data/{digest}")
+async def put_data(digest: str, request: Request, p: Plane) -> wire.DataInfo:
+    """Upload the content of a ``File``, ``Dir`` (its .tar.gz) or ``DataFrame`` (Parquet)
+    that a remote value refers to; idempotent per digest, checked against the body."""
+    normalize_data_digest(digest)  # a malformed digest is refused before the body is read
+    limit = p.data.max_bytes
+    sha = hashlib.sha256()
+    size = 0
+    fd, name = tempfile.mkstemp(dir=p.tmp_dir, prefix="data-")
+    path = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLargeError(
+                        f"data is over the limit of {limit} bytes (LOOM_MAX_DATA_BYTES on the "
+                        "server); split it into several files, or raise the limit"
+                    )
+                sha.update(chunk)
+                f.write(chunk)
+        return await to_thread.run_sync(p.data.put, digest, path, size, sha.hexdigest())
+    finally:
+        path.unlink(missing_ok=True)
+
+
+@router.head("/data/{digest}")
+def head_data(digest: str, p: Plane) -> Response:
+    size = p.data.size(digest)
+    return Response(headers={} if size is None else {"Content-Length": str(size)})
+
+
+@router.get("/data/{digest}", response_class=Response)
+def get_data(digest: str, p: Plane) -> Response:
+    local, chunks = p.data.source(digest)
+    if local is not None:
+        return FileResponse(local, media_type="application/octet-stream")
+    assert chunks is not None
+    return StreamingResponse(chunks, media_type="application/octet-stream")
 
 
 # -- runs and actions ---------------------------------------------------------------------

@@ -81,6 +81,10 @@ class _Sessions:
             await self.app(scope, receive, send)
 
 
+#: Endpoints that take bytes, not JSON, and check their own (larger) limits while reading.
+_OWN_LIMITS = (f"{wire.API_PREFIX}/bundles/", f"{wire.API_PREFIX}/data/")
+
+
 class _BodyLimit:
     """Refuse oversized JSON bodies by their Content-Length, before reading them."""
 
@@ -88,7 +92,7 @@ class _BodyLimit:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not scope["path"].startswith(f"{wire.API_PREFIX}/bundles/"):
+        if scope["type"] == "http" and not scope["path"].startswith(_OWN_LIMITS):
             for name, value in scope["headers"]:
                 if name == b"content-length" and value.isdigit() and int(value) > _MAX_JSON_BODY:
                     body = json.dumps(

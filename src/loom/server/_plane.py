@@ -33,6 +33,7 @@ from ..executors import (
 from . import _state as state
 from ._auth import Authenticator
 from ._bundles import BundleService
+from ._data import DataService
 from ._db import Database
 from ._events import EventBus
 from ._keys import KeyService
@@ -77,6 +78,7 @@ class ControlPlane:
         self.keys = KeyService(self.db)
         self.projects = ProjectService(self.db)
         self.bundles = BundleService(self.db, self.store, settings.max_bundle_bytes)
+        self.data = DataService(self.store, settings.max_data_bytes)
         self.runs = RunService(self.db, self.store, self.executor.capacity())
         self.runs.dispatch = self._dispatch
         self.sessions = SessionService(self.db, self.runs)

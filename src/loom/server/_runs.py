@@ -32,7 +32,6 @@ from sqlalchemy import cast as cast_
 from sqlalchemy.orm import Session, aliased
 
 from .. import wire
-from .._naming import new_run_name
 from ..executors import Capacity, job_id
 from . import _state as state
 from ._db import Database
@@ -588,9 +587,9 @@ class RunService:
 
     @staticmethod
     def _new_run_name(s: Session) -> str:
-        """A readable name, as the CLI gives its runs (a plain module: no SDK comes along)."""
+        """A readable name, as the CLI gives its runs."""
         while True:
-            name = new_run_name()
+            name = wire.new_run_name()
             if s.scalar(select(Run.id).where(Run.name == name)) is None:
                 return name
 

@@ -17,6 +17,8 @@ variables, defaults.
 ``LOOM_RUNTIME_COMMAND``    the command that runs one attempt (default
                             ``<python> -m loom.runtime``), split like a shell would
 ``LOOM_MAX_BUNDLE_BYTES``   largest code bundle accepted (default 1 GiB)
+``LOOM_MAX_DATA_BYTES``     largest ``File``/``Dir``/``DataFrame`` object accepted by
+                            ``PUT /data`` (default 10 GiB; a ``Dir`` counts as its archive)
 ``LOOM_HEARTBEAT_TIMEOUT``  seconds without a heartbeat after which a running attempt is
                             declared lost and its process killed (default 90)
 ==========================  ==============================================================
@@ -55,6 +57,7 @@ class ServerSettings:
     executor_slots: int = 1
     runtime_command: tuple[str, ...] = ()
     max_bundle_bytes: int = 1 << 30
+    max_data_bytes: int = 10 << 30
     heartbeat_timeout_s: float = 90.0
     #: where `loom ide install` put code-server and JupyterLab; interactive actions use them
     ide_dir: Path | None = None
@@ -80,6 +83,7 @@ class ServerSettings:
             "s3_region": env.get("LOOM_S3_REGION") or None,
             "executor_slots": _int(env, "LOOM_EXECUTOR_SLOTS", os.cpu_count() or 1),
             "max_bundle_bytes": _int(env, "LOOM_MAX_BUNDLE_BYTES", 1 << 30),
+            "max_data_bytes": _int(env, "LOOM_MAX_DATA_BYTES", 10 << 30),
             "heartbeat_timeout_s": _float(env, "LOOM_HEARTBEAT_TIMEOUT", 90.0),
             "runtime_command": tuple(
                 shlex.split(env["LOOM_RUNTIME_COMMAND"])

@@ -4,10 +4,12 @@ the interactive re-run, and the one-click local sign-in. Any client may use them
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, StreamingResponse
 
 from .. import wire
 from ._api import Caller, Plane, principal
@@ -72,17 +74,44 @@ def action_file(
     run: str,
     action: str,
     v: Views,
+    p: Plane,
     of: Annotated[str, Query(pattern="^(inputs|outputs)$")],
     path: Annotated[str, Query(min_length=1)],
-) -> FileResponse:
-    """Download a file the action's inputs or outputs refer to (a ``loom.io.File``)."""
-    local = v.file_path(run, action, of, path)
-    return FileResponse(
-        local,
-        filename=local.name,
-        content_disposition_type="attachment",
-        headers={"X-Content-Type-Options": "nosniff"},
+) -> Response:
+    """Download a file the action's inputs or outputs refer to (a ``loom.io.File``; a
+    ``Dir`` in the object store comes as its ``.tar.gz``)."""
+    found = v.file_path(run, action, of, path)
+    nosniff = {"X-Content-Type-Options": "nosniff"}
+    if isinstance(found, Path):
+        return FileResponse(
+            found, filename=found.name, content_disposition_type="attachment", headers=nosniff
+        )
+    filename = f"{found.name}.tar.gz" if found.tree else found.name
+    media_type = "application/gzip" if found.tree else None
+    local, chunks = p.data.source(found.digest)
+    if local is not None:
+        return FileResponse(
+            local,
+            filename=filename,
+            media_type=media_type,
+            content_disposition_type="attachment",
+            headers=nosniff,
+        )
+    assert chunks is not None
+    return StreamingResponse(
+        chunks,
+        media_type=media_type or "application/octet-stream",
+        headers={**nosniff, "Content-Disposition": _attachment(filename)},
     )
+
+
+def _attachment(filename: str) -> str:
+    """A Content-Disposition that saves the download as ``filename`` (RFC 6266: non-ASCII
+    names go percent-encoded in ``filename*``)."""
+    quoted = quote(filename)
+    if quoted == filename:
+        return f'attachment; filename="{filename}"'
+    return f"attachment; filename*=utf-8''{quoted}"
 
 
 @router.post("/runs/{run}/actions/{action}/debug", status_code=201)

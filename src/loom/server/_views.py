@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .. import wire
+from ._data import DataRef, parse_data_uri
 from ._db import Database
 from ._errors import BadRequestError, ConflictError, NotFoundError
 from ._models import Action, Attempt, InteractiveSession, Project, Run
@@ -220,9 +221,11 @@ class ViewService:
             debug=debug_command(run, action, spec.task),
         )
 
-    def file_path(self, run: str, action: str, of: str, path: str) -> Path:
-        """The local file a ``File`` in the action's inputs or outputs refers to; 404 unless
-        the values refer to exactly ``path`` (so no other file can be fetched this way)."""
+    def file_path(self, run: str, action: str, of: str, path: str) -> Path | DataRef:
+        """What a ``File``/``Dir`` in the action's inputs or outputs refers to: data in the
+        object store (a ``loom://data/`` reference), or else a file on this machine; 404
+        unless the values refer to exactly ``path`` (so nothing else can be fetched this
+        way)."""
         if of == "inputs":
             value: Any = self._runs.get_spec(run, action).inputs
         elif of == "outputs":
@@ -233,6 +236,11 @@ class ViewService:
             raise NotFoundError(
                 f"the {of} of action {action!r} of run {run!r} refer to no file {path!r}"
             )
+        if path.startswith(wire.DATA_URI_PREFIX):
+            ref = parse_data_uri(path)
+            if ref is None:
+                raise NotFoundError(f"{path!r} is not a well-formed data reference")
+            return ref
         local = Path(path)
         if not local.is_file():
             raise NotFoundError(

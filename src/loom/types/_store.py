@@ -34,6 +34,11 @@ def _hash_file(path: Path, h: hashlib._Hash | None = None) -> hashlib._Hash:
     return h
 
 
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """The hex SHA-256 of a file's content."""
+    return _hash_file(Path(path)).hexdigest()
+
+
 def hash_dir(path: Path) -> str:
     """A digest of a directory tree: every entry's kind, name and (for files) size and content.
 
