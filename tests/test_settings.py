@@ -10,7 +10,8 @@ from loom._settings import Settings
 from loom.errors import ConfigError
 
 
-def test_defaults(loom_home: Path) -> None:
+def test_defaults(loom_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LOOM_IDE_DIR", raising=False)  # (loom_home keeps the shared one)
     s = Settings.load()
     assert s.home == loom_home and s.ide_dir == loom_home / "ide"
     assert s.local_threads == 64 and s.heartbeat_interval_s == 10.0

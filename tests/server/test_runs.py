@@ -272,7 +272,8 @@ def test_attempts_not_heard_from_are_declared_lost_and_killed(api: Api) -> None:
     beat = [{"run": beating, "action": "a0", "attempt": 1}]
     assert api.client.post("/api/v1/attempts:heartbeat", json=beat).json()[0]["status"] == 200
     assert api.plane.runs.lose_silent(2.0) == 1
-    assert api.executor.cancelled == [f"{silent}/a0/1"]  # what is left of its process goes
+    # what is left of its process goes (the kill is carried out after the commit)
+    api.wait_for(lambda: api.executor.cancelled == [f"{silent}/a0/1"])
     api.job(silent, "a0", 2)  # and the policy retries it
     lost = api.action(silent, "a0")["attempts"][0]
     assert lost["phase"] == "FAILED" and lost["error"]["kind"] == "worker_lost"
