@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import glob
 import os
 import shutil
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from loom import wire
 from loom.executors import (
     Job,
     JobExit,
@@ -155,6 +157,54 @@ def test_cancel(tmp_path: Path) -> None:
         await executor.cancel(job.id)  # gone already: a no-op
 
     asyncio.run(main())
+
+
+def test_a_job_cancelled_before_it_is_submitted_never_starts(tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    command = _script(tmp_path, f"open({str(marker)!r}, 'w').close()\n")
+
+    async def main() -> None:
+        executor = LocalProcessExecutor(command)
+        recorder = Recorder()
+        await executor.start(recorder)
+        job = _job(tmp_path)
+        await executor.cancel(job.id)  # an abort that overtook the scheduler's launch
+        assert await executor.submit(job) == "cancelled"
+        (exit,) = await recorder.wait()
+        assert exit == JobExit(job.id, None, "cancelled")
+        assert executor.status(job.id).state == "exited"
+
+    asyncio.run(main())
+    assert not marker.exists()
+
+
+def test_the_spec_goes_along_in_a_private_file(tmp_path: Path) -> None:
+    command = _script(
+        tmp_path,
+        """
+        path = sys.argv[sys.argv.index("--spec-file") + 1]
+        print("mode", oct(os.stat(path).st_mode & 0o777))
+        print("spec", open(path).read())
+        """,
+    )
+    task = wire.TaskSpec(module="flow", attr="t", name="env.t", environment="env")
+    spec = wire.ActionSpec(
+        run="r1", action="a0", attempt=1, project="default", domain="development",
+        bundle="b" * 64, task=task, inputs={"x": 1}, env_vars={},
+    )  # fmt: skip
+
+    async def main() -> None:
+        executor = LocalProcessExecutor(command, spec_files=True)
+        recorder = Recorder()
+        await executor.start(recorder)
+        await executor.submit(dataclasses.replace(_job(tmp_path), spec=spec))
+        await recorder.wait()
+
+    asyncio.run(main())
+    log = (tmp_path / "logs" / "1.log").read_text()
+    assert "mode 0o600" in log
+    sent = log.split("spec ", 1)[1].strip()
+    assert wire.ActionSpec.model_validate_json(sent) == spec
 
 
 def test_shutdown_kills_jobs_without_reporting(tmp_path: Path) -> None:

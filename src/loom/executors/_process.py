@@ -66,6 +66,17 @@ def _existing(path: Path) -> Path:
     return path
 
 
+def _spec_file(job: Job) -> Path:
+    return job.workdir / ".loom-spec.json"
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write a file only this user can read: a spec holds the action's inputs."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
 def process_identity(pid: int) -> str | None:
     """A token that tells this process apart from a later one with a reused pid (its start
     time on Linux), or ``None`` if no process ``pid`` exists."""
@@ -120,22 +131,28 @@ class LocalProcessExecutor:
         slots: int | None = None,
         capacity: Capacity | None = None,
         fork_server: bool | None = None,
+        spec_files: bool | None = None,
     ) -> None:
         self._command = tuple(command)
         # Fork attempts from a warm runtime process; only the real runtime speaks its protocol.
         use_zygote = self._command == DEFAULT_COMMAND if fork_server is None else fork_server
         self._zygote: Zygote | None = Zygote(self._command) if use_zygote else None
+        # a job's spec goes along in a file (saving the runtime two requests): an option of
+        # the real runtime (``--spec-file``), as the fork server is its protocol
+        self._spec_files = self._command == DEFAULT_COMMAND if spec_files is None else spec_files
         self._zygote_starting: asyncio.Task[None] | None = None
         self._capacity = capacity or machine_capacity(slots)
         self._running: dict[str, _Running] = {}
         self._finished: OrderedDict[str, int | None] = OrderedDict()  # recent exits
+        self._cancelled_early: OrderedDict[str, None] = OrderedDict()  # see cancel()
+        self._ended_early: set[asyncio.Task[None]] = set()  # their exit reports, under way
         self._on_exit: ExitCallback | None = None
         self._closing = False
         self._pools = WorkerPools(
             lambda job: ["--endpoint", job.endpoint],
             self._start,
             kill_group,
-            self._pooled_exit,
+            self._recorded_exit,
             process_identity,
         )
 
@@ -156,7 +173,7 @@ class LocalProcessExecutor:
 
     def argv(self, job: Job) -> list[str]:
         """The command line of ``job``."""
-        return [
+        argv = [
             *self._command,
             "--endpoint",
             job.endpoint,
@@ -167,15 +184,27 @@ class LocalProcessExecutor:
             "--attempt",
             str(job.attempt),
         ]
+        if job.spec is not None and self._spec_files:
+            argv += ["--spec-file", str(_spec_file(job))]
+        return argv
 
     async def submit(self, job: Job) -> str:
         if self._closing:
             raise JobStartError("the executor is shutting down")
+        if self._cancelled_early.pop(job.id, 0) is None:
+            # not started; its end is reported all the same, as for every submitted job
+            exit = JobExit(job.id, None, "cancelled")
+            task = asyncio.create_task(self._recorded_exit(exit))
+            self._ended_early.add(task)
+            task.add_done_callback(self._ended_early.discard)
+            return "cancelled"
         if job.reuse is not None:
             return await self._pools.submit(job, job.pool or job.id, job.reuse)
         try:
             job.log_path.parent.mkdir(parents=True, exist_ok=True)
             job.workdir.mkdir(parents=True, exist_ok=True)
+            if job.spec is not None and self._spec_files:
+                _write_private(_spec_file(job), job.spec.model_dump_json().encode())
             process = await self._fork(job) or await self._spawn(job)
         except OSError as e:
             shutil.rmtree(job.workdir, ignore_errors=True)
@@ -232,7 +261,8 @@ class LocalProcessExecutor:
             argv, env, cwd, log_path
         )
 
-    async def _pooled_exit(self, exit: JobExit) -> None:
+    async def _recorded_exit(self, exit: JobExit) -> None:
+        """Remember a job's end and report it: a warm worker's job, or one never started."""
         self._finished[exit.job_id] = exit.returncode
         while len(self._finished) > _KEEP_FINISHED:
             self._finished.popitem(last=False)
@@ -274,6 +304,12 @@ class LocalProcessExecutor:
             return
         running = self._running.get(job_id)
         if running is None:
+            if job_id not in self._finished:
+                # cancelled before it was submitted (an abort while the scheduler is still
+                # launching a fan-out): it must not start at all
+                self._cancelled_early[job_id] = None
+                while len(self._cancelled_early) > _KEEP_FINISHED:
+                    self._cancelled_early.popitem(last=False)
             return
         if running.reason == "exited":
             running.reason = "cancelled"

@@ -38,8 +38,8 @@ class Job:
     #: workers are interchangeable (same environment, code and process variables)
     reuse: wire.ReuseSpec | None = None
     pool: str = ""
-    #: what the runtime needs to run the attempt, when the server has it at hand: a warm
-    #: worker then starts the attempt without asking the server first
+    #: what the runtime needs to run the attempt, when the server has it at hand: the runtime
+    #: then starts the attempt without asking the server first
     spec: wire.ActionSpec | None = field(default=None, repr=False)
 
     @property

@@ -1,4 +1,4 @@
-"""``python -m loom.runtime --endpoint URL --run RUN --action ACTION --attempt N``.
+"""``python -m loom.runtime --endpoint URL --run RUN --action ACTION --attempt N [--spec-file F]``.
 
 Also ``--zygote`` (the executor's fork server) and ``--worker --endpoint URL --socket PATH
 --worker-id ID`` (a warm worker for a reusable environment).
@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run")
     parser.add_argument("--action")
     parser.add_argument("--attempt", type=int)
+    parser.add_argument(
+        "--spec-file", help="the attempt's spec, written by the executor (read, then removed)"
+    )
     parser.add_argument("--worker", action="store_true", help="serve many attempts")
     parser.add_argument("--socket", help="the executor's Unix socket (with --worker)")
     parser.add_argument("--worker-id", help="this worker's name for the executor")
@@ -35,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(serve_worker(args.endpoint, args.socket, args.worker_id))
     if args.run is None or args.action is None or args.attempt is None:
         parser.error("--run, --action and --attempt are required")
-    return asyncio.run(run_attempt(args.endpoint, args.run, args.action, args.attempt))
+    return asyncio.run(
+        run_attempt(args.endpoint, args.run, args.action, args.attempt, args.spec_file)
+    )
 
 
 if __name__ == "__main__":

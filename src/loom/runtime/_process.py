@@ -71,11 +71,24 @@ def _load_task(bundle: Path, spec: wire.TaskSpec) -> TaskTemplate[Any, Any]:
     return task
 
 
-async def run_attempt(endpoint: str, run: str, action: str, attempt: int) -> int:
-    """Execute and report one attempt; the exit code says whether reporting worked."""
+async def run_attempt(
+    endpoint: str, run: str, action: str, attempt: int, spec_file: str | None = None
+) -> int:
+    """Execute and report one attempt; the exit code says whether reporting worked.
+
+    ``spec_file``: the attempt's spec, which the executor wrote for it (removed once read: it
+    holds the inputs); without it the runtime asks the server."""
     settings = Settings.load()
+    spec = None
+    if spec_file is not None:
+        path = Path(spec_file)
+        try:
+            spec = wire.ActionSpec.model_validate_json(path.read_bytes())
+        except (OSError, ValueError) as e:
+            _say(f"cannot read the spec file {spec_file} ({e}); asking the server instead")
+        path.unlink(missing_ok=True)
     async with Client(endpoint, settings.api_key) as client:
-        return await attempt_with(client, settings, run, action, attempt)
+        return await attempt_with(client, settings, run, action, attempt, spec=spec)
 
 
 async def attempt_with(
@@ -93,12 +106,13 @@ async def attempt_with(
     """One attempt over an open client: in its own process, or one of many in a warm worker
     (``shared``: the process environment is the worker's and must not be changed).
 
-    A warm worker gets the ``spec`` with the job: the server loaded it when it claimed the
-    attempt, which it did by making it RUNNING, so there is nothing to fetch and no
-    ``started`` to report (an attempt ended before it starts is cancelled by the executor
-    instead). ``report`` sends the result, batched with other attempts' (409 still means the
-    server ended the attempt first, item by item), and without ``heartbeat`` the caller sends
-    the attempt's heartbeats (a worker sends all of its attempts' at once)."""
+    The ``spec`` usually comes with the job (a warm worker's message, a process's spec file):
+    the server loaded it when it claimed the attempt, which it did by making it RUNNING, so
+    there is nothing to fetch and no ``started`` to report (an attempt ended before it starts
+    is cancelled by the executor instead). ``report`` sends the result, batched with other
+    attempts' (409 still means the server ended the attempt first, item by item), and without
+    ``heartbeat`` the caller sends the attempt's heartbeats (a worker sends all of its
+    attempts' at once)."""
     if spec is None:
         try:
             spec = await client.get_spec(run, action)

@@ -209,7 +209,7 @@ class ControlPlane:
             resources=launch.task.resources,
             reuse=reuse,
             pool=pool,
-            spec=launch.spec if reuse is not None else None,
+            spec=launch.spec,
         )
         try:
             return await self.executor.submit(job)

@@ -1424,7 +1424,7 @@ class RunService:
         launch when passes follow each other, as they do in a fan-out)."""
         now = utcnow()
         launches: list[Launch] = []
-        pooled: list[tuple[int, Any]] = []  # (index in launches, claimed row)
+        claimed: list[Any] = []  # the rows, by launch
         with self._tx() as tx:
             s = tx.s
             if handles:
@@ -1440,16 +1440,15 @@ class RunService:
                     taken.append(row)
                     if free <= _SLOT_EPSILON:
                         break
-                for launch, row in zip(self._start_attempts(tx, taken, now), taken, strict=True):
-                    if runs_in_worker(launch.task):
-                        pooled.append((len(launches), row))
-                    launches.append(launch)
+                launches.extend(self._start_attempts(tx, taken, now))
+                claimed.extend(taken)
                 if len(rows) < _CLAIM_BATCH:
                     break
             next_due = s.scalar(_NEXT_DUE, {"now": now})
             tx.fx.schedule = False  # we are the scheduler: no need to wake ourselves
-        # after the commit: a warm worker gets its spec with the job, read here, not per request
-        for i, row in pooled:
+        # after the commit: every attempt gets its spec with the job (a warm worker in its
+        # message, a process in a file), read here rather than asked for by each runtime
+        for i, row in enumerate(claimed):
             launch = launches[i]
             try:
                 inputs = json.loads(self._store.get_bytes(row.inputs_key))
