@@ -134,6 +134,11 @@ def _exercise(store: ObjectStore, tmp_path: Path) -> None:
     for bad in ("../x", "/abs", "a/../b", "a//b", ""):
         with pytest.raises(ValueError):
             store.put_bytes(bad, b"")
+        with pytest.raises(ValueError):
+            store.put_content(bad, b"")
+    for _ in range(2):  # content under its own key: the second write keeps the first
+        store.put_content("v/one.json", b'{"x": 1}')
+        assert store.get_bytes("v/one.json") == b'{"x": 1}'
 
 
 def test_local_object_store(tmp_path: Path) -> None:
@@ -146,6 +151,10 @@ def test_local_object_store(tmp_path: Path) -> None:
     shutil.rmtree(tmp_path / "objects" / "x")  # a directory it made goes away: made again
     store.put_bytes("x/z", b"2")
     assert store.get_bytes("x/z") == b"2"
+    # a content object a crash left short is written again by the next write of that content
+    (tmp_path / "objects" / "v" / "two.json").write_bytes(b'{"x"')
+    store.put_content("v/two.json", b'{"x": 2}')
+    assert store.get_bytes("v/two.json") == b'{"x": 2}'
 
 
 def test_check_key() -> None:

@@ -330,7 +330,7 @@ class RunService:
         # content-addressed: identical inputs or outputs are stored once, and a key never
         # changes meaning, so a re-submitted action can never clobber another's inputs
         key = f"values/{hashlib.sha256(data).hexdigest()}.json"
-        self._store.put_bytes(key, data)
+        self._store.put_content(key, data)
         return key
 
     @staticmethod
