@@ -391,7 +391,7 @@ def test_heartbeats_of_many_attempts_in_one_request(api: Api) -> None:
 # -- what the scheduler and executor see ----------------------------------------------------
 
 
-def test_warm_workers_get_the_spec_with_the_job(api: Api) -> None:
+def test_every_attempt_gets_its_spec_with_the_job(api: Api) -> None:
     run = _running_parent(api, env_vars={"R": "1"})
     warm = task_spec("env.warm", reuse=WARM)
     interactive = task_spec("env.ide", reuse=WARM, interactive={"kind": "vscode"})
@@ -416,11 +416,13 @@ def test_warm_workers_get_the_spec_with_the_job(api: Api) -> None:
         api.client.get(f"/api/v1/runs/{run}/actions/w/spec").json()
     )
     assert job.spec.model_dump() == fetched.model_dump()
+    # a process of its own gets it too (in a file: see the executor)
     plain = api.job(run, "plain", 1)
-    assert plain.spec is None and plain.reuse is None
+    assert plain.reuse is None and plain.spec is not None and plain.spec.inputs == {"y": 1}
     api.finish(run, "w", 1, value=1)
     ide = api.job(run, "ide", 1)
-    assert ide.spec is None and ide.reuse is None  # an interactive attempt owns its process
+    assert ide.reuse is None  # an interactive attempt owns its process
+    assert ide.spec is not None and ide.spec.task.interactive is not None
 
 
 def test_handles_are_recorded_for_crash_recovery(api: Api) -> None:
