@@ -46,6 +46,11 @@ def test_extract_round_trip(tmp_path: Path) -> None:
     assert (target / "pkg" / "flow.py").read_text() == "X = 1\n"
     assert extract_bundle(bundle.data, target) == target  # already there: nothing to do
     assert [p.name for p in (tmp_path / "out").iterdir()] == [bundle.digest]
+    # from a file too, read as it unpacks
+    archive = tmp_path / "bundle.tar.gz"
+    archive.write_bytes(bundle.data)
+    from_file = extract_bundle(archive, tmp_path / "again")
+    assert (from_file / "pkg" / "flow.py").read_text() == "X = 1\n"
 
 
 def _tar_with(name: str) -> bytes:

@@ -463,7 +463,7 @@ class RemoteBlobStore:
             if ref.tree:
                 try:
                     # the bundle extraction: no absolute paths, no '..', no links out
-                    extract_bundle(download.read_bytes(), unpacked)
+                    extract_bundle(download, unpacked)  # streamed: a tree may be large
                 except BundleError as e:
                     raise BundleError(f"cannot unpack directory {ref.uri}: {e}") from e
                 _seal(unpacked)

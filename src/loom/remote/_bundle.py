@@ -84,14 +84,17 @@ def make_bundle(root: Path) -> Bundle:
     return Bundle(hashlib.sha256(data).hexdigest(), data, len(files))
 
 
-def extract_bundle(data: bytes, target: Path) -> Path:
-    """Unpack a bundle into ``target`` atomically, refusing anything that escapes it."""
+def extract_bundle(data: bytes | Path, target: Path) -> Path:
+    """Unpack a .tar.gz (its bytes, or a file, read as it unpacks) into ``target``
+    atomically, refusing anything that escapes it."""
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=target.parent))
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        fileobj = None if isinstance(data, Path) else io.BytesIO(data)
+        name = data if isinstance(data, Path) else None
+        with tarfile.open(name, mode="r:gz", fileobj=fileobj) as tar:
             tar.extractall(staging, filter="data")  # rejects absolute paths, .. and links out
         try:
             os.replace(staging, target)
