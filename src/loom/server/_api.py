@@ -8,6 +8,7 @@ long-polls and streams are coroutines that wait on the event bus.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import os
@@ -215,22 +216,33 @@ def action_secrets(run: str, action: str, p: Plane, caller: Caller) -> wire.Secr
 async def put_bundle(digest: str, request: Request, p: Plane) -> wire.BundleInfo:
     """Upload a code bundle (the body is the .tar.gz); idempotent per digest."""
     limit = p.bundles.max_bytes
+    too_big = (
+        f"bundle is over the limit of {limit} bytes (LOOM_MAX_BUNDLE_BYTES); leave data files "
+        "out of the source root"
+    )
+    async with _received(request, p, limit, too_big) as (path, size, sha):
+        return await to_thread.run_sync(p.bundles.put, digest, path, size, sha)
+
+
+@contextlib.asynccontextmanager
+async def _received(
+    request: Request, p: ControlPlane, limit: int, too_big: str
+) -> AsyncIterator[tuple[Path, int, str]]:
+    """The request's body in a temporary file (removed afterwards), its size and sha256,
+    streamed to disk: 413 with ``too_big`` as soon as it passes ``limit`` bytes."""
     sha = hashlib.sha256()
     size = 0
-    fd, name = tempfile.mkstemp(dir=p.tmp_dir, prefix="bundle-")
+    fd, name = tempfile.mkstemp(dir=p.tmp_dir, prefix="upload-")
     path = Path(name)
     try:
         with os.fdopen(fd, "wb") as f:
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > limit:
-                    raise PayloadTooLargeError(
-                        f"bundle is over the limit of {limit} bytes (LOOM_MAX_BUNDLE_BYTES); "
-                        "leave data files out of the source root"
-                    )
+                    raise PayloadTooLargeError(too_big)
                 sha.update(chunk)
                 f.write(chunk)
-        return await to_thread.run_sync(p.bundles.put, digest, path, size, sha.hexdigest())
+        yield path, size, sha.hexdigest()
     finally:
         path.unlink(missing_ok=True)
 
@@ -261,24 +273,12 @@ async def put_data(digest: str, request: Request, p: Plane) -> wire.DataInfo:
     that a remote value refers to; idempotent per digest, checked against the body."""
     normalize_data_digest(digest)  # a malformed digest is refused before the body is read
     limit = p.data.max_bytes
-    sha = hashlib.sha256()
-    size = 0
-    fd, name = tempfile.mkstemp(dir=p.tmp_dir, prefix="data-")
-    path = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise PayloadTooLargeError(
-                        f"data is over the limit of {limit} bytes (LOOM_MAX_DATA_BYTES on the "
-                        "server); split it into several files, or raise the limit"
-                    )
-                sha.update(chunk)
-                f.write(chunk)
-        return await to_thread.run_sync(p.data.put, digest, path, size, sha.hexdigest())
-    finally:
-        path.unlink(missing_ok=True)
+    too_big = (
+        f"data is over the limit of {limit} bytes (LOOM_MAX_DATA_BYTES on the server); split "
+        "it into several files, or raise the limit"
+    )
+    async with _received(request, p, limit, too_big) as (path, size, sha):
+        return await to_thread.run_sync(p.data.put, digest, path, size, sha)
 
 
 @router.head("/data/{digest}")
