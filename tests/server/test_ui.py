@@ -27,7 +27,7 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 UI_DIR = Path(_ui.__file__).parent / "ui"
-PAGES = ["/", "/runs", "/runs/some-run", "/runs/some-run/a0-1", "/keys"]
+PAGES = ["/", "/runs", "/runs/some-run", "/runs/some-run/a0-1", "/keys", "/secrets"]
 
 
 def signed_in(api: Api, **kwargs: Any) -> TestClient:

@@ -3,8 +3,8 @@
 No build step: the files are read once when the app is created. Every asset URL carries a
 version (a digest of all the files), so browsers may cache assets for good and still never
 run a stale mix after an upgrade; pages are revalidated on every load. Pages (``/``,
-``/runs/...``, ``/keys``) need the login cookie, and send a browser without a valid one to
-``/login``; assets hold no data and are public, so the sign-in page can load them.
+``/runs/...``, ``/keys``, ``/secrets``) need the login cookie, and send a browser without a
+valid one to ``/login``; assets hold no data and are public, so the sign-in page can load them.
 
 Every page carries a strict Content-Security-Policy: scripts, styles, images and connections
 from this server only, no inline script or style, no framing. The app builds its markup from
@@ -190,6 +190,11 @@ def run(request: Request, rest: str) -> Response:
 
 @pages.api_route("/keys", methods=["GET", "HEAD"])
 def keys(request: Request) -> Response:
+    return _page(request)
+
+
+@pages.api_route("/secrets", methods=["GET", "HEAD"])
+def secrets(request: Request) -> Response:
     return _page(request)
 
 

@@ -5,6 +5,7 @@
 //   /, /runs                the runs list (filters in the query string)
 //   /runs/RUN[/ACTION]      a run: its action tree and timeline, one action in detail
 //   /keys                   API keys
+//   /secrets                secrets (names and scopes; values go in, never come out)
 // Data comes from the JSON API under /api/v1 with the HTTP-only login cookie.
 
 import { api, ApiError, signIn } from "./api.js";
@@ -98,6 +99,7 @@ function route() {
     return mount(key, () => new RunPage(main, { run, action, navigate }));
   }
   if (path === "/keys") return mount("keys", () => keysPage());
+  if (path === "/secrets") return mount("secrets", () => secretsPage());
   return mount("missing", () => {
     setHtml(main, html`<section class="page"><h1>Not found</h1><p>There is no page at ${path}. <a href="/runs" data-nav>See the runs</a>.</p></section>`);
     return {};
@@ -294,6 +296,133 @@ function keysPage() {
     try {
       await api(`/api-keys/${encodeURIComponent(name)}`, { method: "DELETE" });
       toast(`Deleted key ${name}`);
+      refresh();
+    } catch (e) {
+      error.textContent = String(e.message || e);
+    }
+  });
+  refresh();
+  return {};
+}
+
+// -- secrets ------------------------------------------------------------------------------
+
+const DOMAINS = ["development", "staging", "production"];
+
+function secretsPage() {
+  document.title = "Secrets · loom";
+  setHtml(
+    main,
+    html`<section class="page" aria-labelledby="secrets-title">
+      <h1 id="secrets-title">Secrets</h1>
+      <p class="hint">Tasks that declare <code>Secret("KEY")</code> get the value as an
+        environment variable or a file when they run on this server. Values are stored
+        encrypted and never shown again; the most specific scope wins (project and domain,
+        then project, then domain, then everywhere).</p>
+      <form id="secret-form" class="inline-form" aria-labelledby="new-secret-title" autocomplete="off">
+        <h2 id="new-secret-title">New secret</h2>
+        <label for="secret-key">Key</label>
+        <input id="secret-key" name="key" required pattern="[A-Za-z0-9_][A-Za-z0-9_.\\-]{0,254}">
+        <label for="secret-value">Value</label>
+        <input id="secret-value" name="value" type="password" required autocomplete="new-password">
+        <label for="secret-project">Only for project</label>
+        <select id="secret-project"><option value="">Every project</option></select>
+        <label for="secret-domain">Only for domain</label>
+        <select id="secret-domain"><option value="">Every domain</option>${join(
+          DOMAINS.map((d) => html`<option value="${d}">${d}</option>`),
+        )}</select>
+        <label class="check"><input id="secret-overwrite" type="checkbox"> Replace an existing value</label>
+        <button type="submit" class="primary">Store secret</button>
+      </form>
+      <p id="secret-error" class="error-text" role="alert"></p>
+      <div id="secret-list"><p class="muted">Loading…</p></div>
+    </section>`,
+  );
+  const error = $("#secret-error");
+  let listed = []; // what the table shows, by row
+  api("/projects")
+    .then((projects) => {
+      const select = $("#secret-project");
+      if (!select) return; // left the page
+      setHtml(
+        select,
+        html`<option value="">Every project</option>${join(projects.map((p) => html`<option value="${p.name}">${p.name}</option>`))}`,
+      );
+    })
+    .catch(() => {});
+  const scopeParams = (s) => {
+    const params = new URLSearchParams();
+    if (s.project) params.set("project", s.project);
+    if (s.domain) params.set("domain", s.domain);
+    const text = params.toString();
+    return text ? `?${text}` : "";
+  };
+  const refresh = async () => {
+    try {
+      const found = await api("/secrets");
+      setHtml(
+        $("#secret-list"),
+        found.length === 0
+          ? html`<p class="muted">No secrets yet.</p>`
+          : html`<table class="table"><caption class="sr-only">Secrets</caption>
+          <thead><tr><th scope="col">Key</th><th scope="col">Project</th><th scope="col">Domain</th><th scope="col">Updated</th><th scope="col"><span class="sr-only">Actions</span></th></tr></thead>
+          <tbody>${join(
+            found.map(
+              (s, i) => html`<tr><td>${s.key}</td><td>${s.project || "every project"}</td><td>${s.domain || "every domain"}</td>
+                <td><time datetime="${s.updated_at}">${new Date(s.updated_at).toLocaleString()}</time></td>
+                <td><button type="button" class="danger small" data-delete="${String(i)}" aria-label="Delete secret ${s.key} of ${s.project || "every project"}, ${s.domain || "every domain"}">Delete</button></td></tr>`,
+            ),
+          )}</tbody></table>`,
+      );
+      listed = found;
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 403) {
+        setHtml($("#secret-list"), html`<p>Only an admin key can list and manage secrets.</p>`);
+        $("#secret-form").hidden = true;
+      } else {
+        error.textContent = String(e.message || e);
+      }
+    }
+  };
+  $("#secret-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    error.textContent = "";
+    const key = $("#secret-key").value.trim();
+    if (!$("#secret-key").checkValidity()) {
+      error.textContent = "A key is 1 to 255 letters, digits, '_', '.' or '-', not starting with '.' or '-'.";
+      $("#secret-key").focus();
+      return;
+    }
+    const body = {
+      key,
+      value: $("#secret-value").value,
+      project: $("#secret-project").value || null,
+      domain: $("#secret-domain").value || null,
+      overwrite: $("#secret-overwrite").checked,
+    };
+    try {
+      await api("/secrets", { method: "POST", body });
+      $("#secret-value").value = ""; // the value leaves the page as soon as it is stored
+      $("#secret-key").value = "";
+      $("#secret-overwrite").checked = false;
+      toast(`Stored secret ${key}`);
+      refresh();
+    } catch (e) {
+      error.textContent =
+        e instanceof ApiError && e.status === 409
+          ? `Secret “${key}” already exists in that scope: tick “Replace an existing value” to replace it.`
+          : String(e.message || e);
+    }
+  });
+  $("#secret-list").addEventListener("click", async (event) => {
+    const button = event.target.closest("button[data-delete]");
+    if (!button) return;
+    const s = listed[Number(button.dataset.delete)];
+    const where = `${s.project || "every project"}, ${s.domain || "every domain"}`;
+    if (!confirm(`Delete secret “${s.key}” (${where})? Tasks that need it fail until it is set again.`)) return;
+    try {
+      await api(`/secrets/${encodeURIComponent(s.key)}${scopeParams(s)}`, { method: "DELETE" });
+      toast(`Deleted secret ${s.key}`);
       refresh();
     } catch (e) {
       error.textContent = String(e.message || e);
