@@ -855,82 +855,87 @@ class RunService:
             return action_info(run.name, action, self._attempts(s, action), session)
 
     def list_actions(self, run_name: str) -> list[wire.ActionInfo]:
-        # plain rows, not ORM objects: a big run has thousands, and clients poll this
         with self._db.read() as s:
             run_id = s.scalar(select(Run.id).where(Run.name == run_name))
             if run_id is None:
                 raise NotFoundError(f"run {run_name!r} not found")
-            actions = s.execute(
-                select(
-                    Action.id,
-                    Action.name,
-                    Action.parent,
-                    Action.group,
-                    Action.task,
-                    Action.phase,
-                    Action.created_at,
-                    Action.started_at,
-                    Action.ended_at,
-                    Action.error,
-                    Action.cache,
+            return self.action_infos(s, run_id, run_name)
+
+    def action_infos(self, s: Session, run_id: int, run_name: str) -> list[wire.ActionInfo]:
+        """Every action of a run, with its attempts and latest session, in creation order:
+        plain rows, built without re-validating what the server wrote (a big run has
+        thousands of actions, and clients and the UI read them often)."""
+        attempts: dict[int, list[wire.AttemptInfo]] = defaultdict(list)
+        for t in s.execute(
+            select(
+                Attempt.action_id,
+                Attempt.number,
+                Attempt.phase,
+                Attempt.started_at,
+                Attempt.ended_at,
+                Attempt.error,
+            )
+            .join(Action, Action.id == Attempt.action_id)
+            .where(Action.run_id == run_id)
+            .order_by(Attempt.action_id, Attempt.number)
+        ):
+            attempts[t.action_id].append(
+                wire.AttemptInfo.model_construct(
+                    number=t.number,
+                    phase=t.phase,
+                    started_at=t.started_at,
+                    ended_at=t.ended_at,
+                    error=_error(t.error),
                 )
-                .where(Action.run_id == run_id)
-                .order_by(Action.id)
-            ).all()
-            by_action: dict[int, list[wire.AttemptInfo]] = defaultdict(list)
-            for t in s.execute(
-                select(
-                    Attempt.action_id,
-                    Attempt.number,
-                    Attempt.phase,
-                    Attempt.started_at,
-                    Attempt.ended_at,
-                    Attempt.error,
-                )
-                .join(Action, Action.id == Attempt.action_id)
-                .where(Action.run_id == run_id)
-                .order_by(Attempt.action_id, Attempt.number)
-            ):
-                by_action[t.action_id].append(
-                    wire.AttemptInfo(
-                        number=t.number,
-                        phase=t.phase,
-                        started_at=t.started_at,
-                        ended_at=t.ended_at,
-                        error=_error(t.error),
-                    )
-                )
-            latest: dict[int, InteractiveSession] = {}
-            for row in s.scalars(
-                select(InteractiveSession)
-                .join(Action, Action.id == InteractiveSession.action_id)
-                .where(Action.run_id == run_id)
-                .order_by(InteractiveSession.started_at)
-            ):
-                latest[row.action_id] = row  # the newest wins
-            names = {a.id: a.name for a in actions} if latest else {}
-            sessions = {
-                action_id: session_info(row, run_name, names[action_id], self.activity(row.id))
-                for action_id, row in latest.items()
-            }
-            return [
-                wire.ActionInfo(
-                    run=run_name,
-                    name=a.name,
-                    parent=a.parent,
-                    group=list(a.group),
-                    task=a.task,
-                    phase=a.phase,
-                    attempts=by_action.get(a.id, []),
-                    created_at=a.created_at,
-                    started_at=a.started_at,
-                    ended_at=a.ended_at,
-                    error=_error(a.error),
-                    cache=a.cache,
-                    session=sessions.get(a.id),
-                )
-                for a in actions
-            ]
+            )
+        actions = s.execute(
+            select(
+                Action.id,
+                Action.name,
+                Action.parent,
+                Action.group,
+                Action.task,
+                Action.phase,
+                Action.created_at,
+                Action.started_at,
+                Action.ended_at,
+                Action.error,
+                Action.cache,
+            )
+            .where(Action.run_id == run_id)
+            .order_by(Action.id)
+        ).all()
+        latest: dict[int, InteractiveSession] = {}
+        for row in s.scalars(
+            select(InteractiveSession)
+            .join(Action, Action.id == InteractiveSession.action_id)
+            .where(Action.run_id == run_id)
+            .order_by(InteractiveSession.started_at)
+        ):
+            latest[row.action_id] = row  # the newest wins
+        names = {a.id: a.name for a in actions} if latest else {}
+        sessions = {
+            action_id: session_info(row, run_name, names[action_id], self.activity(row.id))
+            for action_id, row in latest.items()
+        }
+        return [
+            wire.ActionInfo.model_construct(
+                run=run_name,
+                name=a.name,
+                parent=a.parent,
+                group=list(a.group),
+                task=a.task,
+                phase=a.phase,
+                attempts=attempts.get(a.id, []),
+                created_at=a.created_at,
+                started_at=a.started_at,
+                ended_at=a.ended_at,
+                error=_error(a.error),
+                cache=a.cache,
+                session=sessions.get(a.id),
+            )
+            for a in actions
+        ]
 
     def get_spec(self, run_name: str, action_name: str) -> wire.ActionSpec:
         with self._db.read() as s:

@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections import defaultdict
+import typing
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from .. import wire
 from ._data import DataRef, parse_data_uri
 from ._db import Database
 from ._errors import BadRequestError, ConflictError, NotFoundError
-from ._models import Action, Attempt, InteractiveSession, Project, Run
-from ._runs import RunService, run_info, session_info
+from ._models import Action, Project, Run
+from ._runs import RunService, run_info
 from ._state import ROOT_ACTION
 
 #: Most task names offered as a filter on the runs page.
@@ -122,82 +121,9 @@ class ViewService:
             if found is None:
                 raise NotFoundError(f"run {run!r} not found")
             row, project = found
-            actions = self._actions(s, row)
+            actions = self._runs.action_infos(s, row.id, row.name)
         info = run_info(row, project, len(actions))
         return wire.RunView.model_construct(run=info, actions=actions, seq=seq)
-
-    def _actions(self, s: Session, run: Run) -> list[wire.ActionInfo]:
-        attempts: dict[int, list[wire.AttemptInfo]] = defaultdict(list)
-        for t in s.execute(
-            select(
-                Attempt.action_id,
-                Attempt.number,
-                Attempt.phase,
-                Attempt.started_at,
-                Attempt.ended_at,
-                Attempt.error,
-            )
-            .join(Action, Action.id == Attempt.action_id)
-            .where(Action.run_id == run.id)
-            .order_by(Attempt.action_id, Attempt.number)
-        ):
-            attempts[t.action_id].append(
-                wire.AttemptInfo.model_construct(
-                    number=t.number,
-                    phase=t.phase,
-                    started_at=t.started_at,
-                    ended_at=t.ended_at,
-                    error=_error(t.error),
-                )
-            )
-        rows = s.execute(
-            select(
-                Action.id,
-                Action.name,
-                Action.parent,
-                Action.group,
-                Action.task,
-                Action.phase,
-                Action.created_at,
-                Action.started_at,
-                Action.ended_at,
-                Action.error,
-                Action.cache,
-            )
-            .where(Action.run_id == run.id)
-            .order_by(Action.id)
-        ).all()
-        latest: dict[int, InteractiveSession] = {}
-        for row in s.scalars(
-            select(InteractiveSession)
-            .join(Action, Action.id == InteractiveSession.action_id)
-            .where(Action.run_id == run.id)
-            .order_by(InteractiveSession.started_at)
-        ):
-            latest[row.action_id] = row  # the newest wins
-        result = []
-        for a in rows:
-            session = latest.get(a.id)
-            result.append(
-                wire.ActionInfo.model_construct(
-                    run=run.name,
-                    name=a.name,
-                    parent=a.parent,
-                    group=list(a.group),
-                    task=a.task,
-                    phase=a.phase,
-                    attempts=attempts.get(a.id, []),
-                    created_at=a.created_at,
-                    started_at=a.started_at,
-                    ended_at=a.ended_at,
-                    error=_error(a.error),
-                    cache=a.cache,
-                    session=None
-                    if session is None
-                    else session_info(session, run.name, a.name, self._runs.activity(session.id)),
-                )
-            )
-        return result
 
     def action_detail(self, run: str, action: str) -> wire.ActionDetail:
         info = self._runs.get_action(run, action)
@@ -270,15 +196,7 @@ class ViewService:
         return self._runs.create_run(body, created_by=created_by)
 
 
-_PHASES = (
-    "QUEUED",
-    "RUNNING",
-    "INTERACTIVE",
-    "RETRYING",
-    "SUCCEEDED",
-    "FAILED",
-    "ABORTED",
-)
+_PHASES: tuple[str, ...] = typing.get_args(wire.Phase)
 
 
 def _error(data: dict[str, Any] | None) -> wire.ErrorInfo | None:
