@@ -222,13 +222,15 @@ class ProjectInfo(_Model):
 
 #: Largest secret value the server stores.
 MAX_SECRET_BYTES = 64 * 1024
+#: What a secret's key may be: letters, digits, ``_ . -``, not starting with ``.`` or ``-``.
+SECRET_KEY_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$"
 
 
 class SecretCreate(_Model):
     """A secret for every project and domain, one domain, one project, or one project's
     domain; the most specific one a run's project and domain match wins."""
 
-    key: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$")
+    key: str = Field(pattern=SECRET_KEY_PATTERN)
     value: str = Field(max_length=MAX_SECRET_BYTES, repr=False)
     project: str | None = None
     domain: str | None = None

@@ -24,3 +24,16 @@ def test_secret_commands_explain_themselves(loom_home: Path) -> None:
     result = run_cli("create", "secret", "--help")
     assert result.returncode == 0
     assert "hidden prompt" in result.stdout and "most specific scope" in result.stdout
+
+
+def test_a_malformed_secret_key_is_refused_before_the_value_is_asked(loom_home: Path) -> None:
+    result = run_cli("create", "secret", "bad key")
+    assert result.returncode == 2
+    assert "'bad key' is not a secret key" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_oversized_secret_value_is_refused(tmp_path: Path, loom_home: Path) -> None:
+    big = tmp_path / "big.txt"
+    big.write_text("x" * (64 * 1024 + 1))
+    result = run_cli("create", "secret", "k", "--from-file", str(big))
+    assert result.returncode == 2 and "at most 65536" in result.stderr

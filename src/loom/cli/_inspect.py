@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -302,8 +303,18 @@ def _secret_scope(f: Any) -> Any:
     return f
 
 
+def _secret_key(ctx: click.Context, param: click.Parameter, key: str) -> str:
+    """Refuse a malformed key before asking for the value."""
+    if not re.match(wire.SECRET_KEY_PATTERN, key):
+        raise click.BadParameter(
+            f"{key!r} is not a secret key: use 1 to 255 letters, digits, '_', '.' or '-', "
+            "not starting with '.' or '-'"
+        )
+    return key
+
+
 @create.command("secret")
-@click.argument("key")
+@click.argument("key", callback=_secret_key)
 @click.option("--value", help="The value (it stays in your shell history: prefer the prompt).")
 @click.option(
     "--from-file",
@@ -336,6 +347,11 @@ def create_secret(
             value = click.prompt(f"value of {key}", hide_input=True)
         else:
             value = sys.stdin.read().removesuffix("\n")
+    if len(value or "") > wire.MAX_SECRET_BYTES:
+        raise click.UsageError(
+            f"the value of {key!r} is {len(value or '')} characters long; a secret holds at "
+            f"most {wire.MAX_SECRET_BYTES} (keep larger data in a file the task reads)"
+        )
     spec = wire.SecretCreate(
         key=key, value=value or "", project=project, domain=domain, overwrite=overwrite
     )
