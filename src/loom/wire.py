@@ -152,6 +152,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -193,15 +194,33 @@ class Health(_Model):
     api: str = API_VERSION
 
 
+class Role(StrEnum):
+    """What an API key may do in a project it is granted (DESIGN §7)."""
+
+    VIEWER = "viewer"  # read runs, actions, logs, values and reports
+    MEMBER = "member"  # a viewer who also starts, aborts, resumes and debugs runs, opens
+    # sessions, and whose runs use the project's secrets
+
+
+#: Prefix of a per-attempt runtime credential (the server mints one per attempt; it is valid
+#: only while that attempt runs). API keys start with ``loom_``.
+ATTEMPT_CREDENTIAL_PREFIX = "loomat_"
+
+
 class ApiKeyCreate(_Model):
+    """A new key: an ``admin`` key, or one with a role in each of ``projects`` (one of the
+    two; the server refuses a key with neither)."""
+
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
     admin: bool = False
+    projects: dict[str, Role] = {}
 
 
 class ApiKeyInfo(_Model):
     name: str
     admin: bool
     created_at: datetime
+    projects: dict[str, Role] = {}  # the key's role in each project it is granted
 
 
 class ApiKeyCreated(ApiKeyInfo):
@@ -538,11 +557,13 @@ class ActionsWaited(_Model):
 
 
 class AttemptRef(_Model):
-    """One attempt of one action, as an item of ``POST /attempts:heartbeat``."""
+    """One attempt of one action, as an item of ``POST /attempts:heartbeat``; a warm worker
+    sends each attempt's own ``credential`` along (the request's bearer is one of them)."""
 
     run: str
     action: str
     attempt: int
+    credential: str | None = Field(default=None, repr=False)
 
 
 class AttemptReport(_Model):
@@ -552,6 +573,7 @@ class AttemptReport(_Model):
     action: str
     attempt: int
     result: AttemptResult
+    credential: str | None = Field(default=None, repr=False)  # as in ``AttemptRef``
 
 
 class ItemStatus(_Model):

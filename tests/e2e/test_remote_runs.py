@@ -314,12 +314,28 @@ def test_detach_then_inspect_and_abort(server: Any, flow: Path) -> None:
 
 
 def test_api_keys_from_the_cli(server: Any) -> None:
-    created = loom_cli(server, "create", "api-key", "ci-bot")
+    refused = loom_cli(server, "create", "api-key", "ci-bot")  # neither admin nor a project
+    assert (
+        refused.returncode == 2 and "--project P" in refused.stderr and "--admin" in refused.stderr
+    )
+    created = loom_cli(server, "create", "api-key", "ci-bot", "--project", "default")
     assert created.returncode == 0, created.stderr
+    assert "default: member" in created.stderr
     key = created.stdout.strip()
     listed = json.loads(loom_cli(server, "get", "api-key", "-o", "json").stdout)
-    assert "ci-bot" in [k["name"] for k in listed]
+    assert {k["name"]: k["projects"] for k in listed}["ci-bot"] == {"default": "member"}
     assert key not in json.dumps(listed)
+    table = loom_cli(server, "get", "api-key").stdout
+    assert "default: member" in table and "admin" in table
+    viewer = loom_cli(
+        server, "create", "api-key", "auditor", "--project", "default", "--role", "viewer",
+        "-o", "json",
+    )  # fmt: skip
+    assert viewer.returncode == 0, viewer.stderr
+    shown = json.loads(viewer.stdout)
+    assert shown["name"] == "auditor" and shown["key"].startswith("loom_")
+    unknown = loom_cli(server, "create", "api-key", "x", "--project", "nope")
+    assert unknown.returncode == 1 and "loom create project nope" in unknown.stderr
     whoami = run_cli("get", "project", env={**server.env, "LOOM_API_KEY": key})
     assert whoami.returncode == 0, whoami.stderr
     assert loom_cli(server, "delete", "api-key", "ci-bot").returncode == 0

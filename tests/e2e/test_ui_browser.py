@@ -364,17 +364,21 @@ def test_api_keys_are_created_once_shown_and_deleted(browser: Any, server: Serve
     expect(page).to_have_url(server.endpoint + "/keys")
     expect(page.get_by_role("heading", name="API keys")).to_be_visible()
     page.get_by_label("Name").fill("ci-bot")
+    page.get_by_role("button", name="Create key").click()  # with no role anywhere: refused
+    expect(page.locator("#key-error")).to_contain_text("a role in at least one project")
+    page.get_by_label("Role in project default").select_option("viewer")
     page.get_by_role("button", name="Create key").click()
     key = page.locator("#new-key")
     expect(key).to_have_text(re.compile(r"^loom_"))
     secret = key.inner_text()
     row = page.locator("#key-list tr", has_text="ci-bot")
-    expect(row).to_contain_text("user")
+    expect(row).to_contain_text("default: viewer")
     shot(page, "api-keys")
     response = httpx.get(
         f"{server.endpoint}/api/v1/whoami", headers={"Authorization": f"Bearer {secret}"}
     )
     assert response.json()["name"] == "ci-bot"
+    assert response.json()["projects"] == {"default": "viewer"}
     page.reload()
     expect(row).to_be_visible()
     expect(page.locator("#new-key")).to_have_count(0)  # shown once

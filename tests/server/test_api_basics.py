@@ -62,7 +62,7 @@ def test_whoami(api: Api) -> None:
 
 
 def test_api_keys_create_list_delete(api: Api) -> None:
-    r = api.client.post("/api/v1/api-keys", json={"name": "ci", "admin": False})
+    r = api.client.post("/api/v1/api-keys", json={"name": "ci", "projects": {"default": "member"}})
     assert r.status_code == 201, r.text
     created = r.json()
     secret = created["key"]
@@ -78,7 +78,9 @@ def test_api_keys_create_list_delete(api: Api) -> None:
     with api.plane.db.engine.connect() as conn:
         dump = repr(conn.execute(text("SELECT * FROM api_keys")).all())
     assert secret not in dump and secret.split("_", 2)[2] not in dump
-    assert api.client.post("/api/v1/api-keys", json={"name": "ci"}).status_code == 409
+    assert (
+        api.client.post("/api/v1/api-keys", json={"name": "ci", "admin": True}).status_code == 409
+    )
     assert api.client.delete("/api/v1/api-keys/ci").status_code == 204
     assert api.anon.get("/api/v1/whoami", headers=other).status_code == 401
     r = api.client.delete("/api/v1/api-keys/ci")

@@ -173,7 +173,7 @@ class Env:
         r = self.api.client.post(
             f"/api/v1/runs/{run}/actions/a0/session",
             json=body,
-            headers={"Authorization": f"Bearer {job.env['LOOM_API_KEY']}"},
+            headers={"Authorization": f"Bearer {job.credential}"},
         )
         assert r.status_code == 200, r.text
         return run, job.id, r.json()
@@ -283,7 +283,7 @@ def test_refusals(env: Env) -> None:
     assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
     assert "POST /api/v1/login" in r.json()["detail"]
     assert httpx.get(url, headers={"Authorization": "Bearer loom_x_y"}).status_code == 401
-    runtime = env.api.plane.keys.runtime_key
+    runtime = env.api.executor.jobs[job_id].credential  # the attempt's own: still no way in
     r = httpx.get(url, headers={"Authorization": f"Bearer {runtime}"})
     assert r.status_code == 403 and "runtime" in r.json()["detail"]
     # who may not come in learns nothing about which sessions exist
@@ -399,10 +399,16 @@ def test_login_cookie_works_for_the_api_and_the_proxy(env: Env) -> None:
         assert COOKIE_NAME not in _headers(env.upstream.requests[-1]).get("cookie", "")
         # a state-changing request riding on the cookie must come from this server's pages
         r = browser.post(
-            "/api/v1/api-keys", json={"name": "x1"}, headers={"Origin": "https://evil.example"}
+            "/api/v1/api-keys",
+            json={"name": "x1", "projects": {"default": "member"}},
+            headers={"Origin": "https://evil.example"},
         )
         assert r.status_code == 403 and "cross-site" in r.json()["detail"]
-        r = browser.post("/api/v1/api-keys", json={"name": "x2"}, headers={"Origin": env.base})
+        r = browser.post(
+            "/api/v1/api-keys",
+            json={"name": "x2", "projects": {"default": "member"}},
+            headers={"Origin": env.base},
+        )
         assert r.status_code == 201
         # the WebSocket of a browser: the cookie, no header
         with ws_connect(
@@ -426,7 +432,9 @@ def test_login_cookie_works_for_the_api_and_the_proxy(env: Env) -> None:
 
 
 def test_a_cookie_ends_with_its_key_and_cannot_be_forged(env: Env) -> None:
-    key = env.api.client.post("/api/v1/api-keys", json={"name": "carol"}).json()["key"]
+    key = env.api.client.post(
+        "/api/v1/api-keys", json={"name": "carol", "projects": {"default": "member"}}
+    ).json()["key"]
     with httpx.Client(base_url=env.base) as browser:
         assert browser.post("/api/v1/login", json={"api_key": key}).status_code == 204
         token = browser.cookies[COOKIE_NAME]

@@ -21,12 +21,14 @@ def test_create_run_starts_its_root_action(api: Api) -> None:
     name = run["name"]
     job = api.job(name, "a0", 1)
     assert job.env["A"] == "task" and job.env["B"] == "run"  # the run's variables win
-    assert job.env["LOOM_API_KEY"] == api.plane.keys.runtime_key
+    # no key in the shared environment: the attempt's own credential comes with the job
+    assert "LOOM_API_KEY" not in job.env
+    assert api.plane.auth.attempts.parse(job.credential) == (name, "a0", 1)
     assert job.env["LOOM_ENDPOINT"] == api.plane.endpoint
     action = api.wait_phase(name, "a0", "RUNNING")
     assert action["parent"] is None and action["attempts"][0]["number"] == 1
     # the runtime's key works for the runtime's calls
-    runtime = {"Authorization": f"Bearer {job.env['LOOM_API_KEY']}"}
+    runtime = {"Authorization": f"Bearer {job.credential}"}
     spec = api.anon.get(f"/api/v1/runs/{name}/actions/a0/spec", headers=runtime).json()
     assert spec["inputs"] == {"x": 1} and spec["attempt"] == 1
     assert spec["bundle"] == api.bundle.removeprefix("sha256:")

@@ -55,7 +55,9 @@ def test_bad_secret_requests_are_clear(api: Api) -> None:
 
 
 def test_only_admins_manage_secrets(api: Api) -> None:
-    created = api.client.post("/api/v1/api-keys", json={"name": "plain"}).json()
+    created = api.client.post(
+        "/api/v1/api-keys", json={"name": "plain", "projects": {"default": "member"}}
+    ).json()
     plain = {"Authorization": f"Bearer {created['key']}"}
     body = {"key": "k", "value": "v"}
     assert api.anon.post("/api/v1/secrets", json=body, headers=plain).status_code == 403
@@ -74,7 +76,7 @@ def test_a_running_action_gets_the_most_specific_values_of_its_secrets(api: Api)
     seen = {}
     for project, domain in (("default", "development"), ("p2", "staging"), ("p2", "production")):
         name = api.create_run(task, project=project, domain=domain)["name"]
-        runtime = {"Authorization": f"Bearer {api.job(name, 'a0', 1).env['LOOM_API_KEY']}"}
+        runtime = {"Authorization": f"Bearer {api.job(name, 'a0', 1).credential}"}
         url = f"/api/v1/runs/{name}/actions/a0/secrets"
         r = api.anon.get(url, headers=runtime)
         assert r.status_code == 200, r.text
@@ -82,7 +84,7 @@ def test_a_running_action_gets_the_most_specific_values_of_its_secrets(api: Api)
         # nobody else reads values, and nobody once the action has ended
         assert api.client.get(url).status_code == 403
         api.finish(name, "a0", 1, value=1)
-        assert api.anon.get(url, headers=runtime).status_code == 409
+        assert api.anon.get(url, headers=runtime).status_code == 401
     assert seen == {
         ("default", "development"): {"values": {"token": "development"}, "missing": ["absent"]},
         ("p2", "staging"): {"values": {"token": "p2 staging"}, "missing": ["absent"]},

@@ -462,7 +462,9 @@ def test_the_local_sign_in_is_refused_to_another_user(
 def test_the_local_sign_in_needs_the_admin_key_of_the_config_file(api: Api) -> None:
     config = api.settings.config_path
     original = config.read_text()
-    created = api.client.post("/api/v1/api-keys", json={"name": "plain"}).json()
+    created = api.client.post(
+        "/api/v1/api-keys", json={"name": "plain", "projects": {"default": "member"}}
+    ).json()
     config.write_text(f"api_key: {created['key']}\n")  # not an admin key
     browser = local_client(api)
     assert browser.get("/api/v1/login/local").json()["available"] is False

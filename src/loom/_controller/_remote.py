@@ -176,7 +176,7 @@ class RemoteRun:
         self._calls = itertools.count()
         self._secrets = secrets or wire.SecretValues()
         #: where File/Dir values go: the server's object store (uploaded when passed on)
-        self.data = remote_store(client.endpoint, settings.api_key, settings.home)
+        self.data = remote_store(client.endpoint, client.api_key, settings.home)
         self._secrets_dir: Path | None = None  # mounted secrets: private, removed by close()
         self._children: _Children | None = None
         # a task's spec, when it does not depend on the inputs (no cache key): built once
@@ -285,7 +285,7 @@ class RemoteRun:
         if asyncio.get_running_loop() is self.loop:
             yield self.client
             return
-        async with Client(self.client.endpoint, self.client._api_key) as client:
+        async with Client(self.client.endpoint, self.client.api_key) as client:
             yield client
 
     def _block(self, make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:

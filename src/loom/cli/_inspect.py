@@ -227,9 +227,9 @@ def get_api_key(output: str) -> None:
     if output == "json":
         print_json(keys)
         return
-    table = Table("name", "admin", "created")
+    table = Table("name", "grants", "created")
     for k in keys:
-        table.add_row(k.name, "yes" if k.admin else "", when(k.created_at))
+        table.add_row(k.name, _grants(k), when(k.created_at))
     console.print(table)
 
 
@@ -271,20 +271,61 @@ def create_project(name: str, description: str, output: str) -> None:
 
 @create.command("api-key")
 @click.argument("name")
-@click.option("--admin", is_flag=True, help="May manage keys and projects.")
+@click.option("--admin", is_flag=True, help="May do anything: manage keys, secrets, projects.")
+@click.option(
+    "--project",
+    "projects",
+    multiple=True,
+    metavar="P[=ROLE]",
+    help="Grant a role in project P (repeatable; P=viewer or P=member sets its own role).",
+)
+@click.option(
+    "--role",
+    type=click.Choice([r.value for r in wire.Role]),
+    default=wire.Role.MEMBER.value,
+    show_default=True,
+    help="The role in each --project without one: viewer reads runs, logs and values; "
+    "member also starts, aborts and debugs runs and opens their sessions.",
+)
 @output_option
-def create_api_key(name: str, admin: bool, output: str) -> None:
-    """Create an API key; its secret is printed once and never again."""
-    created = call_server(settings_for(), lambda c: c.create_api_key(name, admin))
+def create_api_key(
+    name: str, admin: bool, projects: tuple[str, ...], role: str, output: str
+) -> None:
+    """Create an API key; its secret is printed once and never again.
+
+    A key is either an admin key (--admin) or has a role in named projects (--project).
+    """
+    grants: dict[str, wire.Role] = {}
+    for item in projects:
+        project, _, own_role = item.partition("=")
+        try:
+            grants[project] = wire.Role(own_role or role)
+        except ValueError:
+            raise click.BadParameter(
+                f"{own_role!r} is not a role: use viewer or member", param_hint="--project"
+            ) from None
+    if admin == bool(grants):
+        raise click.UsageError(
+            "give the key --admin, or a role in one or more projects with --project P "
+            "[--role viewer|member]" + (" (not both)" if admin else "")
+        )
+    created = call_server(settings_for(), lambda c: c.create_api_key(name, admin, grants))
     if output == "json":
         print_json(created)
         return
     click.echo(created.key)
     click.echo(
-        f"API key {created.name!r} created; store it now, it will not be shown again. "
-        "Use it with LOOM_API_KEY=... or `api_key:` in the config file.",
+        f"API key {created.name!r} created ({_grants(created)}); store it now, it will not be "
+        "shown again. Use it with LOOM_API_KEY=... or `api_key:` in the config file.",
         err=True,
     )
+
+
+def _grants(key: wire.ApiKeyInfo) -> str:
+    """``admin``, or each project's role: ``analytics: member, web: viewer``."""
+    if key.admin:
+        return "admin"
+    return ", ".join(f"{project}: {role.value}" for project, role in key.projects.items())
 
 
 _SECRET_SCOPE = [

@@ -255,6 +255,7 @@ class WorkerPools:
             "action": job.action,
             "attempt": job.attempt,
             "log": str(job.log_path),
+            "credential": job.credential,  # the attempt's own: the worker holds no other
         }
         # with the spec, the worker starts the attempt without asking the server
         worker.send(message, "" if job.spec is None else f'"spec": {job.spec.model_dump_json()}')

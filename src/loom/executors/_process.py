@@ -66,6 +66,13 @@ def _existing(path: Path) -> Path:
     return path
 
 
+def _env(job: Job) -> Mapping[str, str]:
+    """The job's process environment, with its attempt's credential as the runtime's key."""
+    if not job.credential:
+        return job.env
+    return {**job.env, "LOOM_API_KEY": job.credential}
+
+
 def _spec_file(job: Job) -> Path:
     return job.workdir / ".loom-spec.json"
 
@@ -217,7 +224,7 @@ class LocalProcessExecutor:
 
     async def _fork(self, job: Job) -> ForkedProcess | None:
         return await self._fork_argv(
-            self.argv(job)[len(self._command) :], job.env, job.workdir, job.log_path
+            self.argv(job)[len(self._command) :], _env(job), job.workdir, job.log_path
         )
 
     async def _fork_argv(
@@ -235,7 +242,7 @@ class LocalProcessExecutor:
 
     async def _spawn(self, job: Job) -> asyncio.subprocess.Process:
         return await self._spawn_argv(
-            self.argv(job)[len(self._command) :], job.env, job.workdir, job.log_path
+            self.argv(job)[len(self._command) :], _env(job), job.workdir, job.log_path
         )
 
     async def _spawn_argv(

@@ -41,6 +41,9 @@ class Job:
     #: what the runtime needs to run the attempt, when the server has it at hand: the runtime
     #: then starts the attempt without asking the server first
     spec: wire.ActionSpec | None = field(default=None, repr=False)
+    #: the attempt's runtime credential (``LOOM_API_KEY`` of its process; in a warm worker's
+    #: job message): valid only while this attempt runs
+    credential: str = field(default="", repr=False)
 
     @property
     def id(self) -> str:

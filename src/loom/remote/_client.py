@@ -30,10 +30,11 @@ _CHUNK = 1 << 20
 
 
 class Client:
-    """Talks to one loom server with one API key.
+    """Talks to one loom server with one API key (or an attempt's runtime credential).
 
     The underlying connection pool belongs to the event loop that first uses the client; use
-    one client per loop.
+    one client per loop. :meth:`with_key` gives a client with another key over the same
+    connections (a warm worker's attempts each use their own credential).
     """
 
     def __init__(self, endpoint: str, api_key: str | None, *, timeout: float = 60.0) -> None:
@@ -41,23 +42,53 @@ class Client:
         self._api_key = api_key
         self._timeout = timeout
         self._http: httpx.AsyncClient | None = None
+        self._parent: Client | None = None
+        self._transport: httpx.AsyncHTTPTransport | None = None
+
+    @property
+    def api_key(self) -> str | None:
+        """The key (or credential) this client sends."""
+        return self._api_key
+
+    def with_key(self, api_key: str | None) -> Client:
+        """A client that sends ``api_key`` instead, sharing this one's connections (closing
+        it closes nothing; close this one when done with both)."""
+        if api_key == self._api_key:
+            return self
+        other = Client(self.endpoint, api_key, timeout=self._timeout)
+        other._parent = self._parent or self
+        return other
+
+    def _shared_transport(self) -> httpx.AsyncHTTPTransport:
+        if self._transport is None:
+            self._transport = httpx.AsyncHTTPTransport(
+                verify=_tls_context() if self.endpoint.startswith("https:") else False,
+                limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
+            )
+        return self._transport
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
             headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+            root = self._parent or self
             self._http = httpx.AsyncClient(
                 base_url=self.endpoint + wire.API_PREFIX,
                 headers=headers,
-                verify=_tls_context() if self.endpoint.startswith("https:") else False,
+                transport=root._shared_transport(),
                 timeout=self._timeout,
-                limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
             )
         return self._http
 
     async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
+        if self._parent is not None:  # the connections are the parent's
             self._http = None
+            return
+        if self._http is not None:
+            await self._http.aclose()  # (closes the shared transport too)
+            self._http = None
+        elif self._transport is not None:
+            await self._transport.aclose()
+        self._transport = None
 
     async def __aenter__(self) -> Client:
         return self
@@ -103,10 +134,12 @@ class Client:
     async def whoami(self) -> wire.ApiKeyInfo:
         return await self._get("/whoami", wire.ApiKeyInfo)
 
-    async def create_api_key(self, name: str, admin: bool = False) -> wire.ApiKeyCreated:
-        return await self._post(
-            "/api-keys", wire.ApiKeyCreate(name=name, admin=admin), wire.ApiKeyCreated
-        )
+    async def create_api_key(
+        self, name: str, admin: bool = False, projects: dict[str, wire.Role] | None = None
+    ) -> wire.ApiKeyCreated:
+        """A new admin key, or one with a role in each of ``projects``."""
+        spec = wire.ApiKeyCreate(name=name, admin=admin, projects=projects or {})
+        return await self._post("/api-keys", spec, wire.ApiKeyCreated)
 
     async def list_api_keys(self) -> list[wire.ApiKeyInfo]:
         return await self._list("/api-keys", wire.ApiKeyInfo)
@@ -285,31 +318,44 @@ class Client:
         return wire.ActionsWaited.model_validate_json(response.content)
 
     async def heartbeats(self, refs: Sequence[wire.AttemptRef]) -> list[wire.ItemStatus]:
-        """Heartbeats of many attempts in one request; one status per attempt, in order."""
+        """Heartbeats of many attempts in one request; one status per attempt, in order.
+        Each carries its own credential where this client has no key of its own."""
         content = b"[" + b",".join(r.model_dump_json().encode() for r in refs) + b"]"
         response = await self._request(
             "POST",
             "/attempts:heartbeat",
             content=content,
-            headers={"Content-Type": "application/json"},
+            headers=self._batch_headers(refs[0].credential if refs else None),
         )
         return _STATUSES.validate_json(response.content)
 
     async def finish_attempts(self, reports: Sequence[wire.AttemptReport]) -> list[wire.ItemStatus]:
         """Report many attempts' results in one request; one status per report, in order
         (200, or what ``.../finished`` would have answered, e.g. 409)."""
-        return await self.finish_attempts_json([r.model_dump_json().encode() for r in reports])
+        return await self.finish_attempts_json(
+            [r.model_dump_json().encode() for r in reports],
+            reports[0].credential if reports else None,
+        )
 
-    async def finish_attempts_json(self, reports: Sequence[bytes]) -> list[wire.ItemStatus]:
+    async def finish_attempts_json(
+        self, reports: Sequence[bytes], credential: str | None = None
+    ) -> list[wire.ItemStatus]:
         """:meth:`finish_attempts` with each ``wire.AttemptReport`` serialised already (a
-        caller that sizes its batches has done it)."""
+        caller that sizes its batches has done it); ``credential``: the bearer to send when
+        this client has no key (a warm worker's: one of the reports' own)."""
         response = await self._request(
             "POST",
             "/attempts:finish",
             content=b"[" + b",".join(reports) + b"]",
-            headers={"Content-Type": "application/json"},
+            headers=self._batch_headers(credential),
         )
         return _STATUSES.validate_json(response.content)
+
+    def _batch_headers(self, credential: str | None) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if not self._api_key and credential:
+            headers["Authorization"] = f"Bearer {credential}"
+        return headers
 
     async def attempt_started(self, run: str, action: str, attempt: int) -> wire.ActionInfo:
         return await self._post(

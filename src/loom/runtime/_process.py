@@ -132,7 +132,7 @@ async def attempt_with(
     if heartbeat:
         ref = wire.AttemptRef(run=run, action=action, attempt=attempt)
         beats = Heartbeats(
-            client.endpoint, settings.api_key, settings.heartbeat_interval_s, lambda: [ref]
+            client.endpoint, client.api_key, settings.heartbeat_interval_s, lambda: [ref]
         )
         beats.start()
     started = time.monotonic()
@@ -143,7 +143,9 @@ async def attempt_with(
             beats.stop()
     outcome = "succeeded" if result.error is None else f"failed: {result.error.type}"
     _say(f"attempt {attempt} {outcome} after {time.monotonic() - started:.2f} s")
-    item = wire.AttemptReport(run=run, action=action, attempt=attempt, result=result)
+    item = wire.AttemptReport(
+        run=run, action=action, attempt=attempt, result=result, credential=client.api_key
+    )
     try:
         # alone, through the batch endpoint all the same: its answer is all we need
         status = await (report or _report_alone(client))(item)
@@ -176,7 +178,7 @@ async def _execute(
             os.environ.update({**spec.task.env_vars, **spec.env_vars})
         task = _load_task(bundle, spec.task)
         # File/Dir values travel through the server's object store (see loom.io._remote)
-        data = remote_store(client.endpoint, settings.api_key, settings.home)
+        data = remote_store(client.endpoint, client.api_key, settings.home)
         inputs = task.interface.decode_inputs(spec.inputs, data)
         # fetched up front: the engine reads them synchronously, as it does locally
         secrets = await client.action_secrets(spec.run, spec.action) if spec.task.secrets else None

@@ -39,7 +39,13 @@ from .. import wire
 from .._controller._remote import RemoteRun, error_info
 from .._settings import Settings
 from .._task import TaskTemplate
-from ..errors import ApiError, IdeInstallError, LoomError, TaskLoadError
+from ..errors import (
+    ApiError,
+    AuthenticationError,
+    IdeInstallError,
+    LoomError,
+    TaskLoadError,
+)
 from ..interactive._decorators import Interactive, interactive_of
 from ..interactive._ide import (
     IdeProcess,
@@ -236,6 +242,9 @@ class Session:
                     return await self._ide_died(died.result())
                 try:
                     command = poll.result()
+                except AuthenticationError:
+                    # the attempt's credential died with the attempt: the server ended it
+                    command = wire.SessionCommand(command="abort")
                 except ApiError as e:
                     _say(f"cannot reach the server for session commands ({e}); retrying")
                     await asyncio.sleep(1)

@@ -9,10 +9,14 @@ Protocol, one JSON object per line:
 
 - worker to executor: ``{"hello": ID, "pid": N}`` once, then ``{"done": JOB, "code": C}`` as
   each attempt ends;
-- executor to worker: ``{"job": JOB, "run": ..., "action": ..., "attempt": N, "log": PATH}``
-  (with ``"spec"``, the attempt's ``wire.ActionSpec``, when the server sent it along: then the
-  attempt starts without a request), ``{"cancel": JOB}``, and ``{"stop": true}`` (finish what
-  runs, then exit).
+- executor to worker: ``{"job": JOB, "run": ..., "action": ..., "attempt": N, "log": PATH,
+  "credential": C}`` (with ``"spec"``, the attempt's ``wire.ActionSpec``, when the server sent
+  it along: then the attempt starts without a request), ``{"cancel": JOB}``, and
+  ``{"stop": true}`` (finish what runs, then exit).
+
+The worker holds no key of its own: each attempt talks to the server with its own runtime
+credential ``C``, valid while that attempt runs, and the batched reports and heartbeats carry
+each attempt's credential along.
 
 Results go to the server in batches (``POST /attempts:finish``): those ready in the same turn
 of the loop, or while the previous batch is on its way, share one request and one transaction.
@@ -84,12 +88,13 @@ class _Reports:
 
     def __init__(self, client: Client) -> None:
         self._client = client
-        self._queue: list[tuple[bytes, asyncio.Future[wire.ItemStatus]]] = []
+        # (the report, its attempt's credential, who waits for the answer)
+        self._queue: list[tuple[bytes, str | None, asyncio.Future[wire.ItemStatus]]] = []
         self._sender: asyncio.Task[None] | None = None
 
     async def report(self, item: wire.AttemptReport) -> wire.ItemStatus:
         future: asyncio.Future[wire.ItemStatus] = asyncio.get_running_loop().create_future()
-        self._queue.append((item.model_dump_json().encode(), future))
+        self._queue.append((item.model_dump_json().encode(), item.credential, future))
         if self._sender is None:  # it starts next turn: results of this one go along
             self._sender = asyncio.ensure_future(self._send())
         return await future
@@ -98,22 +103,24 @@ class _Reports:
         try:
             while self._queue:
                 count, size = 0, 0
-                for data, _ in self._queue:
+                for data, _, _ in self._queue:
                     if count and (count >= _REPORT_BATCH or size + len(data) > _REPORT_BYTES):
                         break
                     count += 1
                     size += len(data)
                 batch, self._queue = self._queue[:count], self._queue[count:]
                 try:
-                    statuses = await self._client.finish_attempts_json([d for d, _ in batch])
+                    statuses = await self._client.finish_attempts_json(
+                        [d for d, _, _ in batch], batch[0][1]
+                    )
                     if len(statuses) != len(batch):
                         raise ValueError(f"{len(statuses)} answers to {len(batch)} reports")
                 except Exception as e:
-                    for _, future in batch:
+                    for _, _, future in batch:
                         if not future.done():
                             future.set_exception(e)
                     continue
-                for (_, future), status in zip(batch, statuses, strict=True):
+                for (_, _, future), status in zip(batch, statuses, strict=True):
                     if not future.done():  # (an attempt cancelled meanwhile has gone)
                         future.set_result(status)
         finally:
@@ -135,7 +142,10 @@ class _Worker:
     def start(self, message: dict[str, Any]) -> None:
         job = message["job"]
         self._attempts[job] = wire.AttemptRef(
-            run=message["run"], action=message["action"], attempt=message["attempt"]
+            run=message["run"],
+            action=message["action"],
+            attempt=message["attempt"],
+            credential=message.get("credential") or None,
         )
         self._running[job] = asyncio.create_task(self._attempt(message), name=f"attempt {job}")
 
@@ -151,7 +161,7 @@ class _Worker:
             _attempt_log.set(log)  # this task's context only, and the threads it starts
             spec = message.get("spec")
             code = await attempt_with(
-                self._client,
+                self._client.with_key(message.get("credential") or self._client.api_key),
                 self._settings,
                 message["run"],
                 message["action"],

@@ -20,22 +20,43 @@ from typing import Annotated, Any
 from anyio import to_thread
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
-from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import TypeAdapter
 
 from .. import wire
 from .._version import __version__
 from . import _sessions as sessions
-from ._auth import COOKIE_NAME, login_response, logout_response
+from ._auth import check_origin, login_response, logout_response
+from ._authz import (
+    ActionMember,
+    ActionRuntime,
+    ActionSecrets,
+    Admin,
+    Any_,
+    AttemptRuntime,
+    BundleReader,
+    ItemRuntime,
+    MemberSomewhere,
+    Plane,
+    RunMember,
+    RunRuntime,
+    RunViewer,
+    SignedIn,
+    check_project_member,
+    check_view,
+    item_allowed,
+    principal,
+    visible_projects,
+)
+from ._authz import public as public_policy
 from ._data import normalize_data_digest
 from ._errors import (
     AuthenticationError,
     BadRequestError,
+    NotFoundError,
     PayloadTooLargeError,
     PermissionDeniedError,
     ServerError,
 )
-from ._keys import Principal
 from ._plane import ControlPlane
 
 _MAX_WAIT_S = 30.0
@@ -44,68 +65,7 @@ _STREAM_PACE_S = 0.2
 _EVENTS_PER_READ = 500
 _LOG_POLL_S = 0.2
 _LOG_GRACE_S = 3.0
-_bearer = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer <key>`")
-# declared for the OpenAPI schema; the cookie is read and checked in `principal`
-_cookie = APIKeyCookie(
-    name=COOKIE_NAME, auto_error=False, description="the login cookie (POST /api/v1/login)"
-)
-
-
-def plane(request: Request) -> ControlPlane:
-    p: ControlPlane = request.app.state.plane
-    return p
-
-
-Plane = Annotated[ControlPlane, Depends(plane)]
-
-
-def principal(
-    request: Request,
-    p: Plane,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    cookie: Annotated[str | None, Depends(_cookie)],
-) -> Principal:
-    """The caller, from ``Authorization: Bearer <key>`` or the login cookie; 401 with a hint
-    otherwise (403 for a cross-site request riding on the cookie)."""
-    hint = (
-        f"The server's admin key is in {p.settings.config_path} (written at its first start; "
-        "`loom` reads it from there). Create more keys with `loom create api-key NAME`."
-    )
-    if (credentials is None or not credentials.credentials) and not cookie:
-        raise AuthenticationError(f"missing API key: send 'Authorization: Bearer <key>'. {hint}")
-    try:
-        return p.auth.authenticate(request.method, request.headers, request.cookies)
-    except AuthenticationError as e:
-        if credentials is not None and credentials.credentials:
-            raise AuthenticationError(f"invalid API key. {hint}") from None
-        raise AuthenticationError(f"{e} {hint}") from None
-
-
-Caller = Annotated[Principal, Depends(principal)]
-
-
-def admin(caller: Caller) -> Principal:
-    if not caller.admin:
-        raise PermissionDeniedError(f"API key {caller.name!r} is not an admin key")
-    return caller
-
-
-Admin = Annotated[Principal, Depends(admin)]
-
-
-def runtime(caller: Caller) -> Principal:
-    """The runtime's own calls (the key the server gives action processes; or an admin's)."""
-    if not (caller.runtime or caller.admin):
-        raise PermissionDeniedError(
-            f"API key {caller.name!r} may not act for a runtime: only the runtime of an action "
-            "(or an admin key) registers sessions and answers their commands"
-        )
-    return caller
-
-
-Runtime = Annotated[Principal, Depends(runtime)]
-
-public = APIRouter(prefix=wire.API_PREFIX)
+public = APIRouter(prefix=wire.API_PREFIX, dependencies=[Depends(public_policy)])
 router = APIRouter(prefix=wire.API_PREFIX, dependencies=[Depends(principal)])
 
 
@@ -128,18 +88,19 @@ def login(body: wire.Login, request: Request, p: Plane) -> Response:
 
 @public.post("/logout", status_code=204)
 def logout(request: Request) -> Response:
-    """Clear the login cookie (the key itself stays valid)."""
+    """Clear the login cookie (the key itself stays valid); from this server's pages only."""
+    check_origin(request.headers)
     return logout_response(request)
 
 
 @router.get("/openapi.json", include_in_schema=False)
-def openapi(request: Request) -> dict[str, Any]:
+def openapi(request: Request, _: SignedIn) -> dict[str, Any]:
     app: FastAPI = request.app
     return app.openapi()
 
 
 @router.get("/whoami")
-def whoami(caller: Caller) -> wire.ApiKeyInfo:
+def whoami(caller: Any_) -> wire.ApiKeyInfo:
     return caller.info()
 
 
@@ -169,8 +130,10 @@ def create_project(spec: wire.ProjectCreate, p: Plane, _: Admin) -> wire.Project
 
 
 @router.get("/projects")
-def list_projects(p: Plane) -> list[wire.ProjectInfo]:
-    return p.projects.list()
+def list_projects(p: Plane, caller: SignedIn) -> list[wire.ProjectInfo]:
+    """The projects the caller has a role in (all of them for an admin)."""
+    visible = visible_projects(caller)
+    return [i for i in p.projects.list() if visible is None or i.name in visible]
 
 
 # -- secrets ------------------------------------------------------------------------------
@@ -198,13 +161,8 @@ def delete_secret(
 
 
 @router.get("/runs/{run}/actions/{action}/secrets")
-def action_secrets(run: str, action: str, p: Plane, caller: Caller) -> wire.SecretValues:
+def action_secrets(run: str, action: str, p: Plane, _: ActionSecrets) -> wire.SecretValues:
     """The values of the secrets a running action's task declares: for its runtime only."""
-    if not caller.runtime:
-        raise PermissionDeniedError(
-            f"API key {caller.name!r} may not read secret values: only the runtime of a "
-            "running action gets them"
-        )
     keys, project, domain = p.runs.secret_scope(run, action)
     return p.secrets.resolve(keys, project, domain)
 
@@ -213,7 +171,9 @@ def action_secrets(run: str, action: str, p: Plane, caller: Caller) -> wire.Secr
 
 
 @router.put("/bundles/{digest}")
-async def put_bundle(digest: str, request: Request, p: Plane) -> wire.BundleInfo:
+async def put_bundle(
+    digest: str, request: Request, p: Plane, _: MemberSomewhere
+) -> wire.BundleInfo:
     """Upload a code bundle (the body is the .tar.gz); idempotent per digest."""
     limit = p.bundles.max_bytes
     too_big = (
@@ -248,13 +208,15 @@ async def _received(
 
 
 @router.head("/bundles/{digest}")
-def head_bundle(digest: str, p: Plane) -> Response:
+def head_bundle(digest: str, p: Plane, _: MemberSomewhere) -> Response:
+    """Whether the bundle is stored (so a client uploads each content once)."""
     info = p.bundles.info(digest)
     return Response(headers={"Content-Length": str(info.size)})
 
 
 @router.get("/bundles/{digest}", response_class=Response)
-def get_bundle(digest: str, p: Plane) -> Response:
+def get_bundle(digest: str, p: Plane, _: BundleReader) -> Response:
+    """A code bundle: for who may see a run of it."""
     local, chunks, size = p.bundles.source(digest)
     if local is not None:
         return FileResponse(local, media_type="application/gzip")
@@ -268,7 +230,7 @@ def get_bundle(digest: str, p: Plane) -> Response:
 
 
 @router.put("/data/{digest}")
-async def put_data(digest: str, request: Request, p: Plane) -> wire.DataInfo:
+async def put_data(digest: str, request: Request, p: Plane, _: MemberSomewhere) -> wire.DataInfo:
     """Upload the content of a ``File``, ``Dir`` (its .tar.gz) or ``DataFrame`` (Parquet)
     that a remote value refers to; idempotent per digest, checked against the body."""
     normalize_data_digest(digest)  # a malformed digest is refused before the body is read
@@ -282,13 +244,14 @@ async def put_data(digest: str, request: Request, p: Plane) -> wire.DataInfo:
 
 
 @router.head("/data/{digest}")
-def head_data(digest: str, p: Plane) -> Response:
+def head_data(digest: str, p: Plane, _: MemberSomewhere) -> Response:
     size = p.data.size(digest)
     return Response(headers={} if size is None else {"Content-Length": str(size)})
 
 
 @router.get("/data/{digest}", response_class=Response)
-def get_data(digest: str, p: Plane) -> Response:
+def get_data(digest: str, p: Plane, _: Any_) -> Response:
+    """Stored data by its SHA-256: the digest is the capability (content-addressed)."""
     local, chunks = p.data.source(digest)
     if local is not None:
         return FileResponse(local, media_type="application/octet-stream")
@@ -300,37 +263,45 @@ def get_data(digest: str, p: Plane) -> Response:
 
 
 @router.post("/runs", status_code=201)
-def create_run(spec: wire.RunCreate, p: Plane, caller: Caller) -> wire.RunInfo:
-    """Create a run and its root action ``a0`` (``root.name`` is ignored)."""
+def create_run(spec: wire.RunCreate, p: Plane, caller: SignedIn) -> wire.RunInfo:
+    """Create a run and its root action ``a0`` (``root.name`` is ignored); needs the member
+    role in its project."""
+    check_project_member(caller, spec.project, f"start runs in project {spec.project!r}")
     return p.runs.create_run(spec, created_by=caller.name)
 
 
 @router.get("/runs")
 def list_runs(
     p: Plane,
+    caller: SignedIn,
     project: str | None = None,
     domain: str | None = None,
     phase: str | None = None,
     task: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[wire.RunInfo]:
-    """Runs, newest first, filtered by every parameter given."""
-    return p.runs.list_runs(project=project, domain=domain, phase=phase, task=task, limit=limit)
+    """Runs the caller may see, newest first, filtered by every parameter given."""
+    visible = visible_projects(caller)
+    if project is not None and visible is not None and project not in visible:
+        raise NotFoundError(f"project {project!r} not found")
+    return p.runs.list_runs(
+        project=project, domain=domain, phase=phase, task=task, limit=limit, projects=visible
+    )
 
 
 @router.get("/runs/{run}")
-def get_run(run: str, p: Plane) -> wire.RunInfo:
+def get_run(run: str, p: Plane, _: RunViewer) -> wire.RunInfo:
     return p.runs.get_run(run)
 
 
 @router.post("/runs/{run}/abort")
-def abort_run(run: str, p: Plane, caller: Caller) -> wire.RunInfo:
+def abort_run(run: str, p: Plane, caller: RunMember) -> wire.RunInfo:
     """Abort every action of the run that has not ended and kill its processes."""
     return p.runs.abort_run(run, by=caller.name)
 
 
 @router.post("/runs/{run}/actions/{action}/abort")
-def abort_action(run: str, action: str, p: Plane, caller: Caller) -> wire.ActionInfo:
+def abort_action(run: str, action: str, p: Plane, caller: ActionMember) -> wire.ActionInfo:
     """Abort one action and its descendants, kill their processes and close their sessions."""
     return p.runs.abort_action(run, action, by=caller.name)
 
@@ -343,7 +314,7 @@ _ACTION_INFOS = TypeAdapter(list[wire.ActionInfo])
     response_model=list[wire.ActionInfo],
     response_class=Response,
 )
-def list_actions(run: str, p: Plane) -> Response:
+def list_actions(run: str, p: Plane, _: RunViewer) -> Response:
     # serialised here once: FastAPI would validate every action again first
     return Response(
         _ACTION_INFOS.dump_json(p.runs.list_actions(run)), media_type="application/json"
@@ -351,7 +322,7 @@ def list_actions(run: str, p: Plane) -> Response:
 
 
 @router.post("/runs/{run}/actions")
-def create_action(run: str, spec: wire.ActionCreate, p: Plane) -> wire.ActionInfo:
+def create_action(run: str, spec: wire.ActionCreate, p: Plane, _: RunRuntime) -> wire.ActionInfo:
     """Create a child action; an existing name returns that action unchanged."""
     return p.runs.create_action(run, spec)
 
@@ -372,7 +343,7 @@ def _check_batch(items: list[Any]) -> None:
     response_model=list[wire.ActionCreated],
     response_class=Response,
 )
-def create_actions(run: str, specs: list[wire.ActionCreate], p: Plane) -> Response:
+def create_actions(run: str, specs: list[wire.ActionCreate], p: Plane, _: RunRuntime) -> Response:
     """Create child actions in one transaction, each as ``POST /runs/{run}/actions`` would
     (idempotent per name); one answer per item, in order, with the error of a refused one."""
     _check_batch(specs)
@@ -391,7 +362,7 @@ def create_actions(run: str, specs: list[wire.ActionCreate], p: Plane) -> Respon
     response_model=wire.ActionsWaited,
     response_class=Response,
 )
-async def wait_actions(run: str, body: wire.ActionsWait, p: Plane) -> Response:
+async def wait_actions(run: str, body: wire.ActionsWait, p: Plane, _: RunViewer) -> Response:
     """Those of ``names`` that have ended (SUCCEEDED ones with their outputs inline), as soon
     as one has, or none after ``timeout`` s (at most 30 s); and the ``seq`` to wait after."""
     names = list(dict.fromkeys(body.names))
@@ -453,13 +424,25 @@ async def wait_actions(run: str, body: wire.ActionsWait, p: Plane) -> Response:
     response_model=list[wire.ItemStatus],
     response_class=Response,
 )
-def attempts_heartbeat(refs: list[wire.AttemptRef], p: Plane) -> Response:
+def attempts_heartbeat(refs: list[wire.AttemptRef], p: Plane, caller: ItemRuntime) -> Response:
     """Heartbeats of many attempts (a warm worker's), in one transaction; each is answered
-    as ``.../attempts/{n}/heartbeat`` would (409 for an attempt that is stale or over)."""
+    as ``.../attempts/{n}/heartbeat`` would (409 for an attempt that is stale or over, 403
+    for one the caller does not hold the credential of)."""
     _check_batch(refs)
-    return Response(
-        _STATUSES.dump_json(p.runs.attempts_heartbeat(refs)), media_type="application/json"
-    )
+    allowed = [item_allowed(p, caller, r.run, r.action, r.attempt, r.credential) for r in refs]
+    statuses = p.runs.attempts_heartbeat([r for r, ok in zip(refs, allowed, strict=True) if ok])
+    return Response(_STATUSES.dump_json(_merge(allowed, statuses)), media_type="application/json")
+
+
+_NOT_YOURS = wire.ItemStatus(
+    status=403, detail="this item's attempt is not the caller's: send its own credential"
+)
+
+
+def _merge(allowed: list[bool], statuses: list[wire.ItemStatus]) -> list[wire.ItemStatus]:
+    """The answers to a batch, in order: those of the allowed items, 403 for the others."""
+    answers = iter(statuses)
+    return [next(answers) if ok else _NOT_YOURS for ok in allowed]
 
 
 @router.post(
@@ -467,23 +450,23 @@ def attempts_heartbeat(refs: list[wire.AttemptRef], p: Plane) -> Response:
     response_model=list[wire.ItemStatus],
     response_class=Response,
 )
-def finish_attempts(reports: list[wire.AttemptReport], p: Plane) -> Response:
+def finish_attempts(reports: list[wire.AttemptReport], p: Plane, caller: ItemRuntime) -> Response:
     """Runtimes' results for many attempts, in one transaction: each item is taken as
     ``.../attempts/{n}/finished`` would take it, and answered with that status (409 for an
     attempt that is stale or that the server already ended)."""
     _check_batch(reports)
-    return Response(
-        _STATUSES.dump_json(p.runs.finish_attempts(reports)), media_type="application/json"
-    )
+    allowed = [item_allowed(p, caller, r.run, r.action, r.attempt, r.credential) for r in reports]
+    statuses = p.runs.finish_attempts([r for r, ok in zip(reports, allowed, strict=True) if ok])
+    return Response(_STATUSES.dump_json(_merge(allowed, statuses)), media_type="application/json")
 
 
 @router.get("/runs/{run}/actions/{action}")
-def get_action(run: str, action: str, p: Plane) -> wire.ActionInfo:
+def get_action(run: str, action: str, p: Plane, _: RunViewer) -> wire.ActionInfo:
     return p.runs.get_action(run, action)
 
 
 @router.get("/runs/{run}/actions/{action}/spec")
-def get_spec(run: str, action: str, p: Plane) -> wire.ActionSpec:
+def get_spec(run: str, action: str, p: Plane, _: ActionRuntime) -> wire.ActionSpec:
     """What the runtime needs to run the current attempt."""
     return p.runs.get_spec(run, action)
 
@@ -493,7 +476,7 @@ def get_spec(run: str, action: str, p: Plane) -> wire.ActionSpec:
     response_model=wire.Outputs,
     response_class=Response,
 )
-def get_outputs(run: str, action: str, p: Plane) -> Response:
+def get_outputs(run: str, action: str, p: Plane, _: RunViewer) -> Response:
     """The outputs of a SUCCEEDED action (409 before)."""
     return Response(p.runs.outputs_json(run, action), media_type="application/json")
 
@@ -503,6 +486,7 @@ async def wait_action(
     run: str,
     action: str,
     p: Plane,
+    _: RunViewer,
     timeout: Annotated[float, Query(ge=0)] = _MAX_WAIT_S,
 ) -> wire.ActionInfo:
     """The action once it has ended, or as it is after ``timeout`` s (at most 30 s)."""
@@ -527,20 +511,20 @@ async def wait_action(
 
 
 @router.post("/runs/{run}/actions/{action}/attempts/{n}/started")
-def attempt_started(run: str, action: str, n: int, p: Plane) -> wire.ActionInfo:
+def attempt_started(run: str, action: str, n: int, p: Plane, _: AttemptRuntime) -> wire.ActionInfo:
     """The runtime of attempt ``n`` is up (409 if that attempt is stale or over)."""
     return p.runs.attempt_started(run, action, n)
 
 
 @router.post("/runs/{run}/actions/{action}/attempts/{n}/heartbeat", status_code=204)
-def attempt_heartbeat(run: str, action: str, n: int, p: Plane) -> Response:
+def attempt_heartbeat(run: str, action: str, n: int, p: Plane, _: AttemptRuntime) -> Response:
     p.runs.attempt_heartbeat(run, action, n)
     return Response(status_code=204)
 
 
 @router.post("/runs/{run}/actions/{action}/attempts/{n}/finished")
 def attempt_finished(
-    run: str, action: str, n: int, result: wire.AttemptResult, p: Plane
+    run: str, action: str, n: int, result: wire.AttemptResult, p: Plane, _: AttemptRuntime
 ) -> wire.ActionInfo:
     """The runtime's result for attempt ``n``. A repeat of an accepted report is ignored;
     a report for a stale attempt, or one the server already ended, gets 409."""
@@ -556,6 +540,7 @@ async def get_logs(
     run: str,
     action: str,
     p: Plane,
+    _: RunViewer,
     attempt: Annotated[int | None, Query(ge=1)] = None,
     follow: bool = False,
 ) -> StreamingResponse:
@@ -632,6 +617,7 @@ def _read_from(path: Path, offset: int, limit: int = 1 << 20) -> bytes:
 )
 async def events(
     p: Plane,
+    caller: Any_,
     run: str | None = None,
     after: Annotated[int | None, Query(ge=0)] = None,
     last_event_id: Annotated[str | None, Header()] = None,
@@ -641,24 +627,29 @@ async def events(
     Resumes after ``after`` (or the ``Last-Event-ID`` header); without either, a ``run``
     stream starts at that run's first event and an unfiltered one at the next new event.
     """
+    visible = visible_projects(caller)
     if run is not None:
-        await to_thread.run_sync(p.runs.check_run, run)
+        await to_thread.run_sync(check_view, p, caller, run)
+    elif caller.attempt is not None:
+        run = caller.attempt.run  # a runtime follows its own run only
     start = after
     if start is None and last_event_id and last_event_id.isdigit():
         start = int(last_event_id)
     if start is None:
         start = 0 if run is not None else await to_thread.run_sync(p.runs.last_event_seq)
     return StreamingResponse(
-        _event_stream(p, run, start),
+        _event_stream(p, run, start, visible),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _event_stream(p: ControlPlane, run: str | None, seq: int) -> AsyncIterator[str]:
+async def _event_stream(
+    p: ControlPlane, run: str | None, seq: int, projects: frozenset[str] | None
+) -> AsyncIterator[str]:
     while not p.bus.stopping.is_set():
         changed = p.bus.next_change()  # before reading, so no change slips between
-        batch = await to_thread.run_sync(p.runs.events_after, seq, run, _EVENTS_PER_READ)
+        batch = await to_thread.run_sync(p.runs.events_after, seq, run, _EVENTS_PER_READ, projects)
         if batch:
             seq = batch[-1].seq
             # one write for the batch: a busy run's stream is thousands of events
@@ -688,14 +679,19 @@ async def _event_stream(p: ControlPlane, run: str | None, seq: int) -> AsyncIter
 
 @router.post("/runs/{run}/actions/{action}/session")
 def register_session(
-    run: str, action: str, spec: wire.SessionRegister, p: Plane, _: Runtime
+    run: str, action: str, spec: wire.SessionRegister, p: Plane, caller: ActionRuntime
 ) -> wire.SessionInfo:
     """The runtime started an IDE for the current attempt: the action goes INTERACTIVE."""
+    if caller.attempt is not None and caller.attempt.attempt != spec.attempt:
+        raise PermissionDeniedError(
+            f"a runtime credential registers sessions of its own attempt "
+            f"({caller.attempt.attempt}) only, not of attempt {spec.attempt}"
+        )
     return p.sessions.register(run, action, spec)
 
 
 @router.get("/runs/{run}/actions/{action}/session")
-def get_session(run: str, action: str, p: Plane) -> wire.SessionInfo:
+def get_session(run: str, action: str, p: Plane, _: RunViewer) -> wire.SessionInfo:
     """The action's latest session (404 if it never had one)."""
     return p.sessions.get(run, action)
 
@@ -705,7 +701,7 @@ async def session_command(
     run: str,
     action: str,
     p: Plane,
-    _: Runtime,
+    _: ActionRuntime,
     timeout: Annotated[float, Query(ge=0)] = sessions.MAX_COMMAND_WAIT_S,
 ) -> wire.SessionCommand:
     """The runtime's long-poll: ``resume``/``fail`` once asked, ``abort`` once the action
@@ -715,7 +711,7 @@ async def session_command(
 
 @router.post("/runs/{run}/actions/{action}/session/resume")
 async def resume_session(
-    run: str, action: str, body: wire.SessionResume, p: Plane
+    run: str, action: str, body: wire.SessionResume, p: Plane, _: ActionMember
 ) -> wire.ResumeOutcome:
     """Ask the runtime to resume the task with the code as edited (or, with ``fail``, to
     give up), and wait for how it went: up to 10 minutes, then 504."""
@@ -724,7 +720,7 @@ async def resume_session(
 
 @router.post("/runs/{run}/actions/{action}/session/outcome", status_code=204)
 def session_outcome(
-    run: str, action: str, outcome: wire.ResumeOutcome, p: Plane, _: Runtime
+    run: str, action: str, outcome: wire.ResumeOutcome, p: Plane, _: ActionRuntime
 ) -> Response:
     """The runtime's answer to a resume or fail request."""
     p.sessions.record_outcome(run, action, outcome)
@@ -733,7 +729,7 @@ def session_outcome(
 
 @router.post("/runs/{run}/actions/{action}/session/ended")
 def session_ended(
-    run: str, action: str, body: wire.SessionEnded, p: Plane, _: Runtime
+    run: str, action: str, body: wire.SessionEnded, p: Plane, _: ActionRuntime
 ) -> wire.SessionInfo:
     """The runtime stopped the IDE."""
     return p.sessions.ended(run, action, body)

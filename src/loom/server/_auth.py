@@ -27,15 +27,18 @@ import struct
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import Request, Response
 
+from .. import wire
+from ._credentials import AttemptCredentials
 from ._errors import AuthenticationError, PermissionDeniedError
-from ._keys import KeyService, Principal, split_key
+from ._keys import AttemptScope, KeyService, Principal, split_key
 
 COOKIE_NAME = "loom_auth"
 COOKIE_TTL_S = 12 * 3600
@@ -50,6 +53,10 @@ class CookieSigner:
         self._path = secret_path
         self._secret: bytes | None = None
         self._lock = threading.Lock()
+
+    def secret(self) -> bytes:
+        """The server's signing secret (also the root of attempt credentials' key)."""
+        return self._key()
 
     def _key(self) -> bytes:
         with self._lock:
@@ -111,11 +118,30 @@ def load_or_create_key(path: Path) -> bytes:
 
 
 class Authenticator:
-    """Turns a request's credentials into a :class:`Principal`."""
+    """Turns a request's credentials into a :class:`Principal`: an API key, the login cookie,
+    or an attempt's runtime credential (see ``_credentials``; ``live_attempt`` says whether
+    the attempt one names still runs)."""
 
-    def __init__(self, keys: KeyService, secret_path: Path) -> None:
+    def __init__(
+        self,
+        keys: KeyService,
+        secret_path: Path,
+        live_attempt: Callable[[str, str, int], AttemptScope | None],
+    ) -> None:
         self.keys = keys
         self.signer = CookieSigner(secret_path)
+        self.attempts = AttemptCredentials(self.signer.secret, live_attempt)
+
+    def bearer(self, credential: str) -> Principal:
+        """The principal of a bearer credential: an API key or an attempt's credential."""
+        if credential.startswith(wire.ATTEMPT_CREDENTIAL_PREFIX):
+            scope = self.attempts.scope(credential)
+            if scope is None:
+                raise AuthenticationError(
+                    "invalid runtime credential: its attempt has ended, or it is not genuine"
+                )
+            return attempt_principal(scope)
+        return self.keys.authenticate(credential)
 
     def login(self, api_key: str) -> tuple[Principal, str]:
         """Check ``api_key``; return its principal and a cookie value for it."""
@@ -152,7 +178,7 @@ class Authenticator:
         authorization = headers.get("authorization", "")
         scheme, _, credentials = authorization.partition(" ")
         if scheme.lower() == "bearer" and credentials.strip():
-            return self.keys.authenticate(credentials.strip())
+            return self.bearer(credentials.strip())
         token = cookies.get(COOKIE_NAME)
         if not token:
             raise AuthenticationError(
@@ -163,6 +189,16 @@ class Authenticator:
         if websocket or method.upper() not in _SAFE_METHODS:
             check_origin(headers)
         return principal
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def attempt_principal(scope: AttemptScope) -> Principal:
+    """The principal of a live attempt's runtime: no key, no grants, just its attempt."""
+    return Principal(
+        f"runtime of {scope.run}/{scope.action}/{scope.attempt}", False, _EPOCH, attempt=scope
+    )
 
 
 def login_response(request: Request, token: str) -> Response:

@@ -13,19 +13,20 @@ import secrets
 import string
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
 
 from .. import wire
 from ._db import Database
-from ._errors import AuthenticationError, ConflictError, NotFoundError
-from ._models import ApiKey, utcnow
+from ._errors import AuthenticationError, BadRequestError, ConflictError, NotFoundError
+from ._models import ApiKey, Project, utcnow
 
 _PREFIX = "loom"
 _ALPHABET = string.ascii_letters + string.digits
-RUNTIME_KEY_NAME = "runtime"
 _CACHE_TTL_S = 30.0
 
 
@@ -37,21 +38,37 @@ class MintedKey:
 
 
 @dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is calling: the API key's name and rights.
+class AttemptScope:
+    """The one attempt a runtime credential stands for, and where its run lives."""
 
-    ``key_id`` is the key's public half (what a login cookie names); ``runtime`` is true for
-    the key the server hands to the action processes it starts, and only for it.
+    run: str
+    action: str
+    attempt: int
+    project: str
+    domain: str
+    bundle: str
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: an API key's name and rights, or one attempt's runtime.
+
+    ``key_id`` is an API key's public half (what a login cookie names); ``grants`` its role in
+    each project (an admin key needs none); ``attempt`` is set for a per-attempt runtime
+    credential, and only for one: it grants nothing beyond that attempt (see ``_authz``).
     """
 
     name: str
     admin: bool
     created_at: datetime
     key_id: str = ""
-    runtime: bool = False
+    grants: Mapping[str, wire.Role] = field(default_factory=dict)
+    attempt: AttemptScope | None = None
 
     def info(self) -> wire.ApiKeyInfo:
-        return wire.ApiKeyInfo(name=self.name, admin=self.admin, created_at=self.created_at)
+        return wire.ApiKeyInfo(
+            name=self.name, admin=self.admin, created_at=self.created_at, projects=dict(self.grants)
+        )
 
 
 def mint_key() -> MintedKey:
@@ -80,29 +97,12 @@ def secret_matches(secret: str, stored_hash: str) -> bool:
 
 
 class KeyService:
-    """Checks presented keys and manages stored ones.
-
-    Besides stored keys it accepts one *runtime key*, minted per server process and never
-    stored: the server hands it to the action processes it starts.
-    """
+    """Checks presented keys and manages stored ones."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._runtime = mint_key()
-        self._runtime_principal = Principal(
-            RUNTIME_KEY_NAME,
-            admin=False,
-            created_at=utcnow(),
-            key_id=self._runtime.key_id,
-            runtime=True,
-        )
         self._cache: dict[str, tuple[float, str, Principal]] = {}
         self._lock = threading.Lock()
-
-    @property
-    def runtime_key(self) -> str:
-        """The key for action processes this server starts (valid while it runs)."""
-        return self._runtime.plaintext
 
     def authenticate(self, key: str) -> Principal:
         """The principal owning ``key``; :class:`AuthenticationError` if there is none."""
@@ -110,10 +110,6 @@ class KeyService:
         if parts is None:
             raise AuthenticationError("invalid API key")
         key_id, secret = parts
-        if key_id == self._runtime.key_id:
-            if secret_matches(secret, self._runtime.secret_hash):
-                return self._runtime_principal
-            raise AuthenticationError("invalid API key")
         found = self._lookup(key_id)
         if found is None or not secret_matches(secret, found[0]):
             raise AuthenticationError("invalid API key")
@@ -122,8 +118,6 @@ class KeyService:
     def principal_for_id(self, key_id: str) -> Principal | None:
         """The principal of the key whose public half is ``key_id``, if that key still exists
         (for a login cookie, which names the key but does not carry it)."""
-        if key_id == self._runtime.key_id:
-            return self._runtime_principal
         found = self._lookup(key_id)
         return None if found is None else found[1]
 
@@ -137,7 +131,9 @@ class KeyService:
             row = s.scalar(select(ApiKey).where(ApiKey.key_id == key_id))
             if row is None:
                 return None
-            principal = Principal(row.name, row.admin, row.created_at, key_id=row.key_id)
+            principal = Principal(
+                row.name, row.admin, row.created_at, key_id=row.key_id, grants=_grants(row)
+            )
             with self._lock:
                 self._cache[key_id] = (now + _CACHE_TTL_S, row.key_hash, principal)
             return row.key_hash, principal
@@ -148,27 +144,50 @@ class KeyService:
 
     def create(self, spec: wire.ApiKeyCreate) -> wire.ApiKeyCreated:
         """Store a new key and return it, with its plaintext (shown this once)."""
+        if spec.admin == bool(spec.projects):
+            raise BadRequestError(
+                "an API key is either an admin key or has a role in named projects: give "
+                "`admin: true` (`loom create api-key NAME --admin`) or `projects` "
+                "(`--project P [--role viewer|member]`), not "
+                + ("both" if spec.admin else "neither")
+            )
         minted = mint_key()
         with self._db.write() as s:
             if s.scalar(select(ApiKey.id).where(ApiKey.name == spec.name)) is not None:
                 raise ConflictError(f"an API key named {spec.name!r} already exists")
+            if spec.projects:
+                known = set(s.scalars(select(Project.name).where(Project.name.in_(spec.projects))))
+                unknown = sorted(set(spec.projects) - known)
+                if unknown:
+                    raise NotFoundError(
+                        f"project {unknown[0]!r} not found: create it first with "
+                        f"`loom create project {unknown[0]}`"
+                    )
             row = ApiKey(
                 name=spec.name,
                 key_id=minted.key_id,
                 key_hash=minted.secret_hash,
                 admin=spec.admin,
+                grants={p: r.value for p, r in sorted(spec.projects.items())},
                 created_at=utcnow(),
             )
             s.add(row)
         return wire.ApiKeyCreated(
-            name=row.name, admin=row.admin, created_at=row.created_at, key=minted.plaintext
+            name=row.name,
+            admin=row.admin,
+            created_at=row.created_at,
+            projects=_grants(row),
+            key=minted.plaintext,
         )
 
     def list(self) -> list[wire.ApiKeyInfo]:
         with self._db.read() as s:
             rows = s.scalars(select(ApiKey).order_by(ApiKey.created_at, ApiKey.id))
             return [
-                wire.ApiKeyInfo(name=r.name, admin=r.admin, created_at=r.created_at) for r in rows
+                wire.ApiKeyInfo(
+                    name=r.name, admin=r.admin, created_at=r.created_at, projects=_grants(r)
+                )
+                for r in rows
             ]
 
     def delete(self, name: str) -> None:
@@ -189,3 +208,8 @@ class KeyService:
             s.delete(row)
             with self._lock:
                 self._cache.pop(row.key_id, None)
+
+
+def _grants(row: ApiKey) -> dict[str, wire.Role]:
+    stored: dict[str, Any] = row.grants or {}
+    return {project: wire.Role(role) for project, role in stored.items()}

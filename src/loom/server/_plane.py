@@ -50,6 +50,7 @@ from ._runs import (
     runs_in_worker,
 )
 from ._scheduler import Scheduler
+from ._scopes import ScopeService
 from ._secrets import SecretService
 from ._sessions import SessionService, flush_activity_forever
 from ._settings import ServerSettings
@@ -83,8 +84,12 @@ class ControlPlane:
         self.runs.dispatch = self._dispatch
         self.sessions = SessionService(self.db, self.runs)
         self.secrets = SecretService(self.db, settings.data_dir / "secrets-key")
-        # the login cookie's signing secret lives next to the data, readable by the server only
-        self.auth = Authenticator(self.keys, settings.data_dir / "auth-secret")
+        self.scopes = ScopeService(self.db)
+        # the login cookie's signing secret (and the root of attempt credentials) lives next
+        # to the data, readable by the server only
+        self.auth = Authenticator(
+            self.keys, settings.data_dir / "auth-secret", self.scopes.live_attempt
+        )
         self.bus = EventBus()
         self.scheduler = Scheduler(self.runs, self._launch, self.executor.capacity().slots)
         self.logs_dir = settings.data_dir / "logs"
@@ -159,13 +164,12 @@ class ControlPlane:
 
     def job_env(self, launch: Launch) -> dict[str, str]:
         """An action process's environment: the server's (less ``LOOM_*``), the task's
-        variables, the run's on top, and the runtime's key, endpoint and home, which nobody
-        overrides."""
+        variables, the run's on top, and the runtime's endpoint and home, which nobody
+        overrides. The attempt's credential is added per job (see :meth:`_launch`)."""
         env = dict(self.settings.child_env)
         env.update(launch.task.env_vars)
         env.update(launch.run_env)
         env["LOOM_ENDPOINT"] = self.endpoint
-        env["LOOM_API_KEY"] = self.keys.runtime_key
         # the runtime's own home (bundle cache...), shared by attempts, apart from the user's
         # ~/.loom; its config file does not exist, so the admin's key is never read by a task
         env["LOOM_HOME"] = str(self.runtime_home)
@@ -210,6 +214,7 @@ class ControlPlane:
             reuse=reuse,
             pool=pool,
             spec=launch.spec,
+            credential=self.auth.attempts.mint(launch.run, launch.action, launch.attempt),
         )
         try:
             return await self.executor.submit(job)
@@ -356,6 +361,8 @@ def _pool_key(launch: Launch, env: dict[str, str]) -> str:
     reuse = launch.task.reuse
     assert reuse is not None
     identity = [
+        launch.project,  # a worker never serves two projects (nor domains): tasks in one
+        launch.domain,  # process can read each other's memory
         launch.task.environment,
         launch.bundle,
         reuse.model_dump(mode="json"),

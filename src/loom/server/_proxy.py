@@ -35,6 +35,7 @@ from starlette.requests import cookie_parser
 from starlette.types import Message, Receive, Scope, Send
 
 from ._auth import COOKIE_NAME
+from ._authz import check_member, role_in
 from ._errors import AuthenticationError, NotFoundError, PermissionDeniedError, ServerError
 from ._sessions import Route
 
@@ -114,10 +115,17 @@ class SessionProxy:
 
         def check() -> Route:
             principal = self._plane.auth.authenticate(method, headers, cookies, websocket=websocket)
-            if principal.runtime:
-                # every action process holds that key: one task must not reach another's IDE
-                raise PermissionDeniedError("the runtime's API key cannot open sessions")
-            return self._plane.sessions.route(session_id)
+            if principal.attempt is not None:
+                # a task's code must never reach an IDE, its own included: that is for people
+                raise PermissionDeniedError("a runtime credential cannot open sessions")
+            route = self._plane.sessions.route(session_id)
+            # opening a session is running code in the run's project: members only, and a
+            # session of a project the caller cannot see does not exist for it
+            scope = self._plane.scopes.run(route.run)
+            if role_in(principal, scope.project) is None:
+                raise NotFoundError(f"session {session_id!r} not found")
+            check_member(principal, scope.project, "open this session")
+            return route
 
         try:
             return await to_thread.run_sync(check)

@@ -88,6 +88,9 @@ class Launch:
     #: what the runtime needs, loaded at claim time for an attempt that runs in a warm worker
     #: (which then asks the server for nothing before it starts)
     spec: wire.ActionSpec | None = None
+    #: the run's project and domain (warm workers never serve two of them)
+    project: str = ""
+    domain: str = ""
 
 
 def task_spec(spec: dict[str, Any] | str) -> wire.TaskSpec:
@@ -608,8 +611,9 @@ class RunService:
         phase: str | None = None,
         task: str | None = None,
         limit: int = 100,
+        projects: frozenset[str] | None = None,
     ) -> list[wire.RunInfo]:
-        """Runs matching every given filter, newest first."""
+        """Runs matching every given filter, newest first; only of ``projects`` if given."""
         counts = select(Action.run_id, func.count().label("n")).group_by(Action.run_id).subquery()
         query = (
             select(Run, Project.name, counts.c.n)
@@ -618,6 +622,8 @@ class RunService:
         )
         if project is not None:
             query = query.where(Project.name == project)
+        if projects is not None:
+            query = query.where(Project.name.in_(projects))
         if domain is not None:
             query = query.where(Run.domain == domain)
         if phase is not None:
@@ -1536,6 +1542,8 @@ class RunService:
                 dict(row.env_vars),
                 row.bundle,
                 attempt_id=attempt_id,
+                project=row.project,
+                domain=row.domain,
             )
             for row, task, attempt_id in zip(rows, tasks, ids, strict=True)
         ]
@@ -1732,13 +1740,24 @@ class RunService:
             attempt = self._attempt_row(s, run, action, number)
             return LogSource(number, attempt.phase in TERMINAL, attempt.log_key)
 
-    def events_after(self, seq: int, run: str | None, limit: int = 500) -> list[wire.Event]:
-        """The events after ``seq`` (of ``run``), oldest first: plain rows, and models built
-        without validating what the server wrote itself (a busy run has thousands)."""
+    def events_after(
+        self, seq: int, run: str | None, limit: int = 500, projects: frozenset[str] | None = None
+    ) -> list[wire.Event]:
+        """The events after ``seq`` (of ``run``; of runs of ``projects`` if given), oldest
+        first: plain rows, and models built without validating what the server wrote itself
+        (a busy run has thousands)."""
         query = select(Event.seq, Event.kind, Event.run, Event.action, Event.phase, Event.at)
         query = query.where(Event.seq > seq)
         if run is not None:
             query = query.where(Event.run == run)
+        elif projects is not None:
+            query = query.where(
+                Event.run.in_(
+                    select(Run.name)
+                    .join(Project, Project.id == Run.project_id)
+                    .where(Project.name.in_(projects))
+                )
+            )
         with self._db.read() as s:
             return [
                 wire.Event.model_construct(

@@ -21,12 +21,13 @@ from html import escape
 from pathlib import Path
 from urllib.parse import quote
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import RedirectResponse
 
 from .. import wire
 from . import _ui_api
 from ._auth import COOKIE_NAME
+from ._authz import public
 from ._errors import AuthenticationError
 from ._plane import ControlPlane
 from ._views import ViewService
@@ -135,7 +136,8 @@ def _send(request: Request, asset: Asset, headers: dict[str, str]) -> Response:
     return Response(body, media_type=asset.content_type, headers=headers)
 
 
-pages = APIRouter(include_in_schema=False)
+# pages hold no data (the app fetches it from the API): for anyone, signed in or not
+pages = APIRouter(include_in_schema=False, dependencies=[Depends(public)])
 
 
 def _assets(request: Request) -> Assets:

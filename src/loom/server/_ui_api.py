@@ -12,13 +12,21 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 
 from .. import wire
-from ._api import Caller, Plane, principal
 from ._auth import check_local_login, local_login_refusal, login_response
+from ._authz import (
+    Plane,
+    RunMember,
+    RunViewer,
+    SignedIn,
+    principal,
+    visible_projects,
+)
+from ._authz import public as public_policy
 from ._errors import AuthenticationError, NotFoundError, PermissionDeniedError
 from ._plane import ControlPlane
 from ._views import ViewService
 
-public = APIRouter(prefix=wire.API_PREFIX)
+public = APIRouter(prefix=wire.API_PREFIX, dependencies=[Depends(public_policy)])
 router = APIRouter(prefix=wire.API_PREFIX, dependencies=[Depends(principal)])
 
 
@@ -36,6 +44,7 @@ Views = Annotated[ViewService, Depends(views)]
 @router.get("/views/runs")
 def run_page(
     v: Views,
+    caller: SignedIn,
     project: str | None = None,
     domain: str | None = None,
     phase: str | None = None,
@@ -44,8 +53,13 @@ def run_page(
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> wire.RunPage:
-    """A page of runs, newest first; ``q`` matches part of the run's or its task's name."""
+    """A page of the runs the caller may see, newest first; ``q`` matches part of the run's
+    or its task's name."""
+    visible = visible_projects(caller)
+    if project and visible is not None and project not in visible:
+        raise NotFoundError(f"project {project!r} not found")
     return v.run_page(
+        projects=visible,
         project=project,
         domain=domain,
         phase=phase,
@@ -57,14 +71,14 @@ def run_page(
 
 
 @router.get("/views/runs/{run}", response_model=wire.RunView, response_class=Response)
-def run_view(run: str, v: Views) -> Response:
+def run_view(run: str, v: Views, _: RunViewer) -> Response:
     """The run and all its actions, and the event ``seq`` to follow changes from."""
     # serialized here: FastAPI would validate thousands of actions again on the way out
     return Response(v.run_view(run).model_dump_json(), media_type="application/json")
 
 
 @router.get("/views/runs/{run}/actions/{action}")
-def action_detail(run: str, action: str, v: Views) -> wire.ActionDetail:
+def action_detail(run: str, action: str, v: Views, _: RunViewer) -> wire.ActionDetail:
     """One action with its task, inputs, outputs and the commands that run it again."""
     return v.action_detail(run, action)
 
@@ -75,6 +89,7 @@ def action_file(
     action: str,
     v: Views,
     p: Plane,
+    _: RunViewer,
     of: Annotated[str, Query(pattern="^(inputs|outputs)$")],
     path: Annotated[str, Query(min_length=1)],
 ) -> Response:
@@ -119,7 +134,7 @@ def debug_action(
     run: str,
     action: str,
     v: Views,
-    caller: Caller,
+    caller: RunMember,
     kind: wire.SessionKind = "vscode",
 ) -> wire.RunInfo:
     """Re-run the action interactively: a new run of its bundle, task and inputs that opens

@@ -46,13 +46,17 @@ class ViewService:
         q: str | None = None,
         offset: int = 0,
         limit: int = 50,
+        projects: frozenset[str] | None = None,
     ) -> wire.RunPage:
-        """Runs matching every filter given, newest first, ``limit`` from ``offset``."""
+        """Runs matching every filter given, newest first, ``limit`` from ``offset``; only
+        runs of ``projects`` if given."""
         if phase is not None and phase not in _PHASES:
             raise BadRequestError(f"unknown phase {phase!r}; phases are {', '.join(_PHASES)}")
         scope = select(Run.id).join(Project, Project.id == Run.project_id)
         if project:
             scope = scope.where(Project.name == project)
+        if projects is not None:
+            scope = scope.where(Project.name.in_(projects))
         if domain:
             scope = scope.where(Run.domain == domain)
         filtered = scope

@@ -230,7 +230,11 @@ function keysPage() {
         <input id="key-name" name="name" required pattern="[A-Za-z0-9][A-Za-z0-9_.\\-]{0,62}"
           aria-describedby="key-name-hint" autocomplete="off">
         <span id="key-name-hint" class="hint">letters, digits, <code>_ . -</code></span>
-        <label class="check"><input id="key-admin" type="checkbox"> Admin (may manage keys and projects)</label>
+        <label class="check"><input id="key-admin" type="checkbox"> Admin (may do anything: keys, secrets, every project)</label>
+        <fieldset id="key-grants" class="grants"><legend>Role in each project</legend>
+          <p class="hint">A viewer reads runs, logs and values; a member also starts, aborts and debugs runs and opens their sessions.</p>
+          <div id="key-projects"><p class="muted">Loading…</p></div>
+        </fieldset>
         <button type="submit" class="primary">Create key</button>
       </form>
       <div id="key-created" role="status" aria-live="polite"></div>
@@ -239,6 +243,26 @@ function keysPage() {
     </section>`,
   );
   const error = $("#key-error");
+  const grantsOf = (k) =>
+    k.admin ? "admin" : Object.entries(k.projects || {}).map(([p, r]) => `${p}: ${r}`).join(", ");
+  $("#key-admin").onchange = () => {
+    $("#key-grants").disabled = $("#key-admin").checked;
+  };
+  api("/projects")
+    .then((projects) =>
+      setHtml(
+        $("#key-projects"),
+        join(
+          projects.map(
+            (p) => html`<label class="grant">${p.name}
+              <select data-project="${p.name}" aria-label="Role in project ${p.name}">
+                <option value="">none</option><option value="viewer">viewer</option><option value="member">member</option>
+              </select></label>`,
+          ),
+        ),
+      ),
+    )
+    .catch((e) => (error.textContent = String(e.message || e)));
   const refresh = async () => {
     try {
       const keys = await api("/api-keys");
@@ -248,7 +272,7 @@ function keysPage() {
           <thead><tr><th scope="col">Name</th><th scope="col">Rights</th><th scope="col">Created</th><th scope="col"><span class="sr-only">Actions</span></th></tr></thead>
           <tbody>${join(
             keys.map(
-              (k) => html`<tr><td>${k.name}</td><td>${k.admin ? "admin" : "user"}</td>
+              (k) => html`<tr><td>${k.name}</td><td>${grantsOf(k)}</td>
                 <td><time datetime="${k.created_at}">${new Date(k.created_at).toLocaleString()}</time></td>
                 <td><button type="button" class="danger small" data-delete="${k.name}" aria-label="Delete key ${k.name}">Delete</button></td></tr>`,
             ),
@@ -272,17 +296,28 @@ function keysPage() {
       $("#key-name").focus();
       return;
     }
+    const admin = $("#key-admin").checked;
+    const projects = {};
+    for (const select of document.querySelectorAll("#key-projects select[data-project]")) {
+      if (select.value) projects[select.dataset.project] = select.value;
+    }
+    if (!admin && !Object.keys(projects).length) {
+      error.textContent = "Give the key a role in at least one project, or make it an admin key.";
+      return;
+    }
     try {
-      const created = await api("/api-keys", { method: "POST", body: { name, admin: $("#key-admin").checked } });
+      const created = await api("/api-keys", { method: "POST", body: admin ? { name, admin } : { name, projects } });
       setHtml(
         $("#key-created"),
-        html`<div class="notice"><p><strong>Key “${created.name}” created.</strong> Copy it now: it is not shown again.</p>
+        html`<div class="notice"><p><strong>Key “${created.name}” created (${grantsOf(created)}).</strong> Copy it now: it is not shown again.</p>
           <p><code id="new-key" class="secret">${created.key}</code>
           <button type="button" id="copy-key">Copy</button></p></div>`,
       );
       $("#copy-key").onclick = () => copyText(created.key);
       $("#key-name").value = "";
       $("#key-admin").checked = false;
+      $("#key-grants").disabled = false;
+      for (const select of document.querySelectorAll("#key-projects select")) select.value = "";
       refresh();
     } catch (e) {
       error.textContent = String(e.message || e);
