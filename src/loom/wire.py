@@ -124,9 +124,9 @@ Web UI (read models for the browser app the server serves at ``/``; any client m
 - ``GET  /views/runs/{run}/actions/{action}``
   → ``ActionDetail`` (inputs, outputs, the task, the commands that run it again)
 - ``GET  /runs/{run}/actions/{action}/files?of=inputs|outputs&path=``
-  → the bytes of a ``File`` the action's inputs or outputs refer to (only those): from the
-  object store for a ``loom://data/`` reference (a ``Dir`` as its ``.tar.gz``), else a path
-  on the server's machine
+  → the bytes of a ``File`` the action's inputs or outputs refer to (only those, by their
+  ``ValueKind`` tag), from the object store (a ``Dir`` as its ``.tar.gz``); never a file of
+  the server's machine (404 for a value that names one)
 - ``POST /runs/{run}/actions/{action}/debug?kind=vscode|jupyter``
   → ``RunInfo``: a new run of the same bundle, task and inputs, interactive and uncached
   (what ``loom debug`` does)
@@ -169,6 +169,40 @@ MAX_INLINE_OUTPUTS = 4 * 1024 * 1024
 
 #: How an encoded ``File``/``Dir``/``DataFrame`` refers to data in the object store (see above).
 DATA_URI_PREFIX = "loom://data/"
+
+#: The key of the type tag on encoded values that are not plain JSON (see :class:`ValueKind`).
+VALUE_TAG = "__loom__"
+
+
+class ValueKind(StrEnum):
+    """What an encoded value that is not plain JSON is: a JSON object with ``VALUE_TAG`` set to
+    one of these. The server and the UI read the tag; they never guess from a value's shape.
+
+    - ``file`` / ``dir``: ``{"__loom__": "file", "path": P, "name": N}``; in remote runs ``P``
+      is a ``loom://data/`` reference (a ``dir``'s ends with ``/``);
+    - ``dataframe``: ``{"__loom__": "dataframe", "parquet": P}`` (``P`` as for a file) or
+      ``"parquet_b64"`` (the bytes, base64, in local runs);
+    - ``pickle``: ``{"__loom__": "pickle", "data": B}``, ``B`` the base64 of a cloudpickle.
+      Only the SDK unpickles, and only values of its own run: the server never does.
+    """
+
+    FILE = "file"
+    DIR = "dir"
+    DATAFRAME = "dataframe"
+    PICKLE = "pickle"
+
+
+def value_kind(value: Any) -> ValueKind | None:
+    """The kind a tagged encoded value declares; ``None`` for plain JSON (or an unknown tag)."""
+    if isinstance(value, dict):
+        tag = value.get(VALUE_TAG)
+        if isinstance(tag, str):
+            try:
+                return ValueKind(tag)
+            except ValueError:
+                return None
+    return None
+
 
 DOMAINS = ("development", "staging", "production")
 

@@ -136,9 +136,9 @@ def test_a_file_goes_from_producer_to_consumer_through_the_object_store(
     produced = api(
         server, f"/runs/{doc['run']}/actions/{children['files-flow.produce']['name']}/outputs"
     )
-    assert produced["value"] == {"path": path, "name": "produced.txt"}
+    assert produced["value"] == {"__loom__": "file", "path": path, "name": "produced.txt"}
     spec = api(server, f"/runs/{doc['run']}/actions/{children['files-flow.consume']['name']}/spec")
-    assert spec["inputs"] == {"report": {"path": path, "name": "produced.txt"}}
+    assert spec["inputs"] == {"report": {"__loom__": "file", "path": path, "name": "produced.txt"}}
     # the UI's download serves it from the object store
     r = httpx.get(
         f"{server.endpoint}/api/v1/runs/{doc['run']}/actions/{children['files-flow.consume']['name']}/files",

@@ -86,7 +86,7 @@ def test_plain_pandas_dataframe_round_trip(
 
 def test_inline_encoding_is_base64_parquet() -> None:
     data = codec_for(DataFrame).encode(DataFrame.from_df(simple_frame()), None)
-    assert set(data) == {"parquet_b64"}
+    assert set(data) == {"__loom__", "parquet_b64"} and data["__loom__"] == "dataframe"
     raw = base64.b64decode(data["parquet_b64"])
     assert raw[:4] == b"PAR1"
     assert_frame_equal(pd.read_parquet(io.BytesIO(raw)), simple_frame())
@@ -94,7 +94,7 @@ def test_inline_encoding_is_base64_parquet() -> None:
 
 def test_store_encoding_writes_a_parquet_file_into_the_store(store: LocalBlobStore) -> None:
     data = codec_for(pd.DataFrame).encode(simple_frame(), store)
-    assert set(data) == {"parquet"}
+    assert set(data) == {"__loom__", "parquet"} and data["__loom__"] == "dataframe"
     path = Path(data["parquet"])
     assert path.is_relative_to(store.root)
     assert path.name == "data.parquet"

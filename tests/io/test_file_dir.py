@@ -240,7 +240,7 @@ def test_dir_download_of_a_deleted_directory_raises(tree: Path) -> None:
 def test_file_codec_without_store_keeps_the_path(tmp_path: Path) -> None:
     f = File.from_local_sync(write(tmp_path / "f.txt", "x"))
     data = codec_for(File).encode(f, None)
-    assert data == {"path": f.path, "name": "f.txt"}
+    assert data == {"__loom__": "file", "path": f.path, "name": "f.txt"}
     result = roundtrip(File, f, None)
     assert type(result) is File
     assert result == f
@@ -281,7 +281,7 @@ def test_file_codec_keeps_a_custom_name(tmp_path: Path, store: LocalBlobStore) -
 
 def test_dir_codec_without_store_keeps_the_path(tree: Path) -> None:
     d = Dir.from_local_sync(tree)
-    assert codec_for(Dir).encode(d, None) == {"path": d.path, "name": "tree"}
+    assert codec_for(Dir).encode(d, None) == {"__loom__": "dir", "path": d.path, "name": "tree"}
     result = roundtrip(Dir, d, None)
     assert type(result) is Dir
     assert result == d

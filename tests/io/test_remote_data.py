@@ -167,8 +167,10 @@ def test_local_stores_pass_references_through(tmp_path: Path) -> None:
     tree = Dir(path=f"loom://data/{'cd' * 32}/out/", name="out")
     local = LocalBlobStore(tmp_path / "blobs")
     for store in (None, local):
-        assert codec_for(File).encode(ref, store) == {"path": ref.path, "name": "x.csv"}
-        assert codec_for(Dir).encode(tree, store) == {"path": tree.path, "name": "out"}
+        encoded = codec_for(File).encode(ref, store)
+        assert encoded == {"__loom__": "file", "path": ref.path, "name": "x.csv"}
+        encoded = codec_for(Dir).encode(tree, store)
+        assert encoded == {"__loom__": "dir", "path": tree.path, "name": "out"}
     assert not (tmp_path / "blobs").exists()  # nothing copied
 
 
@@ -196,7 +198,11 @@ def test_a_file_goes_up_once_and_comes_down_on_demand(
     sender = store_for(live, tmp_path / "sender")
     encoded = through(File, File.from_local_sync(src), sender, live)
     digest = hashlib.sha256(b"the report").hexdigest()
-    assert encoded == {"path": f"loom://data/{digest}/report.txt", "name": "report.txt"}
+    assert encoded == {
+        "__loom__": "file",
+        "path": f"loom://data/{digest}/report.txt",
+        "name": "report.txt",
+    }
     assert counts.uploads == [digest]
     # again, and in a list: no upload, the process knows the server has it
     assert through(list[File], [File.from_local_sync(src)] * 3, sender, live) == [encoded] * 3

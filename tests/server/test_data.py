@@ -149,9 +149,9 @@ def test_the_ui_serves_referenced_data_from_the_object_store_and_nothing_else(ap
     dir_ref = f"loom://data/{digest_of(tree)}/results/"
     gone_ref = f"loom://data/{digest_of(b'never stored')}/gone.txt"
     inputs = {
-        "data": {"path": file_ref, "name": "in put.csv"},
-        "tree": {"path": dir_ref, "name": "results"},
-        "gone": {"path": gone_ref, "name": None},
+        "data": {"__loom__": "file", "path": file_ref, "name": "in put.csv"},
+        "tree": {"__loom__": "dir", "path": dir_ref, "name": "results"},
+        "gone": {"__loom__": "file", "path": gone_ref, "name": None},
     }
     run = str(api.create_run(inputs=inputs)["name"])
     url = f"/api/v1/runs/{run}/actions/a0/files"
@@ -175,7 +175,7 @@ def test_the_ui_serves_referenced_data_from_the_object_store_and_nothing_else(ap
     assert r.status_code == 404 and "not found" in r.json()["detail"]
     # outputs too, once there are some
     api.job(run, "a0", 1)
-    api.finish(run, "a0", 1, value=[{"path": file_ref, "name": "in put.csv"}])
+    api.finish(run, "a0", 1, value=[{"__loom__": "file", "path": file_ref, "name": "in put.csv"}])
     r = api.client.get(url, params={"of": "outputs", "path": file_ref})
     assert r.status_code == 200 and r.content == content
     assert api.anon.get(url, params={"of": "outputs", "path": file_ref}).status_code == 401

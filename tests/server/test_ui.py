@@ -270,7 +270,8 @@ def test_action_detail_has_inputs_outputs_and_the_commands_to_run_it_again(api: 
         "label": "it's mine",
         "names": ["Ada", "Grace"],
         "point": {"x": 1, "y": 2},
-        "data": {"path": "/data/in.csv", "name": "in.csv"},
+        "data": {"__loom__": "file", "path": "/data/in.csv", "name": "in.csv"},
+        "shaped": {"path": "/a/dict", "name": "with a path key"},  # just a dict
         "nothing": None,
     }
     run = make_run(
@@ -292,7 +293,7 @@ def test_action_detail_has_inputs_outputs_and_the_commands_to_run_it_again(api: 
         "--env", "MODE=fast", "pkg/flows/train.py", "train",
         "--epochs", "3", "--learning-rate", "0.5", "--verbose", "--no-dry-run",
         "--label", "it's mine", "--names", '["Ada","Grace"]', "--point", '{"x":1,"y":2}',
-        "--data", "/data/in.csv",
+        "--data", "/data/in.csv", "--shaped", '{"path":"/a/dict","name":"with a path key"}',
     ]  # fmt: skip
     assert detail["rerun_note"] == ""
     assert detail["debug"] == f"loom debug {run} a0"
@@ -306,7 +307,9 @@ def test_big_values_are_not_inlined_and_pickles_have_no_command_line(
 ) -> None:
     monkeypatch.setattr(wire, "VIEW_VALUE_BYTES", 100)
     jupyter = task_spec(interactive={"kind": "jupyter"})
-    run = make_run(api, task=jupyter, inputs={"model": {"__pickle__": "gASVAAAA"}, "n": 1})
+    run = make_run(
+        api, task=jupyter, inputs={"model": {"__loom__": "pickle", "data": "gASVAAAA"}, "n": 1}
+    )
     api.job(run, "a0", 1)
     api.finish(run, "a0", 1, value="x" * 200)
     detail = api.client.get(f"/api/v1/views/runs/{run}/actions/a0").json()
@@ -320,34 +323,27 @@ def test_big_values_are_not_inlined_and_pickles_have_no_command_line(
 # -- files an action refers to -----------------------------------------------------------
 
 
-def test_files_referenced_by_inputs_and_outputs_download_and_nothing_else(
+def test_no_file_of_the_servers_machine_is_served_whatever_a_value_says(
     api: Api, tmp_path: Path
 ) -> None:
-    source = tmp_path / "in.csv"
-    source.write_text("a,b\n1,2\n")
-    result = tmp_path / "report.txt"
-    result.write_text("all good")
-    secret = tmp_path / "secret.txt"
-    secret.write_text("no")
-    run = make_run(api, inputs={"data": {"path": str(source), "name": "in.csv"}})
+    # the exploit: a run's inputs named a server-side path ({"path": P}, with or without the
+    # tag), and the download endpoint served P: the admin's key, the secrets key, /etc/shadow
+    secret = api.settings.data_dir / "secrets-key"
+    secret.write_bytes(b"k" * 32)
+    targets = [str(api.settings.config_path), str(secret), "/etc/passwd"]
+    tagged = {f"f{i}": {"__loom__": "file", "path": p, "name": "x"} for i, p in enumerate(targets)}
+    shaped = {f"g{i}": {"path": p, "name": "x"} for i, p in enumerate(targets)}
+    run = make_run(api, inputs={**tagged, **shaped})
     url = f"/api/v1/runs/{run}/actions/a0/files"
-    r = api.client.get(url, params={"of": "inputs", "path": str(source)})
-    assert r.status_code == 200 and r.content == b"a,b\n1,2\n"
-    assert r.headers["content-disposition"] == 'attachment; filename="in.csv"'
-    assert r.headers["x-content-type-options"] == "nosniff"
-    for path in (str(secret), str(tmp_path / "in.csv/../secret.txt"), "/etc/passwd"):
+    for path in targets:
         r = api.client.get(url, params={"of": "inputs", "path": path})
-        assert r.status_code == 404 and "refer to no file" in r.json()["detail"]
-    # outputs only once there are outputs
-    assert api.client.get(url, params={"of": "outputs", "path": str(result)}).status_code == 409
+        assert r.status_code == 404, r.text
+        assert b"k" * 32 not in r.content and b"api_key" not in r.content
     api.job(run, "a0", 1)
-    api.finish(run, "a0", 1, value=[{"path": str(result), "name": None}])
-    r = api.client.get(url, params={"of": "outputs", "path": str(result)})
-    assert r.status_code == 200 and r.content == b"all good"
+    api.finish(run, "a0", 1, value=[{"__loom__": "file", "path": targets[0], "name": None}])
+    r = api.client.get(url, params={"of": "outputs", "path": targets[0]})
+    assert r.status_code == 404 and "only loom://data/ references" in r.json()["detail"]
     assert api.client.get(url, params={"of": "spec", "path": "/x"}).status_code == 422
-    source.unlink()  # referred to, but gone
-    r = api.client.get(url, params={"of": "inputs", "path": str(source)})
-    assert r.status_code == 404 and "not on the server's machine" in r.json()["detail"]
 
 
 # -- the interactive re-run ---------------------------------------------------------------

@@ -483,8 +483,15 @@ def test_any_keeps_json_scalars_inline(tp: Any, value: Any) -> None:
 def test_any_pickles_other_objects(value: Any) -> None:
     data = encode(Any, value)
     assert isinstance(data, dict)
-    assert set(data) == {"__pickle__"}
+    assert set(data) == {"__loom__", "data"} and data["__loom__"] == "pickle"
     assert_identical(roundtrip(Any, value), value)
+
+
+def test_values_pickled_before_they_carried_a_tag_still_decode() -> None:
+    data = encode(Any, Thing(3))
+    old = {"__pickle__": data["data"]}
+    assert codec_for(Any).decode(old, None).value == 3
+    assert codec_for(Thing).decode(old, None).value == 3
 
 
 def test_any_pickles_locally_defined_classes() -> None:
@@ -499,7 +506,7 @@ def test_any_pickles_locally_defined_classes() -> None:
 
 def test_arbitrary_class_is_pickled_and_checked_with_isinstance() -> None:
     codec = codec_for(Thing)
-    assert "__pickle__" in encode(Thing, Thing(1))
+    assert encode(Thing, Thing(1))["__loom__"] == "pickle"
     assert codec.check(Thing(1))
     assert codec.check(SubThing(1))
     assert not codec.check(1)
@@ -749,7 +756,7 @@ def test_register_codec_factory_teaches_a_new_type(monkeypatch: pytest.MonkeyPat
         def decode(self, data: Any, store: Any) -> Any:
             return Celsius(data["c"])
 
-    assert "__pickle__" in encode(Celsius, Celsius(1.0))  # before: pickled
+    assert encode(Celsius, Celsius(1.0))["__loom__"] == "pickle"  # before: pickled
     register_codec_factory(lambda tp: CelsiusCodec(tp) if tp is Celsius else None)
     assert encode(list[Celsius], [Celsius(21.5)]) == [{"c": 21.5}]
     result = roundtrip(Optional[Celsius], Celsius(3.0))

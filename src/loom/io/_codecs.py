@@ -6,6 +6,7 @@ import base64
 from typing import Any
 
 from ..types import BlobStore, Codec, register_codec_factory
+from ..wire import VALUE_TAG, ValueKind
 from ._dataframe import DataFrame, from_parquet_bytes, to_parquet_bytes
 from ._dir import Dir
 from ._file import File
@@ -26,7 +27,8 @@ class _RefCodec(Codec):
         # a reference names stored, immutable content already: passed on as it is
         if store is not None and not is_data_uri(path):
             path = store.put_file(path) if self.tp is File else store.put_dir(path)
-        return {"path": path, "name": value.name}
+        kind = ValueKind.FILE if self.tp is File else ValueKind.DIR
+        return {VALUE_TAG: kind.value, "path": path, "name": value.name}
 
     def decode(self, data: Any, store: BlobStore | None) -> Any:
         return self.tp(path=data["path"], name=data.get("name"))
@@ -47,9 +49,10 @@ class _FrameCodec(Codec):
     def encode(self, value: Any, store: BlobStore | None) -> Any:
         df = value.to_pandas() if self.wrapped else value
         data = to_parquet_bytes(df)
+        tag = ValueKind.DATAFRAME.value
         if store is None:
-            return {"parquet_b64": base64.b64encode(data).decode()}
-        return {"parquet": store.put_bytes(data, "data.parquet")}
+            return {VALUE_TAG: tag, "parquet_b64": base64.b64encode(data).decode()}
+        return {VALUE_TAG: tag, "parquet": store.put_bytes(data, "data.parquet")}
 
     def decode(self, data: Any, store: BlobStore | None) -> Any:
         if "parquet" in data:

@@ -4,7 +4,6 @@ the interactive re-run, and the one-click local sign-in. Any client may use them
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -97,10 +96,6 @@ def action_file(
     ``Dir`` in the object store comes as its ``.tar.gz``)."""
     found = v.file_path(run, action, of, path)
     nosniff = {"X-Content-Type-Options": "nosniff"}
-    if isinstance(found, Path):
-        return FileResponse(
-            found, filename=found.name, content_disposition_type="attachment", headers=nosniff
-        )
     filename = f"{found.name}.tar.gz" if found.tree else found.name
     media_type = "application/gzip" if found.tree else None
     local, chunks = p.data.source(found.digest)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import shlex
 import typing
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 
 from .. import wire
+from ..wire import value_kind
 from ._data import DataRef, parse_data_uri
 from ._db import Database
 from ._errors import BadRequestError, ConflictError, NotFoundError
@@ -151,11 +151,10 @@ class ViewService:
             debug=debug_command(run, action, spec.task),
         )
 
-    def file_path(self, run: str, action: str, of: str, path: str) -> Path | DataRef:
-        """What a ``File``/``Dir`` in the action's inputs or outputs refers to: data in the
-        object store (a ``loom://data/`` reference), or else a file on this machine; 404
-        unless the values refer to exactly ``path`` (so nothing else can be fetched this
-        way)."""
+    def file_path(self, run: str, action: str, of: str, path: str) -> DataRef:
+        """The object-store data that a ``File``/``Dir`` in the action's inputs or outputs
+        refers to (a ``loom://data/`` reference); 404 unless the values refer to exactly
+        ``path``. Never a file of the server's machine: a value names what it likes."""
         if of == "inputs":
             value: Any = self._runs.get_spec(run, action).inputs
         elif of == "outputs":
@@ -166,18 +165,13 @@ class ViewService:
             raise NotFoundError(
                 f"the {of} of action {action!r} of run {run!r} refer to no file {path!r}"
             )
-        if path.startswith(wire.DATA_URI_PREFIX):
-            ref = parse_data_uri(path)
-            if ref is None:
-                raise NotFoundError(f"{path!r} is not a well-formed data reference")
-            return ref
-        local = Path(path)
-        if not local.is_file():
+        ref = parse_data_uri(path) if path.startswith(wire.DATA_URI_PREFIX) else None
+        if ref is None:
             raise NotFoundError(
-                f"file {path!r} is not on the server's machine (it was on the machine that "
-                "produced it, or has been removed since)"
+                f"{path!r} is not in the server's object store (a file of the machine that "
+                "made the value): only loom://data/ references can be downloaded"
             )
-        return local
+        return ref
 
     def debug_run(
         self, run: str, action: str, kind: wire.SessionKind, created_by: str
@@ -217,13 +211,11 @@ def _value_view(data: bytes, *, wrapped: bool = False) -> wire.ValueView:
 
 
 def _is_file_ref(value: Any) -> bool:
-    """How the type engine encodes a ``File`` or ``Dir``: ``{"path": ..., "name": ...}``."""
-    return (
-        isinstance(value, dict)
-        and isinstance(value.get("path"), str)
-        and set(value) <= {"path", "name"}
-        and (value.get("name") is None or isinstance(value.get("name"), str))
-    )
+    """Whether an encoded value is a ``File`` or ``Dir``: by its type tag, never its shape."""
+    return value_kind(value) in _REF_KINDS and isinstance(value.get("path"), str)
+
+
+_REF_KINDS = (wire.ValueKind.FILE, wire.ValueKind.DIR)
 
 
 def file_refs(value: Any) -> list[str]:
@@ -282,7 +274,9 @@ def rerun_command(run: wire.RunInfo, spec: wire.ActionSpec) -> tuple[str, str]:
 
 def _has_pickle(value: Any) -> bool:
     if isinstance(value, dict):
-        return "__pickle__" in value or any(_has_pickle(v) for v in value.values())
+        return value_kind(value) is wire.ValueKind.PICKLE or any(
+            _has_pickle(v) for v in value.values()
+        )
     if isinstance(value, list):
         return any(_has_pickle(v) for v in value)
     return False

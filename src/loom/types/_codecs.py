@@ -23,6 +23,7 @@ from typing import Any
 from uuid import UUID
 
 from ..errors import SerializationError
+from ..wire import VALUE_TAG, ValueKind, value_kind
 from ._store import BlobStore
 
 Json = Any
@@ -82,7 +83,8 @@ def _pickle(value: Any) -> Json:
     import cloudpickle
 
     try:
-        return {"__pickle__": base64.b64encode(cloudpickle.dumps(value)).decode()}
+        data = base64.b64encode(cloudpickle.dumps(value)).decode()
+        return {VALUE_TAG: ValueKind.PICKLE.value, "data": data}
     except Exception as e:
         raise SerializationError(
             f"cannot pickle a value of type {type(value).__qualname__}: {e}. Give the parameter "
@@ -93,9 +95,13 @@ def _pickle(value: Any) -> Json:
 def _unpickle(data: Json) -> Any:
     import cloudpickle
 
-    if not (isinstance(data, dict) and "__pickle__" in data):
+    if value_kind(data) is ValueKind.PICKLE and isinstance(data.get("data"), str):
+        raw = data["data"]
+    elif isinstance(data, dict) and isinstance(data.get("__pickle__"), str):
+        raw = data["__pickle__"]  # as values were written before they carried a tag
+    else:
         raise SerializationError(f"expected pickled data, got {str(data)[:80]!r}")
-    return cloudpickle.loads(base64.b64decode(data["__pickle__"]))
+    return cloudpickle.loads(base64.b64decode(raw))
 
 
 _JSON_SCALARS = (str, int, float, bool, type(None))

@@ -11,16 +11,23 @@ const LONG_TEXT = 160;
 
 const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
 
-/** `{"path": ..., "name": ...}`: a File or Dir reference. */
+// encoded values that are not plain JSON carry a type tag (loom.wire.ValueKind): read it,
+// never guess from a value's shape (a dict with a "path" key is just a dict)
+const TAG = "__loom__";
+const kindOf = (v) => (isObject(v) && typeof v[TAG] === "string" ? v[TAG] : null);
+
+/** A File or Dir reference. */
 function isFileRef(v) {
-  if (!isObject(v) || typeof v.path !== "string") return false;
-  const keys = Object.keys(v);
-  return keys.every((k) => k === "path" || k === "name");
+  const kind = kindOf(v);
+  return (kind === "file" || kind === "dir") && typeof v.path === "string";
 }
 
 function fileLink(v, where) {
-  const name = v.name || v.path.split("/").pop() || v.path;
-  if (!where) return html`<span class="file">${name} <small class="muted">${v.path}</small></span>`;
+  const name = v.name || v.path.split("/").filter(Boolean).pop() || v.path;
+  // only data in the server's object store can be downloaded through it
+  if (!where || !v.path.startsWith("loom://data/")) {
+    return html`<span class="file">${name} <small class="muted">${v.path}</small></span>`;
+  }
   const href = `${API}/runs/${enc(where.run)}/actions/${enc(where.action)}/files?of=${where.of}&path=${enc(v.path)}`;
   return html`<span class="file"><a href="${href}" download="${name}">${name}</a> <small class="muted">${v.path}</small></span>`;
 }
@@ -45,10 +52,12 @@ export function renderValue(v, where, depth = 0) {
   if (Array.isArray(v)) return renderList(v, where, depth);
   if (isFileRef(v)) return fileLink(v, where);
   const keys = Object.keys(v);
-  if (keys.length === 1 && typeof v.__pickle__ === "string") {
-    return html`<span class="muted">a pickled Python object (${formatBytes(Math.floor((v.__pickle__.length * 3) / 4))})</span>`;
+  const kind = kindOf(v);
+  if (kind === "pickle") {
+    const size = typeof v.data === "string" ? ` (${formatBytes(Math.floor((v.data.length * 3) / 4))})` : "";
+    return html`<span class="muted">a pickled Python object${size}</span>`;
   }
-  if ("parquet_b64" in v || ("parquet" in v && keys.length === 1)) {
+  if (kind === "dataframe") {
     const size = v.parquet_b64 ? formatBytes(Math.floor((v.parquet_b64.length * 3) / 4)) : "";
     return html`<span class="muted">a DataFrame (Parquet${size ? `, ${size}` : ""})</span>`;
   }
