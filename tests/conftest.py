@@ -176,6 +176,23 @@ class ServerProcess:
             return self.process.wait()
 
 
+def session_client(server: ServerProcess, session: dict[str, Any]) -> Any:
+    """An ``httpx.Client`` (with the admin key) for a session on its own origin,
+    ``http://<label>.localhost:<port>``: browsers resolve such names to loopback, this
+    machine's resolver does not, so the client connects to loopback and names the host."""
+    from urllib.parse import urlsplit
+
+    import httpx
+
+    origin = urlsplit(session["origin"])
+    return httpx.Client(
+        base_url=f"http://127.0.0.1:{origin.port}",
+        headers={**server.headers, "Host": origin.netloc},
+        follow_redirects=True,
+        timeout=30,
+    )
+
+
 def start_server(
     data_dir: Path,
     *,

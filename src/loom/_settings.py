@@ -33,6 +33,9 @@ class Settings:
     ide_dir: Path
     #: inside an interactive session: the session's ``.loom/session.json`` (who to resume)
     session_file: Path | None = None
+    #: where a remote interactive attempt's IDE puts its socket: a private directory the
+    #: server made for the attempt (the session proxy connects nowhere else)
+    session_dir: Path | None = None
     project: str = "default"
     domain: str = "development"
     endpoint: str | None = None
@@ -56,6 +59,7 @@ class Settings:
             "cache_dir": Path(env.get("LOOM_CACHE_DIR") or home / "cache"),
             "ide_dir": Path(env.get("LOOM_IDE_DIR") or home / "ide").expanduser(),
             "session_file": Path(v) if (v := env.get("LOOM_SESSION_FILE")) else None,
+            "session_dir": Path(v) if (v := env.get("LOOM_SESSION_DIR")) else None,
         }
         values.update(_read_config_file(cfg_path, required=explicit_config))
         for name, var in (

@@ -103,6 +103,9 @@ Interactive sessions (the runtime registers the IDE it started; people resume or
   → ``SessionInfo`` (404 if the action never had one)
 - ``GET  /runs/{run}/actions/{action}/session/command?timeout=``
   → ``SessionCommand`` (the runtime long-polls; ``idle`` once the idle limit has passed)
+- ``POST /runs/{run}/actions/{action}/session/open``
+  → ``SessionOpen`` (a member of the run's project, with an API key or the login cookie: a
+  one-time URL that signs a browser in to this session on the sessions' own origin)
 - ``POST /runs/{run}/actions/{action}/session/resume`` ``SessionResume``
   → ``ResumeOutcome`` once the runtime has tried (the action goes INTERACTIVE -> RUNNING
   while it does; on failure back to INTERACTIVE and the session stays open)
@@ -134,9 +137,12 @@ Web UI (read models for the browser app the server serves at ``/``; any client m
   login cookie of the local admin key, for a browser on the server's own machine (loopback
   only; see ``loom.server._auth.check_local_login``)
 
-The session proxy lives outside ``/api/v1``: ``/sessions/{id}/...`` (HTTP and WebSocket) for a
-caller with an API key (header) or the login cookie; anything else gets 401 (HTTP) or 403
-(WebSocket upgrade). Every proxied request and frame counts as activity.
+The session proxy is served on its own listener, the sessions' origin (never the UI's and the
+API's; see ``loom.server._session_access``): ``/sessions/{id}/...`` (HTTP and WebSocket) for a
+member of the run's project with an API key (header) or the session's own cookie, which
+``/_loom/enter?ticket=`` sets once for a ticket from ``.../session/open``; anything else gets
+401 (HTTP) or 403 (WebSocket upgrade). The UI's login cookie is not accepted there. Every
+proxied request and frame counts as activity.
 
 Run and action names are unique within the server; action names are unique within their run.
 
@@ -501,7 +507,10 @@ class SessionInfo(_Model):
     attempt: int
     kind: SessionKind
     state: SessionState
-    url: str  # the proxied path, e.g. "/sessions/<id>/"
+    url: str  # the proxied path on the session's origin, e.g. "/sessions/<id>/"
+    #: the session's own origin (not the UI's nor the API's), e.g. "http://<label>.localhost:8378":
+    #: a browser gets in with a ticket from ``POST .../session/open``
+    origin: str = ""
     workspace: str
     max_idle_seconds: float | None
     started_at: datetime
@@ -509,6 +518,14 @@ class SessionInfo(_Model):
     idle_deadline: datetime | None  # None: no idle limit
     ended_at: datetime | None = None
     end_reason: str | None = None
+
+
+class SessionOpen(_Model):
+    """A one-time way into a session for the caller's browser: ``url`` (on the session's own
+    origin) signs the browser in to that session only, once, before ``expires_in`` s."""
+
+    url: str = Field(repr=False)
+    expires_in: float
 
 
 class SessionCommand(_Model):

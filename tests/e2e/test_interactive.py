@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests._dap import DapClient, local_variables, stop_at_breakpoint, substitute
-from tests.conftest import ServerProcess, run_cli, write_module
+from tests.conftest import ServerProcess, run_cli, session_client, write_module
 
 pytestmark = pytest.mark.e2e
 
@@ -116,14 +116,14 @@ def wait_ready(server: ServerProcess, run: str) -> dict[str, Any]:
     """The session once its IDE answers through the proxy."""
     info = wait_for(server, run, {"INTERACTIVE", "FAILED", "SUCCEEDED"})
     assert info["phase"] == "INTERACTIVE", logs(server, run)
-    url = server.endpoint + info["session"]["url"]
     deadline = time.monotonic() + 60
-    while True:
-        response = httpx.get(url, headers=server.headers, follow_redirects=True, timeout=30)
-        if response.status_code == 200:
-            return info
-        assert time.monotonic() < deadline, f"{response.status_code}: {response.text[:500]}"
-        time.sleep(0.2)
+    with session_client(server, info["session"]) as client:
+        while True:
+            response = client.get(info["session"]["url"])
+            if response.status_code == 200:
+                return info
+            assert time.monotonic() < deadline, f"{response.status_code}: {response.text[:500]}"
+            time.sleep(0.2)
 
 
 def logs(server: ServerProcess, run: str, name: str = "a0") -> str:
@@ -172,12 +172,16 @@ def test_vscode_session_edit_and_resume(ide_server: ServerProcess, tmp_path: Pat
     session = info["session"]
     assert session["kind"] == "vscode" and session["state"] == "ready"
     workspace = Path(session["workspace"])
-    # the editor page, through the proxy only for a caller with a key
-    url = ide_server.endpoint + session["url"]
-    page = httpx.get(url, headers=ide_server.headers, follow_redirects=True)
-    assert page.status_code == 200 and "vscode" in page.text.lower()
-    assert page.url.path.startswith(session["url"])  # redirects stay behind the proxy
-    assert httpx.get(url).status_code == 401
+    # the editor page, on the session's own origin, through the proxy only for a caller
+    # with a key (or the session's cookie)
+    assert session["origin"].endswith(".localhost:" + session["origin"].rsplit(":", 1)[1])
+    with session_client(ide_server, session) as client:
+        page = client.get(session["url"])
+        assert page.status_code == 200 and "vscode" in page.text.lower()
+        assert page.url.path.startswith(session["url"])  # redirects stay behind the proxy
+        assert client.get(session["url"], headers={"Authorization": ""}).status_code == 401
+    # and never on the UI's origin
+    assert httpx.get(ide_server.endpoint + session["url"]).status_code == 404
     # the workspace: launch configurations, the real inputs, the code outside the source tree
     launch = json.loads((workspace / ".vscode" / "launch.json").read_text())
     names = {c["name"] for c in launch["configurations"]}
@@ -328,7 +332,7 @@ def test_an_attached_run_prints_the_session_address_and_waits_for_the_resume(
         else:
             raise AssertionError("no session address in:\n" + "".join(lines))
         run = next(x.split()[2] for x in lines if x.startswith("created run "))
-        assert f"{ide_server.endpoint}/sessions/" in line
+        assert ".localhost:" in line and "/_loom/enter?ticket=" in line  # a way in, once
         wait_ready(ide_server, run)
         assert cli(ide_server, "resume", run).returncode == 0
         out, err = attached.communicate(timeout=120)
@@ -344,15 +348,17 @@ def test_jupyter_session(
     run = start(ide_server, tmp_path, flow(tmp_path), "in_notebook", "--x", "7")
     session = wait_ready(ide_server, run)["session"]
     assert session["kind"] == "jupyter"
-    base = ide_server.endpoint + session["url"]
-    lab = httpx.get(base + "lab", headers=ide_server.headers)
+    base = session["url"]
+    client = session_client(ide_server, session)
+    lab = client.get(base + "lab")
     assert lab.status_code == 200 and "JupyterLab" in lab.text
-    assert httpx.get(base + "lab").status_code == 401
+    assert client.get(base + "lab", headers={"Authorization": ""}).status_code == 401
     workspace = Path(session["workspace"])
     notebooks = list((workspace / "notebooks").glob("*.ipynb"))
     assert len(notebooks) == 1
-    contents = httpx.get(base + f"api/contents/{notebooks[0].name}", headers=ide_server.headers)
+    contents = client.get(base + f"api/contents/{notebooks[0].name}")
     assert contents.status_code == 200, contents.text
+    client.close()
     # the generated notebook, every cell as generated: it loads the real inputs, runs the
     # task, and its last cell, resume(), resumes the action
     import nbclient

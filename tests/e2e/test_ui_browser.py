@@ -312,7 +312,7 @@ def test_open_an_interactive_session_from_its_button_and_resume(
     run = start_interactive(ide_server, tmp_path, interactive_flow(tmp_path), "edit_me", "--x", "5")
     page = new_page(browser)
     sign_in(page, ide_server, f"/runs/{run}")
-    open_link = page.get_by_role("link", name=re.compile("Open VS Code"))
+    open_link = page.get_by_role("button", name=re.compile("Open VS Code"))
     expect(open_link).to_be_visible(timeout=120_000)
     session = page.locator(".session")
     expect(session.locator(".session-state")).to_have_text("ready")
@@ -331,7 +331,10 @@ def test_open_an_interactive_session_from_its_button_and_resume(
     except PlaywrightTimeout:  # a loaded machine can drop the editor's first connection
         ide.reload()  # as a user would: the session itself must still be there
         explorer_entry.wait_for(timeout=90_000)
-    assert ide.url.startswith(f"{ide_server.endpoint}/sessions/")
+    # on the session's own origin, not the UI's
+    opened_session = api_get(ide_server, f"/runs/{run}/actions/a0")["session"]
+    assert ide.url.startswith(opened_session["origin"] + "/sessions/")
+    assert not ide.url.startswith(ide_server.endpoint)
     explorer_entry.dblclick()
     ide.get_by_text("async def edit_me").first.wait_for(timeout=30_000)
     shot(ide, "vscode")
@@ -348,6 +351,38 @@ def test_open_an_interactive_session_from_its_button_and_resume(
     shot(page, "resumed")
     assert api_get(ide_server, f"/runs/{run}/actions/a0/outputs")["value"] == 11
     no_page_errors(page, ide_server)
+    page.context.close()
+
+
+def test_a_viewer_sees_runs_and_is_offered_nothing_it_may_not_do(
+    browser: Any, server: ServerProcess, ui_flow: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    result = run_cli("run", "--remote", str(ui_flow), "pipeline", "--points", "[]", env=server.env)
+    assert result.returncode in (0, 1), result.stderr
+    run = api_get(server, "/runs?limit=1")[0]["name"]
+    r = httpx.post(
+        f"{server.endpoint}/api/v1/api-keys",
+        json={"name": "auditor", "projects": {"default": "viewer"}},
+        headers=server.headers,
+    )
+    assert r.status_code == 201, r.text
+    page = new_page(browser)
+    page.goto(f"{server.endpoint}/runs/{run}")
+    page.get_by_label("API key").fill(r.json()["key"])
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    expect(page).to_have_url(f"{server.endpoint}/runs/{run}")
+    expect(run_badge(page)).to_have_text(re.compile("Succeeded|Failed"))
+    expect(page.locator("#tree .row").first).to_be_visible()
+    page.locator("#tree .row:not(.group)").first.click()
+    expect(page.locator("#d-values")).to_be_visible()
+    # reads, yes; abort, debug, keys and secrets are not offered
+    expect(page.get_by_role("button", name="Debug in VS Code")).to_have_count(0)
+    expect(page.get_by_role("button", name="Abort run")).to_have_count(0)
+    expect(page.get_by_role("link", name="API keys")).to_be_hidden()
+    expect(page.get_by_role("link", name="Secrets")).to_be_hidden()
+    no_page_errors(page, server)
     page.context.close()
 
 

@@ -77,6 +77,11 @@ class World:
     data: str = ""
 
 
+def _socket(api: Api, run: str) -> str:
+    """Where the IDE of the run's a0 (attempt 1) may listen."""
+    return str(api.plane.session_dir(run, "a0", 1) / "ide.sock")
+
+
 def make_world(api: Api, keys: dict[str, str], session: bool = True) -> World:
     task = task_spec(interactive={"kind": "vscode"})
     run = api.create_run(task, project="p")["name"]
@@ -90,7 +95,7 @@ def make_world(api: Api, keys: dict[str, str], session: bool = True) -> World:
     if session:
         r = api.client.post(
             f"/api/v1/runs/{run}/actions/a0/session",
-            json={"attempt": 1, "kind": "vscode", "socket": "/tmp/loom-x.sock", "workspace": "/w"},
+            json={"attempt": 1, "kind": "vscode", "socket": _socket(api, run), "workspace": "/w"},
             headers={"Authorization": f"Bearer {world.credentials['own-attempt']}"},
         )
         assert r.status_code == 200, r.text
@@ -200,13 +205,14 @@ CASES: dict[tuple[str, str], Case] = {
         body=lambda api, w: {
             "attempt": 1,
             "kind": "vscode",
-            "socket": "/tmp/loom-x.sock",
+            "socket": _socket(api, w.run),
             "workspace": "/w",
         },
         fresh=True,
         session=False,
     ),
     ("GET", f"{P}/runs/{{run}}/actions/{{action}}/session"): Case(Policy.RUN_VIEWER),
+    ("POST", f"{P}/runs/{{run}}/actions/{{action}}/session/open"): Case(Policy.RUN_MEMBER),
     ("GET", f"{P}/runs/{{run}}/actions/{{action}}/session/command"): Case(
         Policy.ACTION_RUNTIME, params={"timeout": 0}
     ),

@@ -1,6 +1,6 @@
-"""The session proxy and the login cookie, over real sockets: the control plane served by
-uvicorn on loopback, an upstream "IDE" (a small HTTP + WebSocket app, or the real code-server
-and JupyterLab) served on a Unix socket."""
+"""The session proxy and the login cookie, over real sockets: the control plane and the
+sessions' own listener served by uvicorn on loopback, an upstream "IDE" (a small HTTP +
+WebSocket app, or the real code-server and JupyterLab) served on a Unix socket."""
 
 from __future__ import annotations
 
@@ -31,9 +31,10 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
-from loom.server import create_app
+from loom.server import create_app, create_session_app
 from loom.server._auth import COOKIE_NAME
 from loom.server._serve import bind
+from loom.server._session_access import SESSION_COOKIE
 from tests.conftest import IdeInstalls
 from tests.server.conftest import Api, task_spec
 
@@ -147,7 +148,8 @@ class Env:
     server: ThreadedUvicorn
     upstream: Upstream
     socket: str
-    base: str  # http://127.0.0.1:port
+    base: str  # the sessions' origin, http://127.0.0.1:port
+    api_base: str  # the API's and the UI's, on another port
     headers: dict[str, str]  # the admin key
 
     @property
@@ -161,10 +163,17 @@ class Env:
         """A running interactive action whose IDE is the fake upstream: (run, job id, info)."""
         run = self.api.create_run(task_spec(interactive={"kind": kind}))["name"]
         job = self.api.job(run, "a0", 1)
+        # the IDE listens in the directory the server made for the attempt: the test's IDE
+        # was started earlier, elsewhere, so its socket gets a (hard) link there
+        directory = self.api.plane.session_dir(run, "a0", 1)
+        socket = directory / "ide.sock"
+        upstream = kwargs.pop("socket", self.socket)
+        if os.path.exists(upstream):
+            os.link(upstream, socket)
         body = {
             "attempt": 1,
             "kind": kind,
-            "socket": kwargs.pop("socket", self.socket),
+            "socket": str(socket),
             "token": JUPYTER_TOKEN if kind == "jupyter" else None,
             "workspace": "/w",
             "max_idle_seconds": 600,
@@ -185,17 +194,22 @@ def env(api: Api, tmp_path: Path) -> Iterator[Env]:
     socket = str(tmp_path / "ide.sock")
     upstream = ThreadedUvicorn(upstream_app(seen), uds=socket)
     server = ThreadedUvicorn(create_app(api.plane, manage_plane=False))
+    sessions = ThreadedUvicorn(create_session_app(api.plane))
+    # one origin for every session here (httpx cannot resolve <label>.localhost names)
+    api.plane.session_origin = f"http://127.0.0.1:{sessions.port}"
     try:
         yield Env(
             api,
-            server,
+            sessions,
             seen,
             socket,
+            f"http://127.0.0.1:{sessions.port}",
             f"http://127.0.0.1:{server.port}",
             {"Authorization": f"Bearer {api.admin_key}"},
         )
     finally:
         seen.gate.set()
+        sessions.stop()
         server.stop()
         upstream.stop()
 
@@ -219,7 +233,7 @@ def test_http_is_forwarded_with_the_prefix_stripped_and_credentials_removed(env:
         content=body,
         headers={
             **env.headers,
-            "Cookie": f"a=1; {COOKIE_NAME}=whatever; b=2",
+            "Cookie": f"a=1; {COOKIE_NAME}=whatever; {SESSION_COOKIE}=x; b=2",
             "Connection": "keep-alive, X-Hop",
             "X-Hop": "must not pass",
             "X-Forwarded-Prefix": "/evil",
@@ -281,7 +295,7 @@ def test_refusals(env: Env) -> None:
     url = f"{env.base}/sessions/{info['id']}/"
     r = httpx.get(url)
     assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
-    assert "POST /api/v1/login" in r.json()["detail"]
+    assert "open it from the UI" in r.json()["detail"]
     assert httpx.get(url, headers={"Authorization": "Bearer loom_x_y"}).status_code == 401
     runtime = env.api.executor.jobs[job_id].credential  # the attempt's own: still no way in
     r = httpx.get(url, headers={"Authorization": f"Bearer {runtime}"})
@@ -303,6 +317,16 @@ def test_an_ended_session_is_gone_and_a_dead_ide_is_a_502(env: Env) -> None:
     r = httpx.get(f"{env.base}/sessions/{info['id']}/", headers=env.headers)
     assert r.status_code == 404 and "has ended" in r.json()["detail"]
     assert "worker lost" in r.json()["detail"]
+
+
+def test_the_proxy_does_not_follow_a_link_to_another_ides_socket(env: Env) -> None:
+    _, _, victim = env.register()
+    run, _, info = env.register(socket="/nonexistent/ide.sock")
+    # the attacker's runtime puts a link where its IDE's socket should be
+    own = env.api.plane.session_dir(run, "a0", 1) / "ide.sock"
+    own.symlink_to(env.api.plane.session_dir(victim["run"], "a0", 1) / "ide.sock")
+    r = httpx.get(f"{env.base}/sessions/{info['id']}/", headers=env.headers)
+    assert r.status_code == 502 and env.upstream.requests == []
 
 
 def test_proxied_requests_count_as_activity(env: Env) -> None:
@@ -380,9 +404,9 @@ def test_unauthenticated_websocket_upgrades_are_refused_before_accepting(env: En
 # -- the login cookie -------------------------------------------------------------------------
 
 
-def test_login_cookie_works_for_the_api_and_the_proxy(env: Env) -> None:
+def test_the_login_cookie_works_for_the_api_and_not_for_sessions(env: Env) -> None:
     _, _, info = env.register()
-    with httpx.Client(base_url=env.base) as browser:
+    with httpx.Client(base_url=env.api_base) as browser:
         r = browser.post("/api/v1/login", json={"api_key": "loom_nope_nope"})
         assert r.status_code == 401 and "set-cookie" not in r.headers
         r = browser.post("/api/v1/login", json={"api_key": env.api.admin_key})
@@ -394,9 +418,6 @@ def test_login_cookie_works_for_the_api_and_the_proxy(env: Env) -> None:
         assert env.api.admin_key not in cookie
         token = browser.cookies[COOKIE_NAME]
         assert browser.get("/api/v1/whoami").json()["name"] == "admin"
-        r = browser.get(f"/sessions/{info['id']}/page")
-        assert r.status_code == 200
-        assert COOKIE_NAME not in _headers(env.upstream.requests[-1]).get("cookie", "")
         # a state-changing request riding on the cookie must come from this server's pages
         r = browser.post(
             "/api/v1/api-keys",
@@ -404,16 +425,79 @@ def test_login_cookie_works_for_the_api_and_the_proxy(env: Env) -> None:
             headers={"Origin": "https://evil.example"},
         )
         assert r.status_code == 403 and "cross-site" in r.json()["detail"]
+        r = browser.post(  # the sessions' origin is another origin: refused too
+            "/api/v1/api-keys",
+            json={"name": "x0", "projects": {"default": "member"}},
+            headers={"Origin": env.base},
+        )
+        assert r.status_code == 403 and "cross-site" in r.json()["detail"]
         r = browser.post(
             "/api/v1/api-keys",
             json={"name": "x2", "projects": {"default": "member"}},
-            headers={"Origin": env.base},
+            headers={"Origin": env.api_base},
         )
         assert r.status_code == 201
-        # the WebSocket of a browser: the cookie, no header
-        with ws_connect(
+        # sessions are not on this origin at all
+        r = browser.get(f"/sessions/{info['id']}/page")
+        assert r.status_code == 404 and "own origin" in r.json()["detail"]
+        # logging out clears it (from this server's pages only)
+        r = browser.post("/api/v1/logout", headers={"Origin": "https://evil.example"})
+        assert r.status_code == 403
+        r = browser.post("/api/v1/logout")
+        assert r.status_code == 204 and COOKIE_NAME not in browser.cookies
+        assert browser.get("/api/v1/whoami").status_code == 401
+    # the UI's cookie opens no session: an IDE's page must never act with it
+    r = httpx.get(f"{env.base}/sessions/{info['id']}/page", cookies={COOKIE_NAME: token})
+    assert r.status_code == 401 and "open it from the UI" in r.json()["detail"]
+    with pytest.raises(InvalidStatus) as refused:
+        ws_connect(
             env.ws_url(f"/sessions/{info['id']}/ws"),
             additional_headers={"Cookie": f"{COOKIE_NAME}={token}"},
+            origin=env.base,  # type: ignore[arg-type]
+        )
+    assert refused.value.response.status_code == 403
+    assert env.upstream.requests == []
+
+
+def _enter(env: Env, run: str, key: str | None = None) -> tuple[httpx.Client, str]:
+    """A browser on the sessions' origin, signed in to the session of ``run`` with a ticket
+    (what the UI's Open button does); and the ticket link."""
+    headers = {"Authorization": f"Bearer {key}"} if key else env.headers
+    r = httpx.post(f"{env.api_base}/api/v1/runs/{run}/actions/a0/session/open", headers=headers)
+    assert r.status_code == 200, r.text
+    link = r.json()["url"]
+    origin = env.api.plane.origin_of_session(env.api.plane.sessions.get(run, "a0").id)
+    assert link.startswith(origin + "/_loom/enter?ticket=")
+    browser = httpx.Client(base_url=env.base)
+    return browser, link
+
+
+def test_a_ticket_signs_a_browser_in_to_one_session_once(env: Env) -> None:
+    run, _, info = env.register()
+    other_run, _, other = env.register()
+    browser, link = _enter(env, run)
+    with browser:
+        r = browser.get(link)
+        assert r.status_code == 303 and r.headers["location"] == f"/sessions/{info['id']}/"
+        cookie = r.headers["set-cookie"]
+        assert cookie.startswith(f"{SESSION_COOKIE}=") and "HttpOnly" in cookie
+        assert f"Path=/sessions/{info['id']}/" in cookie and "SameSite=Lax" in cookie
+        assert r.headers["referrer-policy"] == "no-referrer"
+        r = browser.get(f"/sessions/{info['id']}/page")
+        assert r.status_code == 200, r.text
+        sent = _headers(env.upstream.requests[-1]).get("cookie", "")
+        assert SESSION_COOKIE not in sent and COOKIE_NAME not in sent
+        # once: the link is spent
+        r = httpx.get(link)
+        assert r.status_code == 401 and "used already or has expired" in r.json()["detail"]
+        # that cookie is for that session only
+        value = browser.cookies[SESSION_COOKIE]
+        r = httpx.get(f"{env.base}/sessions/{other['id']}/page", cookies={SESSION_COOKIE: value})
+        assert r.status_code == 401
+        # the browser's WebSocket: the cookie, from the session's own origin only
+        with ws_connect(
+            env.ws_url(f"/sessions/{info['id']}/ws"),
+            additional_headers={"Cookie": f"{SESSION_COOKIE}={value}"},
             origin=env.base,  # type: ignore[arg-type]
         ) as ws:
             ws.send("hi")
@@ -421,21 +505,75 @@ def test_login_cookie_works_for_the_api_and_the_proxy(env: Env) -> None:
         with pytest.raises(InvalidStatus) as refused:  # cross-site WebSocket hijacking
             ws_connect(
                 env.ws_url(f"/sessions/{info['id']}/ws"),
-                additional_headers={"Cookie": f"{COOKIE_NAME}={token}"},
+                additional_headers={"Cookie": f"{SESSION_COOKIE}={value}"},
                 origin="https://evil.example",  # type: ignore[arg-type]
             )
         assert refused.value.response.status_code == 403
-        # logging out clears it
-        r = browser.post("/api/v1/logout")
-        assert r.status_code == 204 and COOKIE_NAME not in browser.cookies
-        assert browser.get("/api/v1/whoami").status_code == 401
+        r = httpx.post(
+            f"{env.base}/sessions/{info['id']}/page",
+            cookies={SESSION_COOKIE: value},
+            headers={"Origin": "https://evil.example"},
+        )
+        assert r.status_code == 403
+    del other_run
+
+
+def test_opening_a_session_needs_a_member_of_its_project(env: Env) -> None:
+    run, _, info = env.register()
+    client = env.api.client
+    assert client.post("/api/v1/projects", json={"name": "q"}).status_code == 201
+    keys = {}
+    for name, grants in (
+        ("viewer", {"default": "viewer"}),
+        ("stranger", {"q": "member"}),
+        ("member", {"default": "member"}),
+    ):
+        keys[name] = client.post(
+            "/api/v1/api-keys", json={"name": name, "projects": grants}
+        ).json()["key"]
+    url = f"{env.api_base}/api/v1/runs/{run}/actions/a0/session/open"
+    for name, status in (("viewer", 403), ("stranger", 404)):
+        r = httpx.post(url, headers={"Authorization": f"Bearer {keys[name]}"})
+        assert r.status_code == status, (name, r.text)
+        r = httpx.get(
+            f"{env.base}/sessions/{info['id']}/",
+            headers={"Authorization": f"Bearer {keys[name]}"},
+        )
+        assert r.status_code == status, (name, r.text)
+    browser, link = _enter(env, run, keys["member"])
+    with browser:
+        assert browser.get(link).status_code == 303
+        assert browser.get(f"/sessions/{info['id']}/page").status_code == 200
+        # the key is deleted: its session cookie stops working
+        assert client.delete("/api/v1/api-keys/member").status_code == 204
+        env.api.plane.keys._cache.clear()
+        assert browser.get(f"/sessions/{info['id']}/page").status_code == 401
+
+
+def test_sessions_can_have_an_origin_each(env: Env) -> None:
+    run, _, info = env.register()
+    port = env.base.rsplit(":", 1)[1]
+    env.api.plane.session_origin = f"http://{{id}}.localhost:{port}"
+    label = env.api.plane.origin_of_session(info["id"]).split("//")[1].split(".")[0]
+    assert label.startswith("s") and label == label.lower()
+    own = {**env.headers, "Host": f"{label}.localhost:{port}"}
+    r = httpx.get(f"{env.base}/sessions/{info['id']}/page", headers=own)
+    assert r.status_code == 200, r.text
+    r = httpx.get(f"{env.base}/sessions/{info['id']}/page", headers=env.headers)
+    assert r.status_code == 404  # not on the session's own host
+    browser, link = _enter(env, run)
+    with browser:
+        assert link.startswith(f"http://{label}.localhost:{port}/_loom/enter?ticket=")
+        ticket = link.split("?", 1)[1]
+        r = browser.get(f"/_loom/enter?{ticket}", headers={"Host": f"other.localhost:{port}"})
+        assert r.status_code == 404  # a ticket works on its session's host only
 
 
 def test_a_cookie_ends_with_its_key_and_cannot_be_forged(env: Env) -> None:
     key = env.api.client.post(
         "/api/v1/api-keys", json={"name": "carol", "projects": {"default": "member"}}
     ).json()["key"]
-    with httpx.Client(base_url=env.base) as browser:
+    with httpx.Client(base_url=env.api_base) as browser:
         assert browser.post("/api/v1/login", json={"api_key": key}).status_code == 204
         token = browser.cookies[COOKIE_NAME]
         assert browser.get("/api/v1/whoami").json()["name"] == "carol"
@@ -445,11 +583,11 @@ def test_a_cookie_ends_with_its_key_and_cannot_be_forged(env: Env) -> None:
             f"{version}.{key_id}.{expires}.{signature[:-2]}AA",
             "garbage",
         ):
-            r = httpx.get(f"{env.base}/api/v1/whoami", cookies={COOKIE_NAME: forged})
+            r = httpx.get(f"{env.api_base}/api/v1/whoami", cookies={COOKIE_NAME: forged})
             assert r.status_code == 401
         signer = env.api.plane.auth.signer
         expired = signer.issue(key_id, now=time.time() - 13 * 3600)
-        r = httpx.get(f"{env.base}/api/v1/whoami", cookies={COOKIE_NAME: expired})
+        r = httpx.get(f"{env.api_base}/api/v1/whoami", cookies={COOKIE_NAME: expired})
         assert r.status_code == 401 and "expired" in r.json()["detail"]
         assert env.api.client.delete("/api/v1/api-keys/carol").status_code == 204
         assert browser.get("/api/v1/whoami").status_code == 401

@@ -526,3 +526,39 @@ def test_heartbeats(api: Api) -> None:
     assert api.client.post(url).status_code == 204
     api.finish(name, "a0", 1, value=1)
     assert api.client.post(url).status_code == 409  # over: the runtime should stop
+
+
+def test_a_filtered_event_stream_keeps_alive_while_other_runs_are_busy(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from loom.server import _api
+
+    monkeypatch.setattr(_api, "_KEEPALIVE_S", 1.0)
+    quiet = api.create_run()["name"]
+    busy = api.create_run()["name"]
+    api.job(busy, "a0", 1)
+    stop = threading.Event()
+
+    def churn() -> None:  # another run's changes wake every stream, all the time
+        n = 0
+        while not stop.is_set():
+            api.create_child(busy, f"c{n}")
+            n += 1
+            time.sleep(0.05)
+
+    worker = threading.Thread(target=churn, daemon=True)
+    worker.start()
+    try:
+        after = api.plane.runs.last_event_seq()
+        started = time.monotonic()
+        with api.client.stream(
+            "GET", "/api/v1/events", params={"run": quiet, "after": after}
+        ) as stream:
+            line = next(line for line in stream.iter_lines() if line.startswith(":"))
+        assert line == ": keep-alive"
+        assert time.monotonic() - started < 3.0
+    finally:
+        stop.set()
+        worker.join(10)

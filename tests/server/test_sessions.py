@@ -36,7 +36,9 @@ class Runtime:
         body = {
             "attempt": self.attempt,
             "kind": "jupyter",
-            "socket": "/tmp/loom-test-ide.sock",
+            "socket": str(
+                self.api.plane.session_dir(self.run, self.action, self.attempt) / "ide.sock"
+            ),
             "token": SECRET,
             "workspace": "/work/space",
             "max_idle_seconds": 3600,
@@ -145,6 +147,11 @@ def test_registration_is_refused_when_it_cannot_be_honoured(api: Api) -> None:
     assert rt.register(attempt=2).status_code == 403  # not its own attempt
     r = rt.register(socket="relative.sock")
     assert r.status_code == 400 and "absolute" in r.json()["detail"]
+    # the proxy would connect wherever it is told: only where the server said, then
+    other = api.plane.session_dir(run, "a0", 2) / "ide.sock"
+    for elsewhere in ("/tmp/ide.sock", str(other), f"{other.parent.parent}/../x/ide.sock"):
+        r = rt.register(socket=elsewhere)
+        assert r.status_code == 400 and "directory the server made" in r.json()["detail"]
     r = rt.register(max_idle_seconds=0)  # Flyte ended such a session at once
     assert r.status_code == 400 and "positive" in r.json()["detail"]
     # an ordinary user key may not pose as a runtime

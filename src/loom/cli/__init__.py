@@ -9,7 +9,7 @@ from ._ide import ide
 from ._inspect import abort, create, delete, get
 from ._run import run
 from ._server import server
-from ._session import debug, resume, session
+from ._session import debug, open_, resume, session
 
 __all__ = ["cli", "main"]
 
@@ -20,7 +20,7 @@ def cli() -> None:
     """loom: a workflow runtime for Python with interactive, debuggable tasks."""
 
 
-for command in (run, server, get, create, delete, abort, ide, resume, debug, session):
+for command in (run, server, get, create, delete, abort, ide, open_, resume, debug, session):
     cli.add_command(command)
 
 

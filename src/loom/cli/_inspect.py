@@ -156,14 +156,15 @@ def get_action(run: str, action: str | None, output: str) -> None:
         console.print(line)
     session = info.session
     if session is not None:
-        endpoint = settings.endpoint or ""
-        line = f"  session: {session.kind} {session.state}  {endpoint}{session.url}"
+        line = f"  session: {session.kind} {session.state}  {session.origin}{session.url}"
         if session.state != "ended":
             deadline = when(session.idle_deadline) if session.idle_deadline else "never"
             line += f"  idle limit: {deadline}"
         elif session.end_reason:
             line += f"  ({session.end_reason})"
-        console.print(line, highlight=False)
+        if session.state != "ended":
+            line += f"  (open it: `loom open {info.run} {info.name}`)"
+        console.print(line, highlight=False, soft_wrap=True)  # a link must not break
     if info.error and info.error.traceback:
         console.print(info.error.traceback, markup=False, highlight=False)
 

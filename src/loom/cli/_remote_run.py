@@ -97,9 +97,14 @@ async def _announce(client: Client, run: str, name: str, err: Console, announced
     session = action.session
     if action.phase == "INTERACTIVE" and session and session.id not in announced:
         announced.add(session.id)
+        try:  # a one-time link into it: sessions have their own origin and sign-in
+            link = (await client.open_session(run, name)).url
+        except ApiError as e:
+            link = f"(cannot open it: {e}; try `loom open {run} {name}`)"
         err.print(
-            f"interactive {session.kind} session for action {name}: "
-            f"{client.endpoint}{session.url}\n  resume with `loom resume {run} {name}`",
+            f"interactive {session.kind} session for action {name}: {link}\n"
+            f"  open it again with `loom open {run} {name}`; resume with "
+            f"`loom resume {run} {name}`",
             highlight=False,
             soft_wrap=True,  # a link broken across lines cannot be clicked or copied
         )

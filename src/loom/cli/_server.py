@@ -33,14 +33,19 @@ def server() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--data-dir", help="Where the database and objects live [default: ~/.loom].")
 @click.option("--detach", is_flag=True, help="Run in the background; stop with `loom server stop`.")
-def start(port: int, host: str, data_dir: str | None, detach: bool) -> None:
+@click.option(
+    "--allow-remote",
+    is_flag=True,
+    help="Allow a --host other machines can reach (put TLS in front; see docs/security.md).",
+)
+def start(port: int, host: str, data_dir: str | None, detach: bool, allow_remote: bool) -> None:
     """Start the server. The first start creates an admin API key and writes the client
     configuration (endpoint and key) to $LOOM_CONFIG or ~/.loom/config.yaml."""
     directory = _data_dir(data_dir)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     command = [
         sys.executable, "-m", "loom.server", "--host", host, "--port", str(port),
-        "--data-dir", str(directory),
+        "--data-dir", str(directory), *(["--allow-remote"] if allow_remote else []),
     ]  # fmt: skip
     if not detach:
         process = subprocess.Popen(command)

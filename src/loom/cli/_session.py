@@ -1,4 +1,5 @@
-"""Interactive sessions from the command line: resume, debug (an interactive re-run), diff."""
+"""Interactive sessions from the command line: open, resume, debug (an interactive re-run),
+diff."""
 
 from __future__ import annotations
 
@@ -33,6 +34,33 @@ def resume(run: str, action: str, fail: bool) -> None:
     click.echo(f"action {action} of run {run} " + ("failed as asked" if fail else "resumed"))
 
 
+@click.command("open")
+@click.argument("run")
+@click.argument("action", default=ROOT_ACTION)
+@click.option("--browser", is_flag=True, help="Also open it in this machine's web browser.")
+@output_option
+def open_(run: str, action: str, browser: bool, output: str) -> None:
+    """Print a link that opens an action's interactive session (VS Code or JupyterLab).
+
+    The link signs one browser in to that session, once, within a few minutes: sessions are
+    served from their own origin, apart from the UI's, and need a member of the run's project.
+    """
+    opened = call_server(settings_for(), lambda c: c.open_session(run, action))
+    if output == "json":
+        print_json(opened)
+        return
+    click.echo(opened.url)
+    click.echo(
+        f"opens the session of action {action} of run {run}, once, in the next "
+        f"{opened.expires_in / 60:g} minutes; resume with `loom resume {run} {action}`",
+        err=True,
+    )
+    if browser:
+        import webbrowser
+
+        webbrowser.open(opened.url)
+
+
 @click.command()
 @click.argument("run")
 @click.argument("action", default=ROOT_ACTION)
@@ -47,8 +75,8 @@ def debug(run: str, action: str, jupyter: bool, output: str) -> None:
         print_json(info)
         return
     click.echo(
-        f"created run {info.name}: its session URL shows in `loom get action {info.name} a0` "
-        f"once ready; resume with `loom resume {info.name}`"
+        f"created run {info.name}: once its session is ready, open it with `loom open "
+        f"{info.name}` or from the UI; resume with `loom resume {info.name}`"
     )
 
 

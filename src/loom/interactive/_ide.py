@@ -300,7 +300,9 @@ async def start_jupyter(
         "--ServerApp.open_browser=False",
         # the session's URL opens the generated notebook (relative to the base URL)
         f"--LabApp.default_url=/lab/tree/{open_file or ''}".rstrip("/"),
-        "--ServerApp.allow_remote_access=False",
+        # its socket is private and every request needs the token the proxy adds: the Host
+        # check (against DNS rebinding) would only refuse the session's own origin
+        "--ServerApp.allow_remote_access=True",
         "--allow-root",
         "--no-browser",
     ]

@@ -398,6 +398,10 @@ class Client:
     async def get_session(self, run: str, action: str) -> wire.SessionInfo:
         return await self._get(self._session_path(run, action), wire.SessionInfo)
 
+    async def open_session(self, run: str, action: str) -> wire.SessionOpen:
+        """A one-time link that signs a browser in to the action's session."""
+        return await self._post(self._session_path(run, action, "/open"), None, wire.SessionOpen)
+
     async def session_command(
         self, run: str, action: str, timeout: float = 25.0
     ) -> wire.SessionCommand:

@@ -132,7 +132,9 @@ class Session:
         spec = self.spec
         workspace = self.settings.home / "sessions" / f"{spec.run}.{spec.action}.{spec.attempt}"
         shutil.rmtree(workspace, ignore_errors=True)
-        session_dir = Path(tempfile.mkdtemp(prefix="loom-ide-"))  # short: it holds a socket
+        # the server made one for this attempt (the proxy connects nowhere else); a temporary
+        # one otherwise (short: it holds a socket)
+        session_dir = self.settings.session_dir or Path(tempfile.mkdtemp(prefix="loom-ide-"))
         try:
             return await self._open(workspace, session_dir, first_error)
         except (IdeInstallError, IdeStartError) as e:
@@ -222,8 +224,8 @@ class Session:
         await self.ide.wait_ready()
         limit = self.interactive.max_idle_seconds
         _say(
-            f"interactive {kind} session ready at {self.client.endpoint}{info.url} "
-            f"(workspace {ws.root}; "
+            f"interactive {kind} session ready at {info.origin}{info.url}: open it from the UI "
+            f"or with `loom open {spec.run} {spec.action}` (workspace {ws.root}; "
             + ("no idle limit)" if limit is None else f"ends after {limit:g} s idle)")
         )
         _say(f"resume with `loom resume {spec.run} {spec.action}` or from the IDE")

@@ -16,7 +16,7 @@ Exceptions (each maps to an HTTP status; the response body is ``{"detail": "..."
     └── PayloadTooLargeError    413   inputs or outputs over wire.MAX_INLINE_BYTES, big bundles
 """
 
-from ._app import create_app
+from ._app import create_app, create_session_app
 from ._cli import main
 from ._errors import (
     AuthenticationError,
@@ -43,5 +43,6 @@ __all__ = [
     "ServerError",
     "ServerSettings",
     "create_app",
+    "create_session_app",
     "main",
 ]

@@ -52,12 +52,15 @@ from ._data import normalize_data_digest
 from ._errors import (
     AuthenticationError,
     BadRequestError,
+    ConflictError,
     NotFoundError,
     PayloadTooLargeError,
     PermissionDeniedError,
     ServerError,
 )
 from ._plane import ControlPlane
+from ._proxy import ENTER
+from ._session_access import TICKET_TTL_S
 
 _MAX_WAIT_S = 30.0
 _KEEPALIVE_S = 15.0
@@ -647,6 +650,8 @@ async def events(
 async def _event_stream(
     p: ControlPlane, run: str | None, seq: int, projects: frozenset[str] | None
 ) -> AsyncIterator[str]:
+    loop = asyncio.get_running_loop()
+    last_sent = loop.time()
     while not p.bus.stopping.is_set():
         changed = p.bus.next_change()  # before reading, so no change slips between
         batch = await to_thread.run_sync(p.runs.events_after, seq, run, _EVENTS_PER_READ, projects)
@@ -654,24 +659,30 @@ async def _event_stream(
             seq = batch[-1].seq
             # one write for the batch: a busy run's stream is thousands of events
             yield "".join(f"id: {e.seq}\ndata: {e.model_dump_json()}\n\n" for e in batch)
+            last_sent = loop.time()
+        elif loop.time() - last_sent >= _KEEPALIVE_S:
+            # by the time since the last byte: a filtered stream wakes for every other run's
+            # change and may find nothing of its own for a long time
+            yield ": keep-alive\n\n"
+            last_sent = loop.time()
         if len(batch) == _EVENTS_PER_READ:
             continue  # catching up
-        if batch:
-            # up to date: let a busy run's next events gather for a moment, rather than
-            # reading them one commit at a time (which costs the server more than the run)
+        if changed.is_set():
+            # up to date, and more has happened: let it gather for a moment, rather than
+            # reading it one commit at a time (which costs the server more than the run)
             await asyncio.sleep(_STREAM_PACE_S)
             continue
         stopping = asyncio.ensure_future(p.bus.stopping.wait())
         waiter = asyncio.ensure_future(changed.wait())
         try:
-            done, _ = await asyncio.wait(
-                {waiter, stopping}, timeout=_KEEPALIVE_S, return_when=asyncio.FIRST_COMPLETED
+            await asyncio.wait(
+                {waiter, stopping},
+                timeout=max(0.0, _KEEPALIVE_S - (loop.time() - last_sent)),
+                return_when=asyncio.FIRST_COMPLETED,
             )
         finally:
             stopping.cancel()
             waiter.cancel()
-        if not done:
-            yield ": keep-alive\n\n"
 
 
 # -- interactive sessions -----------------------------------------------------------------
@@ -694,6 +705,19 @@ def register_session(
 def get_session(run: str, action: str, p: Plane, _: RunViewer) -> wire.SessionInfo:
     """The action's latest session (404 if it never had one)."""
     return p.sessions.get(run, action)
+
+
+@router.post("/runs/{run}/actions/{action}/session/open")
+def open_session(run: str, action: str, p: Plane, caller: RunMember) -> wire.SessionOpen:
+    """A one-time URL that signs the caller's browser in to the action's open session, on
+    the sessions' own origin (the UI's Open button; ``loom open``)."""
+    info = p.sessions.get(run, action)
+    if info.ended_at is not None:
+        raise ConflictError(f"the session of action {action!r} of run {run!r} has ended")
+    ticket = p.session_access.ticket(info.id, caller.key_id)
+    return wire.SessionOpen(
+        url=f"{p.origin_of_session(info.id)}{ENTER}?ticket={ticket}", expires_in=TICKET_TTL_S
+    )
 
 
 @router.get("/runs/{run}/actions/{action}/session/command")

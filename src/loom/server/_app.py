@@ -1,5 +1,5 @@
-"""The FastAPI application: routes, error shapes, the session proxy, and the control plane's
-lifespan."""
+"""The FastAPI application (routes, error shapes, the control plane's lifespan), and the
+sessions' app, which the server serves on a listener of its own (see ``_session_access``)."""
 
 from __future__ import annotations
 
@@ -24,11 +24,15 @@ from ._ui import mount_ui
 _MAX_JSON_BODY = 4 * wire.MAX_INLINE_BYTES
 
 
+def create_session_app(plane: ControlPlane) -> SessionProxy:
+    """The sessions' app: the proxy alone, for the sessions' own listener (close it with
+    ``aclose`` when the server stops)."""
+    return SessionProxy(plane)
+
+
 def create_app(plane: ControlPlane, *, manage_plane: bool = True) -> FastAPI:
     """The API app for ``plane``. With ``manage_plane`` its lifespan starts and stops the
     plane's scheduler and executor (``prepare`` must have run)."""
-
-    proxy = SessionProxy(plane)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -37,7 +41,6 @@ def create_app(plane: ControlPlane, *, manage_plane: bool = True) -> FastAPI:
         try:
             yield
         finally:
-            await proxy.aclose()
             if manage_plane:
                 await plane.stop()
 
@@ -56,8 +59,7 @@ def create_app(plane: ControlPlane, *, manage_plane: bool = True) -> FastAPI:
     app.include_router(router)
     mount_ui(app, plane)  # the web UI at `/` and the endpoints it needs
     app.add_middleware(_BodyLimit)
-    # outermost: the proxy streams bodies of any size and answers errors in its own way
-    app.add_middleware(_Sessions, proxy=proxy)
+    app.add_middleware(_NoSessionsHere, plane=plane)
 
     @app.exception_handler(ServerError)
     async def server_error(request: Request, exc: ServerError) -> JSONResponse:
@@ -67,18 +69,52 @@ def create_app(plane: ControlPlane, *, manage_plane: bool = True) -> FastAPI:
     return app
 
 
-class _Sessions:
-    """Send ``/sessions/...`` (outside ``/api/v1``) to the session proxy."""
+class _NoSessionsHere:
+    """``/sessions/...`` on the UI's and the API's origin: not here (an IDE's pages must never
+    run with the UI's cookie), but on the sessions' own origin."""
 
-    def __init__(self, app: ASGIApp, proxy: SessionProxy) -> None:
+    def __init__(self, app: ASGIApp, plane: ControlPlane) -> None:
         self.app = app
-        self.proxy = proxy
+        self.plane = plane
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket") and session_path(scope):
-            await self.proxy(scope, receive, send)
+        if scope["type"] == "http" and session_path(scope):
+            body = json.dumps(
+                {
+                    "detail": "sessions are served from their own origin, "
+                    f"{self.plane.session_origin}: open one from the UI or with `loom open`"
+                }
+            ).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 404,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+        elif scope["type"] == "websocket" and session_path(scope):
+            await receive()
+            await send({"type": "websocket.close", "code": 1008})
         else:
             await self.app(scope, receive, send)
+
+
+class ByListener:
+    """The server's one ASGI app over two listeners: what comes to the sessions' port goes
+    to the sessions' app, everything else (and the lifespan) to the API's."""
+
+    def __init__(self, api: ASGIApp, sessions: ASGIApp, session_port: int) -> None:
+        self.api = api
+        self.sessions = sessions
+        self.session_port = session_port
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        server = scope.get("server")
+        if scope["type"] != "lifespan" and server and server[1] == self.session_port:
+            await self.sessions(scope, receive, send)
+        else:
+            await self.api(scope, receive, send)
 
 
 #: Endpoints that take bytes, not JSON, and check their own (larger) limits while reading.

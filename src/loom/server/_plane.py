@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import hashlib
 import json
 import logging
 import os
+import shutil
+import stat
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -35,6 +38,7 @@ from ._auth import Authenticator
 from ._bundles import BundleService
 from ._data import DataService
 from ._db import Database
+from ._errors import ConfigurationError
 from ._events import EventBus
 from ._keys import KeyService
 from ._objects import ObjectStore, open_object_store
@@ -52,6 +56,7 @@ from ._runs import (
 from ._scheduler import Scheduler
 from ._scopes import ScopeService
 from ._secrets import SecretService
+from ._session_access import SessionAccess, session_host_label
 from ._sessions import SessionService, flush_activity_forever
 from ._settings import ServerSettings
 
@@ -82,7 +87,7 @@ class ControlPlane:
         self.data = DataService(self.store, settings.max_data_bytes)
         self.runs = RunService(self.db, self.store, self.executor.capacity())
         self.runs.dispatch = self._dispatch
-        self.sessions = SessionService(self.db, self.runs)
+        self.sessions = SessionService(self.db, self.runs, self.session_dir)
         self.secrets = SecretService(self.db, settings.data_dir / "secrets-key")
         self.scopes = ScopeService(self.db)
         # the login cookie's signing secret (and the root of attempt credentials) lives next
@@ -90,12 +95,18 @@ class ControlPlane:
         self.auth = Authenticator(
             self.keys, settings.data_dir / "auth-secret", self.scopes.live_attempt
         )
+        self.session_access = SessionAccess(self.auth.signer.secret)
+        #: the sessions' public origin (``{id}``: a label of the session's own); set again
+        #: once the session listener's port is known
+        self.session_origin = settings.session_origin(settings.session_bind_port())
+        self.runs.session_origin = self.origin_of_session
         self.bus = EventBus()
         self.scheduler = Scheduler(self.runs, self._launch, self.executor.capacity().slots)
         self.logs_dir = settings.data_dir / "logs"
         self.work_dir = settings.data_dir / "work"
         self.tmp_dir = settings.data_dir / "tmp"
         self.runtime_home = settings.data_dir / "runtime"
+        self.sessions_dir = settings.session_sockets_dir()
         #: where action processes reach the API; set once the port is known
         self.endpoint = f"http://{settings.client_host()}:{settings.port}"
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -112,6 +123,7 @@ class ControlPlane:
         self.projects.ensure_default()
         for d in (self.logs_dir, self.work_dir, self.tmp_dir, self.runtime_home):
             d.mkdir(parents=True, exist_ok=True)
+        _private_root(self.sessions_dir)
 
     async def start(self) -> None:
         """Begin scheduling on the running loop, after recovering from a previous crash."""
@@ -199,6 +211,11 @@ class ControlPlane:
         env, pool = self._env_and_pool(launch)
         # an interactive attempt owns its process: it hosts an IDE, and ends it whole
         reuse = launch.task.reuse if runs_in_worker(launch.task) else None
+        if launch.task.interactive is not None:
+            # the one place its IDE's socket may be (see SessionService.register)
+            directory = self.session_dir(launch.run, launch.action, launch.attempt)
+            await to_thread.run_sync(functools.partial(directory.mkdir, 0o700, exist_ok=True))
+            env = {**env, "LOOM_SESSION_DIR": str(directory)}
         job = Job(
             run=launch.run,
             action=launch.action,
@@ -268,6 +285,8 @@ class ControlPlane:
             run, action, number = exit.job_id.rsplit("/", 2)
             key = self._keep_log(run, action, int(number))
             done.append(ProcessExit(run, action, int(number), exit.returncode, exit.reason, key))
+            # an interactive attempt's socket directory goes with it (most have none)
+            shutil.rmtree(self.session_dir(run, action, int(number)), ignore_errors=True)
         return list(self.runs.processes_exited(done))
 
     def _keep_log(self, run: str, action: str, number: int) -> str | None:
@@ -336,8 +355,30 @@ class ControlPlane:
         if queued:
             await to_thread.run_sync(self.runs.attempts_heartbeat, queued)
 
+    def session_dir(self, run: str, action: str, attempt: int) -> Path:
+        """Where the IDE of that attempt must put its socket: a private directory the server
+        makes when it launches the attempt (short: a socket's path has about 100 bytes)."""
+        label = hashlib.sha256(job_id(run, action, attempt).encode()).hexdigest()[:12]
+        return self.sessions_dir / label
+
+    def origin_of_session(self, session_id: str) -> str:
+        """The session's own origin: the sessions' origin with its label for ``{id}``."""
+        return self.session_origin.replace("{id}", session_host_label(session_id))
+
     def live_log(self, run: str, action: str, number: int) -> Path:
         return log_path(self.logs_dir, run, action, number)
+
+
+def _private_root(path: Path) -> None:
+    """Make ``path`` a directory only this user can use (it may be in a shared /tmp: one that
+    somebody else made, or opened up, is refused)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise ConfigurationError(
+            f"{path} (for the IDE sockets of interactive sessions) is not a private directory "
+            "of this user: remove it, or set LOOM_SESSION_ROOT to another"
+        )
 
 
 _heap_frozen = False

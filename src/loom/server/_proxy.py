@@ -1,9 +1,15 @@
 """The session proxy: ``/sessions/<id>/...`` (HTTP and WebSocket) to an IDE's Unix socket.
 
-An interactive session is a shell with the task's credentials (DESIGN §7), so the proxy
-authenticates every request and every WebSocket upgrade before it does anything else: an API
-key (``Authorization: Bearer``) or the login cookie, never the runtime's key. A refused upgrade
-is closed before it is accepted, which the server turns into HTTP 403.
+It is served on the sessions' own listener, an origin apart from the UI and the API (see
+``_session_access``). An interactive session is a shell with the task's credentials (DESIGN
+§7), so the proxy authenticates every request and every WebSocket upgrade before it does
+anything else: an API key (``Authorization: Bearer``, never a runtime credential) or the
+session's own cookie, which ``/_loom/enter?ticket=`` sets for a one-time ticket; the UI's login
+cookie counts for nothing here. The caller must be a member of the run's project. Where each
+session has an origin of its own (``{id}`` in the sessions' origin), a request must come to
+that session's host. A refused upgrade is closed before it is accepted, which the server turns
+into HTTP 403. The proxy connects only to a socket in the directory the server made for the
+attempt (checked at registration), and never through a symbolic link.
 
 What it forwards (see ``reference/ide.md``):
 
@@ -14,7 +20,7 @@ What it forwards (see ``reference/ide.md``):
 - The browser's ``Host`` is kept and ``X-Forwarded-Host/Proto/Prefix/For`` are set: the IDEs
   compare a WebSocket's ``Origin`` with them and refuse a mismatch.
 - Hop-by-hop headers are dropped both ways, and so are the caller's ``Authorization`` and
-  ``loom_auth`` cookie: the IDE, and whatever runs in it, never sees loom credentials.
+  loom's cookies: the IDE, and whatever runs in it, never sees loom credentials.
 - Bodies stream both ways, unbuffered (downloads, event streams, long-polls).
 
 Every forwarded request and every WebSocket frame counts as activity of the session.
@@ -26,6 +32,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import stat
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING
 
@@ -37,6 +45,8 @@ from starlette.types import Message, Receive, Scope, Send
 from ._auth import COOKIE_NAME
 from ._authz import check_member, role_in
 from ._errors import AuthenticationError, NotFoundError, PermissionDeniedError, ServerError
+from ._keys import Principal
+from ._session_access import COOKIE_TTL_S, SESSION_COOKIE, session_host_label
 from ._sessions import Route
 
 if TYPE_CHECKING:
@@ -47,6 +57,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("loom.server")
 
 PREFIX = "/sessions"
+ENTER = "/_loom/enter"
 #: Per RFC 9110 §7.6.1, plus ``proxy-connection``, which some clients still send.
 _HOP_BY_HOP = frozenset(
     {
@@ -97,35 +108,124 @@ class SessionProxy:
                 await transport.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            await self._http(scope, receive, send)
+        if scope["type"] == "lifespan":  # served alone (tests): nothing to start, close at end
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await self.aclose()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        elif scope["type"] == "http":
+            if scope["path"] == ENTER:
+                await self._enter(scope, send)
+            elif session_path(scope):
+                await self._http(scope, receive, send)
+            else:
+                await _json(send, 404, "the sessions' origin serves /sessions/<id>/ only")
         elif scope["type"] == "websocket":
-            await self._websocket(scope, receive, send)
+            if session_path(scope):
+                await self._websocket(scope, receive, send)
+            else:
+                await receive()
+                await _deny(send, "no WebSocket here")
+
+    # -- the way in: a ticket for the session's cookie --------------------------------------
+
+    async def _enter(self, scope: Scope, send: Send) -> None:
+        query = dict(
+            part.split("=", 1) for part in scope["query_string"].decode().split("&") if "=" in part
+        )
+
+        def redeem() -> tuple[Route, Principal]:
+            ticket = self._plane.session_access.redeem(query.get("ticket", ""))
+            if ticket is None:
+                raise AuthenticationError(
+                    "this link into the session was used already or has expired: open the "
+                    "session again from the UI, or with `loom open RUN ACTION`"
+                )
+            if not self._on_own_host(scope, ticket.session_id):
+                raise NotFoundError(f"session {ticket.session_id!r} not found")
+            principal = self._plane.keys.principal_for_id(ticket.key_id)
+            if principal is None:
+                raise AuthenticationError("the API key that opened this link was deleted")
+            return self._route_for(principal, ticket.session_id), principal
+
+        try:
+            route, principal = await to_thread.run_sync(redeem)
+        except ServerError as e:
+            await _error(send, e)
+            return
+        cookie = self._plane.session_access.cookie(route.id, principal.key_id)
+        secure = "; Secure" if self._plane.origin_of_session(route.id).startswith("https:") else ""
+        attributes = f"Path={PREFIX}/{route.id}/; Max-Age={COOKIE_TTL_S}; HttpOnly; SameSite=Lax"
+        await _respond(
+            send,
+            303,
+            b"",
+            [
+                (b"location", f"{PREFIX}/{route.id}/".encode()),
+                (b"set-cookie", f"{SESSION_COOKIE}={cookie}; {attributes}{secure}".encode()),
+                (b"cache-control", b"no-store"),
+                (b"referrer-policy", b"no-referrer"),  # the ticket stays out of Referer
+            ],
+        )
 
     # -- shared ---------------------------------------------------------------------------
+
+    def _on_own_host(self, scope: Scope, session_id: str) -> bool:
+        """Whether the request came to the session's own host (always, where sessions share
+        one origin)."""
+        if "{id}" not in self._plane.session_origin:
+            return True
+        host = _headers(scope).get("host", "").lower()
+        return host.startswith(session_host_label(session_id) + ".")
+
+    def _route_for(self, principal: Principal, session_id: str) -> Route:
+        """The session's route, if ``principal`` may use it: a member of the run's project
+        (a session of a project the caller cannot see does not exist for it)."""
+        if principal.attempt is not None:
+            # a task's code must never reach an IDE, its own included: that is for people
+            raise PermissionDeniedError("a runtime credential cannot open sessions")
+        route = self._plane.sessions.route(session_id)
+        run = self._plane.scopes.run(route.run)
+        if role_in(principal, run.project) is None:
+            raise NotFoundError(f"session {session_id!r} not found")
+        check_member(principal, run.project, "open this session")
+        return route
+
+    def _principal(self, scope: Scope, session_id: str) -> Principal:
+        """The caller: an API key in ``Authorization``, or this session's own cookie."""
+        headers = _headers(scope)
+        scheme, _, credential = headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and credential.strip():
+            return self._plane.auth.bearer(credential.strip())
+        value = cookie_parser(headers.get("cookie", "")).get(SESSION_COOKIE)
+        key_id = None if not value else self._plane.session_access.check_cookie(value, session_id)
+        principal = None if key_id is None else self._plane.keys.principal_for_id(key_id)
+        if principal is None:
+            raise AuthenticationError(
+                "not signed in to this session: open it from the UI (the Open button) or with "
+                "`loom open RUN ACTION`, or send 'Authorization: Bearer <API key>'"
+            )
+        origin = headers.get("origin")
+        changes = scope["type"] == "websocket" or scope["method"] not in ("GET", "HEAD", "OPTIONS")
+        # the cookie rides only on the session's own pages: not another site's, nor (sharing
+        # one origin) another session's
+        if origin and changes and origin.rstrip("/") != self._plane.origin_of_session(session_id):
+            raise PermissionDeniedError(f"cross-origin request refused: {origin!r}")
+        return principal
 
     async def _admit(self, scope: Scope, session_id: str) -> Route:
         """Authenticate the caller, then find the session (in that order: who may not come
         in learns nothing about which sessions exist)."""
-        headers = _headers(scope)
-        cookies = cookie_parser(headers.get("cookie", ""))
-
-        websocket = scope["type"] == "websocket"
-        method = "GET" if websocket else scope["method"]
 
         def check() -> Route:
-            principal = self._plane.auth.authenticate(method, headers, cookies, websocket=websocket)
-            if principal.attempt is not None:
-                # a task's code must never reach an IDE, its own included: that is for people
-                raise PermissionDeniedError("a runtime credential cannot open sessions")
-            route = self._plane.sessions.route(session_id)
-            # opening a session is running code in the run's project: members only, and a
-            # session of a project the caller cannot see does not exist for it
-            scope = self._plane.scopes.run(route.run)
-            if role_in(principal, scope.project) is None:
+            principal = self._principal(scope, session_id)
+            if not self._on_own_host(scope, session_id):
                 raise NotFoundError(f"session {session_id!r} not found")
-            check_member(principal, scope.project, "open this session")
-            return route
+            return self._route_for(principal, session_id)
 
         try:
             return await to_thread.run_sync(check)
@@ -191,6 +291,7 @@ class SessionProxy:
             },
         )
         try:
+            _check_socket(route)
             response = await self._transport(route).handle_async_request(request)
         except _Disconnected:
             return
@@ -293,6 +394,7 @@ class SessionProxy:
             if name.decode("latin-1") not in _WS_HANDSHAKE | {"host", "user-agent"}
         ]
         try:
+            _check_socket(route)
             return await unix_connect(
                 route.socket,
                 uri,
@@ -362,6 +464,17 @@ class SessionProxy:
 
 class _Disconnected(Exception):
     """The caller went away while its request body was being forwarded."""
+
+
+def _check_socket(route: Route) -> None:
+    """Connect to the socket itself, never through a link: a link in the attempt's directory
+    could lead to another IDE's socket."""
+    try:
+        mode = os.lstat(route.socket).st_mode
+    except OSError as e:
+        raise ConnectionError(f"no socket at {route.socket}") from e
+    if not stat.S_ISSOCK(mode):
+        raise ConnectionError(f"{route.socket} is not a socket")
 
 
 def _raw_path(scope: Scope) -> str:
@@ -438,10 +551,13 @@ def _forward_headers(scope: Scope, route: Route) -> list[tuple[bytes, bytes]]:
     return out
 
 
+_LOOM_COOKIES = frozenset({COOKIE_NAME, SESSION_COOKIE})
+
+
 def _strip_cookie(header: str) -> str:
-    """A ``Cookie`` header without loom's login cookie."""
+    """A ``Cookie`` header without loom's cookies."""
     parts = [p.strip() for p in header.split(";")]
-    return "; ".join(p for p in parts if p and p.split("=", 1)[0].strip() != COOKIE_NAME)
+    return "; ".join(p for p in parts if p and p.split("=", 1)[0].strip() not in _LOOM_COOKIES)
 
 
 def _prefixed_location(value: bytes, session_id: str) -> bytes:

@@ -256,10 +256,14 @@ def session_url(session_id: str) -> str:
 
 
 def session_info(
-    row: InteractiveSession, run: str, action: str, activity: datetime | None = None
+    row: InteractiveSession,
+    run: str,
+    action: str,
+    activity: datetime | None = None,
+    origin: str = "",
 ) -> wire.SessionInfo:
-    """The wire view of a session; ``activity`` is newer activity not yet written to the row.
-    The IDE's token stays out of it."""
+    """The wire view of a session; ``activity`` is newer activity not yet written to the row,
+    ``origin`` the session's own origin. The IDE's token stays out of it."""
     last = row.last_activity_at
     if activity is not None and activity > last:
         last = activity
@@ -275,6 +279,7 @@ def session_info(
         kind=row.kind,  # type: ignore[arg-type]
         state=row.state,  # type: ignore[arg-type]
         url=session_url(row.id),
+        origin=origin,
         workspace=row.workspace,
         max_idle_seconds=row.max_idle_seconds,
         started_at=row.started_at,
@@ -311,6 +316,8 @@ class RunService:
         self.dispatch: Callable[[Effects], None] = lambda fx: None
         #: a session's activity newer than its row (the session service keeps it in memory)
         self.activity: Callable[[str], datetime | None] = lambda session_id: None
+        #: a session's own origin (the control plane knows where sessions are served)
+        self.session_origin: Callable[[str], str] = lambda session_id: ""
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -387,7 +394,9 @@ class RunService:
         )
         if row is None:
             return None
-        return session_info(row, run.name, action.name, self.activity(row.id))
+        return session_info(
+            row, run.name, action.name, self.activity(row.id), self.session_origin(row.id)
+        )
 
     @staticmethod
     def _close_sessions(
@@ -921,7 +930,13 @@ class RunService:
             latest[row.action_id] = row  # the newest wins
         names = {a.id: a.name for a in actions} if latest else {}
         sessions = {
-            action_id: session_info(row, run_name, names[action_id], self.activity(row.id))
+            action_id: session_info(
+                row,
+                run_name,
+                names[action_id],
+                self.activity(row.id),
+                self.session_origin(row.id),
+            )
             for action_id, row in latest.items()
         }
         return [

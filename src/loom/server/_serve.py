@@ -14,10 +14,11 @@ from types import FrameType
 import uvicorn
 
 from ..executors import Executor
-from ._app import create_app
+from ._app import ByListener, create_app, create_session_app
 from ._bootstrap import bootstrap_admin_key
 from ._errors import ConfigurationError
 from ._plane import ControlPlane
+from ._proxy import SessionProxy
 from ._settings import ServerSettings
 
 log = logging.getLogger("loom.server")
@@ -78,6 +79,15 @@ def serve(
     try:
         host, port = sock.getsockname()[:2]
         plane.endpoint = f"http://{settings.client_host(host)}:{port}"
+        # interactive sessions have a listener, and so an origin, of their own
+        session_sock = bind(settings.host, settings.session_bind_port())
+    except BaseException:
+        sock.close()
+        raise
+    sessions = create_session_app(plane)
+    try:
+        session_port = session_sock.getsockname()[1]
+        plane.session_origin = settings.session_origin(session_port, host)
         plane.prepare()
         message = bootstrap_admin_key(
             plane.db, plane.keys, settings.config_path, plane.endpoint, new_key=new_admin_key
@@ -85,20 +95,23 @@ def serve(
         if message:
             print(message, file=sys.stderr, flush=True)
         config = uvicorn.Config(
-            create_app(plane),
+            ByListener(create_app(plane), sessions, session_port),
             log_level="warning",
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=5,
             server_header=False,
         )
-        asyncio.run(_run(_Uvicorn(config, plane), sock, plane.endpoint))
+        asyncio.run(_run(_Uvicorn(config, plane), [sock, session_sock], sessions, plane.endpoint))
     finally:
         sock.close()
+        session_sock.close()
         plane.db.dispose()
 
 
-async def _run(server: _Uvicorn, sock: socket.socket, endpoint: str) -> None:
+async def _run(
+    server: _Uvicorn, socks: list[socket.socket], sessions: SessionProxy, endpoint: str
+) -> None:
     async def announce() -> None:
         while not server.started:
             if server.should_exit:
@@ -108,6 +121,7 @@ async def _run(server: _Uvicorn, sock: socket.socket, endpoint: str) -> None:
 
     announcer = asyncio.create_task(announce())
     try:
-        await server.serve(sockets=[sock])
+        await server.serve(sockets=socks)
     finally:
         announcer.cancel()
+        await sessions.aclose()

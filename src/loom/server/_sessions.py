@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from anyio import to_thread
@@ -90,9 +93,13 @@ class Request:
 class SessionService:
     """Registration, commands, resume requests, outcomes and activity of sessions."""
 
-    def __init__(self, db: Database, runs: RunService) -> None:
+    def __init__(
+        self, db: Database, runs: RunService, socket_dir: Callable[[str, str, int], Path]
+    ) -> None:
+        """``socket_dir``: the directory the server made for an attempt's IDE socket."""
         self._db = db
         self._runs = runs
+        self.socket_dir = socket_dir
         self._lock = threading.Lock()
         # activity not yet written to the rows; an entry goes once it has been written
         self._activity: dict[str, datetime] = {}
@@ -111,7 +118,9 @@ class SessionService:
         )
 
     def _info(self, row: InteractiveSession, run: Run, action: Action) -> wire.SessionInfo:
-        return session_info(row, run.name, action.name, self.activity(row.id))
+        return session_info(
+            row, run.name, action.name, self.activity(row.id), self._runs.session_origin(row.id)
+        )
 
     @staticmethod
     def _missing(run: str, action: str) -> NotFoundError:
@@ -148,6 +157,14 @@ class SessionService:
         """
         if not spec.socket.startswith("/"):
             raise BadRequestError(f"socket must be an absolute path, got {spec.socket!r}")
+        allowed = self.socket_dir(run_name, action_name, spec.attempt)
+        if os.path.dirname(os.path.normpath(spec.socket)) != str(allowed):
+            # the proxy connects only where the server said this attempt's IDE may listen
+            raise BadRequestError(
+                f"socket must be in the directory the server made for this attempt "
+                f"({allowed}, LOOM_SESSION_DIR in the action's environment), not "
+                f"{spec.socket!r}"
+            )
         if spec.max_idle_seconds is not None and spec.max_idle_seconds <= 0:
             raise BadRequestError(
                 "max_idle_seconds must be positive, or null for a session that never idles out"

@@ -21,15 +21,25 @@ variables, defaults.
                             ``PUT /data`` (default 10 GiB; a ``Dir`` counts as its archive)
 ``LOOM_HEARTBEAT_TIMEOUT``  seconds without a heartbeat after which a running attempt is
                             declared lost and its process killed (default 90)
+``LOOM_SESSION_PORT``       the port interactive sessions are served on, apart from the
+                            API and the UI (default: the API's port + 1; 0 picks a free one)
+``LOOM_SESSION_URL``        the sessions' public origin, where a browser reaches that port;
+                            ``{id}`` in it gives each session an origin of its own (default
+                            ``http://{id}.localhost:<session port>`` on loopback, else
+                            ``http://<host>:<session port>``); see ``docs/security.md``
+``LOOM_SESSION_ROOT``       where the attempts' IDE sockets go, a private directory each
+                            (default ``$TMPDIR/loom-<uid>-<digest of the data dir>``: short)
 ==========================  ==============================================================
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import shlex
 import sys
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -59,6 +69,13 @@ class ServerSettings:
     max_bundle_bytes: int = 1 << 30
     max_data_bytes: int = 10 << 30
     heartbeat_timeout_s: float = 90.0
+    #: the sessions' own listener (``None``: the API's port + 1, or a free one with port 0)
+    session_port: int | None = None
+    #: the sessions' public origin, ``{id}`` for the session's id (``None``: see the table)
+    session_url: str | None = None
+    #: where the attempts' IDE sockets go, a directory each: short, as a socket's path must
+    #: be (``None``: a private directory under the system's temporary one)
+    session_root: Path | None = None
     #: where `loom ide install` put code-server and JupyterLab; interactive actions use them
     ide_dir: Path | None = None
     #: the environment action processes start from: the server's own, without ``LOOM_*``
@@ -85,6 +102,11 @@ class ServerSettings:
             "max_bundle_bytes": _int(env, "LOOM_MAX_BUNDLE_BYTES", 1 << 30),
             "max_data_bytes": _int(env, "LOOM_MAX_DATA_BYTES", 10 << 30),
             "heartbeat_timeout_s": _float(env, "LOOM_HEARTBEAT_TIMEOUT", 90.0),
+            "session_port": (
+                _int(env, "LOOM_SESSION_PORT", 0) if env.get("LOOM_SESSION_PORT") else None
+            ),
+            "session_url": env.get("LOOM_SESSION_URL") or None,
+            "session_root": Path(v) if (v := env.get("LOOM_SESSION_ROOT")) else None,
             "runtime_command": tuple(
                 shlex.split(env["LOOM_RUNTIME_COMMAND"])
                 if env.get("LOOM_RUNTIME_COMMAND")
@@ -114,6 +136,16 @@ class ServerSettings:
             raise ConfigurationError(f"port must be between 0 and 65535, got {self.port}")
         if not self.heartbeat_timeout_s > 0:
             raise ConfigurationError("LOOM_HEARTBEAT_TIMEOUT must be more than 0 seconds")
+        if self.session_port is not None and not 0 <= self.session_port <= 65535:
+            raise ConfigurationError(
+                f"LOOM_SESSION_PORT must be between 0 and 65535, got {self.session_port}"
+            )
+        if self.session_url is not None and not self.session_url.startswith(
+            ("http://", "https://")
+        ):
+            raise ConfigurationError(
+                f"LOOM_SESSION_URL must be an http:// or https:// origin, got {self.session_url!r}"
+            )
         if not self.runtime_command:
             raise ConfigurationError("LOOM_RUNTIME_COMMAND must not be empty")
         if not self.allow_remote and not is_loopback(self.host):
@@ -122,6 +154,31 @@ class ServerSettings:
                 "machines. Use a loopback address (127.0.0.1, ::1, localhost), or pass "
                 "--allow-remote if that is what you want (put TLS in front of it)"
             )
+
+    def session_sockets_dir(self) -> Path:
+        """The root of the attempts' IDE socket directories (a socket's path has at most
+        about 100 bytes, which a data directory's may already take)."""
+        if self.session_root is not None:
+            return self.session_root
+        digest = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:8]
+        return Path(tempfile.gettempdir()) / f"loom-{os.getuid()}-{digest}"
+
+    def session_bind_port(self) -> int:
+        """The port to listen on for sessions."""
+        if self.session_port is not None:
+            return self.session_port
+        return self.port + 1 if self.port else 0
+
+    def session_origin(self, port: int, host: str | None = None) -> str:
+        """The sessions' public origin (maybe with ``{id}``), once the listener's ``port``
+        is known."""
+        if self.session_url:
+            return self.session_url.rstrip("/")
+        host = host or self.host
+        if is_loopback(host):
+            # a host per session: each IDE is its own origin, and none shares the UI's site
+            return f"http://{{id}}.localhost:{port}"
+        return f"http://{self.client_host(host)}:{port}"
 
     @property
     def heartbeat_interval_s(self) -> float:

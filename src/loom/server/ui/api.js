@@ -2,6 +2,20 @@
 
 export const API = "/api/v1";
 
+/**
+ * Who is signed in (`GET /whoami`, loaded with the shell): the UI offers only what the
+ * caller may do. The server decides all the same; this only spares a button that cannot work.
+ */
+export const caller = {
+  name: "",
+  admin: false,
+  projects: {},
+  /** Whether the caller may change runs of `project` (start, abort, debug, open sessions). */
+  canChange(project) {
+    return this.admin || this.projects[project] === "member";
+  },
+};
+
 export class ApiError extends Error {
   constructor(status, detail) {
     super(detail);

@@ -8,7 +8,7 @@
 //   /secrets                secrets (names and scopes; values go in, never come out)
 // Data comes from the JSON API under /api/v1 with the HTTP-only login cookie.
 
-import { api, ApiError, signIn } from "./api.js";
+import { api, ApiError, caller, signIn } from "./api.js";
 import { $, copyText, html, join, setHtml, toast } from "./dom.js";
 import { RunPage } from "./run.js";
 import { RunsPage } from "./runs.js";
@@ -45,7 +45,12 @@ async function loadShell() {
   // after the page's own first render: a fresh profile's first localStorage read is slow
   await new Promise((resolve) => (window.requestIdleCallback ? requestIdleCallback(resolve, { timeout: 500 }) : setTimeout(resolve, 0)));
   scope.load();
+  Object.assign(caller, { name: me.name, admin: me.admin, projects: me.projects || {} });
   setHtml($("#whoami"), html`Signed in as <strong>${me.name}</strong>${me.admin ? html` <span class="tag">admin</span>` : ""}`);
+  // keys and secrets are an admin's: the pages say so, the menu need not offer them
+  for (const link of document.querySelectorAll('#nav a[href="/keys"], #nav a[href="/secrets"]')) {
+    link.hidden = !me.admin;
+  }
   const projectSelect = $("#project");
   const domainSelect = $("#domain");
   const domains = projects.length ? projects[0].domains : ["development", "staging", "production"];

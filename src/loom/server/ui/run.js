@@ -1,7 +1,7 @@
 // The run page: the action tree (as a list and as a timeline) and one action in detail, its
 // error, session, inputs, outputs and live log. Everything updates from the run's events.
 
-import { api, ApiError, enc, followEvents } from "./api.js";
+import { api, ApiError, caller, enc, followEvents } from "./api.js";
 import {
   $,
   copyText,
@@ -242,7 +242,7 @@ export class RunPage {
         <h1 id="run-title">${r.name}</h1> ${phaseBadge(r.phase)}
         <div class="buttons">
           <button type="button" data-do="copy-rerun" title="Copy a loom run command that runs the root task again with the same inputs">Copy rerun command</button>
-          ${live ? html`<button type="button" class="danger" data-do="abort-run">Abort run</button>` : ""}
+          ${live && this.mayChange() ? html`<button type="button" class="danger" data-do="abort-run">Abort run</button>` : ""}
         </div>
       </div>
       <dl class="facts inline">
@@ -613,8 +613,9 @@ export class RunPage {
     const session = a.session;
     const interactive = a.phase === "INTERACTIVE" && session && !session.ended_at;
     const buttons = [];
-    if (!terminal && !interactive) buttons.push(html`<button type="button" class="danger" data-do="abort-action">Abort action</button>`);
-    if (terminal) {
+    const may = this.mayChange();
+    if (may && !terminal && !interactive) buttons.push(html`<button type="button" class="danger" data-do="abort-action">Abort action</button>`);
+    if (may && terminal) {
       buttons.push(html`<button type="button" data-do="debug" data-kind="vscode" title="Run this task again with the same inputs, in a VS Code session">Debug in VS Code</button>`);
       buttons.push(html`<button type="button" data-do="debug" data-kind="jupyter" title="Run this task again with the same inputs, in a JupyterLab session">Debug in Jupyter</button>`);
     }
@@ -664,6 +665,11 @@ export class RunPage {
     if (interactive) this.sessionTimer = setTimeout(() => this.selected === a.name && this.loadDetail(), SESSION_POLL_MS);
   }
 
+  /** Whether the caller may change this run (a viewer gets no buttons that would be refused). */
+  mayChange() {
+    return !caller.name || !this.run || caller.canChange(this.run.project);
+  }
+
   sessionBox(a, task) {
     const s = a.session;
     const kind = (s ? s.kind : task.interactive.kind) === "jupyter" ? "Jupyter" : "VS Code";
@@ -674,7 +680,6 @@ export class RunPage {
     }
     const open = !s.ended_at;
     const usable = open && a.phase === "INTERACTIVE" && s.state === "ready";
-    const href = s.kind === "jupyter" ? `${s.url}lab` : s.url;
     const idle = open && s.idle_deadline
       ? html`<p class="idle"><span id="idle-left" data-deadline="${Date.parse(s.idle_deadline)}"></span></p>`
       : open ? html`<p class="idle muted">No idle limit.</p>` : "";
@@ -682,8 +687,8 @@ export class RunPage {
       <h3 id="session-title">Interactive session · ${kind}</h3>
       <p>State: <strong class="session-state">${sessionState(s, a)}</strong>${s.end_reason ? html` — ${s.end_reason}` : ""}</p>
       ${idle}
-      ${open ? html`<div class="buttons">
-        ${usable ? html`<a class="button primary" href="${href}" target="_blank" rel="noopener" data-session-link>Open ${kind}<span class="sr-only"> (opens in a new tab)</span> <span aria-hidden="true">↗</span></a>` : ""}
+      ${open && this.mayChange() ? html`<div class="buttons">
+        ${usable ? html`<button type="button" class="primary" data-do="open-session" data-session-link>Open ${kind}<span class="sr-only"> (opens in a new tab)</span> <span aria-hidden="true">↗</span></button>` : ""}
         <button type="button" class="primary" data-do="resume" ${usable ? "" : "disabled"}>Resume</button>
         <button type="button" class="danger" data-do="abort-action">Abort</button>
       </div>
@@ -742,6 +747,23 @@ export class RunPage {
         this.navigate(`/runs/${enc(run.name)}`);
       } else if (what === "resume" && a) {
         await this.resume(a, button);
+      } else if (what === "open-session" && a) {
+        // sessions live on their own origin: a one-time link signs this browser in there.
+        // The tab opens now, while the click still counts (a pop-up blocker would stop a
+        // window opened after the request), and goes to the link once it is here.
+        const tab = window.open("about:blank", "_blank");
+        try {
+          const opened = await api(`${base}/actions/${enc(a.name)}/session/open`, { method: "POST" });
+          if (tab) {
+            tab.opener = null;
+            tab.location.href = opened.url;
+          } else {
+            window.location.href = opened.url;
+          }
+        } catch (e) {
+          if (tab) tab.close();
+          throw e;
+        }
       }
     } catch (e) {
       button.disabled = false;
