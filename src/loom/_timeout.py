@@ -16,7 +16,7 @@ def _seconds(value: float | timedelta | None, what: str) -> float | None:
         return None
     # duck-typed so that datetime need not be imported on the import path
     seconds = value.total_seconds() if hasattr(value, "total_seconds") else float(value)
-    if seconds < 0:
+    if not seconds >= 0:  # (NaN fails too)
         raise TaskDefinitionError(f"{what} must not be negative, got {value!r}")
     return seconds
 
@@ -48,7 +48,7 @@ class RetryStrategy:
     """Retry a failed attempt up to ``count`` more times.
 
     The wait before retry *n* (1-based) is ``backoff * backoff_factor**(n-1)`` seconds, capped
-    at ``max_backoff``.
+    at ``max_backoff`` (and at a day, ``loom.wire.MAX_RETRY_BACKOFF_S``).
     """
 
     count: int
@@ -59,6 +59,10 @@ class RetryStrategy:
     def __post_init__(self) -> None:
         if self.count < 0:
             raise TaskDefinitionError(f"retries must not be negative, got {self.count}")
+        if not 0 <= self.backoff_factor < float("inf"):  # (NaN fails too)
+            raise TaskDefinitionError(
+                f"backoff_factor must be a number from 0 up, got {self.backoff_factor!r}"
+            )
 
     @property
     def backoff_seconds(self) -> float:
@@ -69,10 +73,13 @@ class RetryStrategy:
         return _seconds(self.max_backoff, "max_backoff") or 0.0
 
     def delay(self, retry: int) -> float:
-        """Seconds to wait before retry number ``retry`` (1-based)."""
-        cap = self.max_backoff_seconds
-        growth = self.backoff_factor ** min(retry - 1, 64)  # bounded: the cap wins long before
-        return float(min(self.backoff_seconds * growth, cap))
+        """Seconds to wait before retry number ``retry`` (1-based): the rule remote runs
+        follow too."""
+        from .wire import retry_backoff_s  # (pydantic: not on `import loom`'s path)
+
+        return retry_backoff_s(
+            self.backoff_seconds, self.backoff_factor, self.max_backoff_seconds, retry
+        )
 
     @classmethod
     def coerce(cls, value: RetryStrategy | int | None) -> RetryStrategy:

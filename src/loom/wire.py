@@ -156,12 +156,14 @@ directory's name (one path component).
 
 from __future__ import annotations
 
+import math
 import secrets
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, GetCoreSchemaHandler
+from pydantic_core import CoreSchema
 
 API_VERSION = "v1"
 API_PREFIX = f"/api/{API_VERSION}"
@@ -224,8 +226,92 @@ Phase = Literal[
 TERMINAL_PHASES: frozenset[str] = frozenset({"SUCCEEDED", "FAILED", "ABORTED"})
 
 
+# -- what every model accepts: checked at the wire, before anything is stored -------------
+
+#: Longest names the server stores (its database columns): of projects and runs, of domains,
+#: of actions, and of everything else named (tasks, secrets, groups, variables, modules).
+MAX_PROJECT_NAME = 63
+MAX_DOMAIN_NAME = 32
+MAX_ACTION_NAME = 200
+MAX_NAME = 255
+#: Largest attempt number or request id (a 32-bit column), and event ``seq`` (64-bit).
+MAX_NUMBER = 2**31 - 1
+MAX_SEQ = 2**63 - 1
+#: What a string may hold: anything but NUL, which PostgreSQL cannot store in text and which
+#: no name, path or message needs. (Strings with a pattern of their own exclude it already.)
+NUL_FREE_PATTERN = r"^[^\x00]*$"
+_NOT_SCHEMAS = frozenset({"metadata", "serialization", "default", "expected", "config", "cls"})
+
+
+def _forbid_nul(schema: Any) -> None:
+    """Give every string of a core schema without a pattern :data:`NUL_FREE_PATTERN`: checked
+    by pydantic-core as it validates, so a large batch costs no Python per string."""
+    if isinstance(schema, list):
+        for item in schema:
+            _forbid_nul(item)
+    elif isinstance(schema, dict):
+        if schema.get("type") == "str" and "pattern" not in schema:
+            schema["pattern"] = NUL_FREE_PATTERN
+        for key, value in schema.items():
+            if key not in _NOT_SCHEMAS:
+                _forbid_nul(value)
+
+
+def _show_nul(value: Any) -> Any:
+    return value.replace("\x00", "\\x00") if isinstance(value, str) else value
+
+
+#: Text a task chose (an exception's message or traceback): a NUL in it is shown as ``\x00``
+#: rather than refused, so that a failure is always reported.
+ReportedText = Annotated[str, BeforeValidator(_show_nul)]
+
+#: The longest wait between attempts, whatever the policy says: it keeps the next attempt's
+#: time (and a local ``sleep``) representable.
+MAX_RETRY_BACKOFF_S = 24 * 3600.0
+_LOG_LARGEST_FLOAT = 700.0  # about log(1.8e308), with room for rounding
+
+
+def retry_backoff_s(
+    backoff_s: float, backoff_factor: float, max_backoff_s: float, failed_attempt: int
+) -> float:
+    """Seconds to wait before the attempt after ``failed_attempt`` (numbered from 1):
+    ``backoff_s * backoff_factor ** (failed_attempt - 1)``, at most ``max_backoff_s`` (and
+    :data:`MAX_RETRY_BACKOFF_S`). The one rule of local and remote retries; it never
+    overflows, whatever the policy (a thousand retries doubling from 0.1 s wait the cap)."""
+    cap = min(max_backoff_s, MAX_RETRY_BACKOFF_S)
+    if not (backoff_s > 0 and cap > 0):  # (NaN too)
+        return 0.0
+    exponent = max(failed_attempt - 1, 0)
+    factor = backoff_factor if backoff_factor > 0 else 0.0
+    if factor > 1:
+        # in log space: the power alone overflows a float (2.0 ** 1100) long after the cap wins
+        growth = exponent * math.log(factor)
+        log_delay = math.log(backoff_s) + growth
+        if log_delay >= math.log(cap):
+            return cap
+        if growth > _LOG_LARGEST_FLOAT:  # under the cap only with a backoff_s near 1e-300
+            return math.exp(log_delay)
+    return min(backoff_s * factor**exponent, cap)
+
+
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # no NaN or Infinity in any float field: JSON has neither, and PostgreSQL refuses them
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: type[BaseModel], handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        schema = handler(source)
+        _forbid_nul(schema)
+        return schema
+
+
+class ErrorBody(_Model):
+    """The body of an error response; but that of a request that does not match the schema
+    (422), whose ``detail`` is a list of ``{loc, msg, type}``."""
+
+    detail: str
 
 
 class Health(_Model):
@@ -291,8 +377,8 @@ class SecretCreate(_Model):
 
     key: str = Field(pattern=SECRET_KEY_PATTERN)
     value: str = Field(max_length=MAX_SECRET_BYTES, repr=False)
-    project: str | None = None
-    domain: str | None = None
+    project: str | None = Field(default=None, max_length=MAX_PROJECT_NAME)
+    domain: str | None = Field(default=None, max_length=MAX_DOMAIN_NAME)
     overwrite: bool = False
 
 
@@ -324,22 +410,24 @@ class DataInfo(_Model):
 
 
 class ResourceSpec(_Model):
-    cpu: float | None = None
-    memory_bytes: int | None = None
-    gpu: int | None = None
-    disk_bytes: int | None = None
+    cpu: float | None = Field(default=None, ge=0)
+    memory_bytes: int | None = Field(default=None, ge=0)
+    gpu: int | None = Field(default=None, ge=0)
+    disk_bytes: int | None = Field(default=None, ge=0)
 
 
 class RetrySpec(_Model):
-    count: int = 0
-    backoff_s: float = 0.1
-    backoff_factor: float = 2.0
-    max_backoff_s: float = 30.0
+    """Retry a failed attempt up to ``count`` times; see :func:`retry_backoff_s`."""
+
+    count: int = Field(default=0, ge=0)
+    backoff_s: float = Field(default=0.1, ge=0)
+    backoff_factor: float = Field(default=2.0, ge=0)
+    max_backoff_s: float = Field(default=30.0, ge=0)
 
 
 class SecretRef(_Model):
-    key: str
-    env_var: str | None = None
+    key: str = Field(max_length=MAX_NAME)
+    env_var: str | None = Field(default=None, max_length=MAX_NAME)
     mount: str | None = None
 
 
@@ -349,10 +437,10 @@ class CacheSpec(_Model):
 
 
 class ReuseSpec(_Model):
-    min_replicas: int = 1
-    max_replicas: int = 1
-    concurrency: int = 1
-    idle_ttl_s: float | None = None
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=1, ge=1)
+    concurrency: int = Field(default=1, ge=1)
+    idle_ttl_s: float | None = Field(default=None, ge=0)
 
 
 SessionKind = Literal["vscode", "jupyter"]
@@ -362,7 +450,7 @@ class InteractiveSpec(_Model):
     """How an action runs interactively: set by ``@vscode``/``@jupyter`` or ``--debug``."""
 
     kind: SessionKind = "vscode"
-    max_idle_seconds: float | None = 36000.0  # None: never time out
+    max_idle_seconds: float | None = Field(default=36000.0, ge=0)  # None: never time out
     run_task_first: bool = False
     notebook_dir: str | None = None
 
@@ -370,15 +458,15 @@ class InteractiveSpec(_Model):
 class TaskSpec(_Model):
     """What to run: a task found by module and attribute in the run's code bundle."""
 
-    module: str
-    attr: str
-    name: str  # the task's full name, "<environment>.<function>"
-    environment: str
+    module: str = Field(max_length=MAX_NAME)
+    attr: str = Field(max_length=MAX_NAME)
+    name: str = Field(max_length=MAX_NAME)  # the task's full name, "<environment>.<function>"
+    environment: str = Field(max_length=MAX_NAME)
     resources: ResourceSpec = ResourceSpec()
-    env_vars: dict[str, str] = {}
+    env_vars: dict[Annotated[str, Field(max_length=MAX_NAME)], str] = {}
     secrets: list[SecretRef] = []
     retries: RetrySpec = RetrySpec()
-    timeout_s: float | None = None
+    timeout_s: float | None = Field(default=None, ge=0)
     cache: CacheSpec | None = None
     reuse: ReuseSpec | None = None
     interactive: InteractiveSpec | None = None
@@ -389,8 +477,8 @@ class ActionCreate(_Model):
     crash attaches to the existing action instead of running it twice."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
-    parent: str | None = None
-    group: list[str] = []
+    parent: str | None = Field(default=None, max_length=MAX_ACTION_NAME)
+    group: list[Annotated[str, Field(max_length=MAX_NAME)]] = []
     task: TaskSpec
     inputs: dict[str, Any] = {}
 
@@ -420,21 +508,21 @@ def new_run_name() -> str:
 
 
 class RunCreate(_Model):
-    project: str = "default"
-    domain: str = "development"
+    project: str = Field(default="default", max_length=MAX_PROJECT_NAME)
+    domain: str = Field(default="development", max_length=MAX_DOMAIN_NAME)
     name: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     bundle: str  # digest of an uploaded code bundle
     root: ActionCreate
-    env_vars: dict[str, str] = {}
+    env_vars: dict[Annotated[str, Field(max_length=MAX_NAME)], str] = {}
     overwrite_cache: bool = False
 
 
 class ErrorInfo(_Model):
     """A failure, portable across processes; ``pickled`` restores the original exception."""
 
-    type: str  # qualified name, e.g. "ValueError" or "mypkg.errors.QuotaError"
-    message: str
-    traceback: str = ""
+    type: ReportedText  # qualified name, e.g. "ValueError" or "mypkg.errors.QuotaError"
+    message: ReportedText
+    traceback: ReportedText = ""
     kind: Literal["user", "system", "timeout", "worker_lost", "aborted"] = "user"
     pickled: str | None = None  # base64 cloudpickle of the exception, when it pickles
 
@@ -492,11 +580,11 @@ class SessionRegister(_Model):
     """
 
     id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{16,64}$")
-    attempt: int
+    attempt: int = Field(ge=0, le=MAX_NUMBER)
     kind: SessionKind
     socket: str  # the IDE's private Unix socket: the proxy's only way in
     token: str | None = Field(default=None, repr=False)  # Jupyter's; the proxy adds it
-    max_idle_seconds: float | None = None
+    max_idle_seconds: float | None = Field(default=None, ge=0)
     workspace: str  # where the session's files are, on the worker
 
 
@@ -540,13 +628,14 @@ class SessionResume(_Model):
 
 
 class ResumeOutcome(_Model):
-    id: int = 0
+    id: int = Field(default=0, ge=0, le=MAX_NUMBER)
     ok: bool
     error: ErrorInfo | None = None  # why the resumed code could not run (the session stays)
 
 
 class SessionEnded(_Model):
-    reason: str  # e.g. "resumed", "idle for 36000 s", "aborted", "the IDE exited with code 1"
+    # e.g. "resumed", "idle for 36000 s", "aborted", "the IDE exited with code 1"
+    reason: ReportedText
 
 
 class Login(_Model):
@@ -587,7 +676,7 @@ class ActionsWait(_Model):
 
     names: list[str] = Field(max_length=100_000)
     timeout: float = Field(default=25.0, ge=0)
-    after: int | None = None
+    after: int | None = Field(default=None, ge=0, le=MAX_SEQ)
 
 
 class ActionOutcome(_Model):
@@ -613,7 +702,7 @@ class AttemptRef(_Model):
 
     run: str
     action: str
-    attempt: int
+    attempt: int = Field(ge=0, le=MAX_NUMBER)
     credential: str | None = Field(default=None, repr=False)
 
 
@@ -622,7 +711,7 @@ class AttemptReport(_Model):
 
     run: str
     action: str
-    attempt: int
+    attempt: int = Field(ge=0, le=MAX_NUMBER)
     result: AttemptResult
     credential: str | None = Field(default=None, repr=False)  # as in ``AttemptRef``
 
@@ -703,7 +792,9 @@ class ActionDetail(_Model):
     task: TaskSpec
     inputs: ValueView
     outputs: ValueView | None = None  # once SUCCEEDED
-    rerun: str  # a `loom run --remote ...` command that runs the task again with these inputs
+    # a `loom run --remote ...` command that runs the task again with these inputs (a NUL in
+    # one, which no command line can hold, is shown as \x00)
+    rerun: ReportedText
     rerun_note: str = ""  # why the command is incomplete (e.g. a pickled input), if it is
     debug: str  # the `loom debug RUN ACTION` command (the interactive re-run)
 

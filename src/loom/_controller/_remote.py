@@ -78,9 +78,10 @@ def task_spec(task: TaskTemplate[Any, Any], encoded_inputs: Mapping[str, Any]) -
         secrets=[wire.SecretRef(key=s.key, env_var=s.env_var, mount=s.mount) for s in task.secrets],
         retries=wire.RetrySpec(
             count=retry.count,
-            backoff_s=retry.backoff_seconds,
+            # the rule caps both anyway; an infinite one (no cap) would not be JSON
+            backoff_s=min(retry.backoff_seconds, wire.MAX_RETRY_BACKOFF_S),
             backoff_factor=retry.backoff_factor,
-            max_backoff_s=retry.max_backoff_seconds,
+            max_backoff_s=min(retry.max_backoff_seconds, wire.MAX_RETRY_BACKOFF_S),
         ),
         timeout_s=None if task.timeout is None else task.timeout.runtime_seconds,
         cache=(

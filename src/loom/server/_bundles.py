@@ -2,12 +2,14 @@
 
 A bundle is checked at upload, before anything could extract it: it must be a gzip-compressed
 tar whose members all stay inside the archive's root (no absolute paths, no ``..``, no links
-pointing out, no device files), and whose SHA-256 is the digest it was uploaded under.
+pointing out, no device files), and whose SHA-256 is the digest it was uploaded under. Links
+are followed as the filesystem follows them once the archive is extracted (a link to a link,
+a ``..`` after a link, a member written through a linked directory), so no chain of links
+that each look harmless leads out either.
 """
 
 from __future__ import annotations
 
-import posixpath
 import tarfile
 import zlib
 from collections.abc import Iterator
@@ -36,9 +38,51 @@ def _unsafe_path(name: str) -> bool:
     return ".." in name.replace("\\", "/").split("/")
 
 
+#: Links followed in resolving one path before giving up, as Linux does (ELOOP).
+_MAX_LINK_HOPS = 40
+
+
+class _Links:
+    """The symbolic links of an archive as extraction makes them, by where they land (their
+    real path's components inside the root), to resolve paths as the filesystem would."""
+
+    def __init__(self) -> None:
+        self.targets: dict[tuple[str, ...], str] = {}
+
+    def resolve(self, path: tuple[str, ...]) -> tuple[str, ...] | None:
+        """The real path of ``path`` (components from the root), following every link on
+        the way and then into what they point to; ``None`` if it leaves the root or loops."""
+        real: list[str] = []
+        hops = 0
+        pending = list(reversed(path))
+        while pending:
+            part = pending.pop()
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if not real:
+                    return None  # above the root
+                real.pop()
+                continue
+            target = self.targets.get((*real, part))
+            if target is None:
+                real.append(part)
+                continue
+            hops += 1
+            if hops > _MAX_LINK_HOPS or target.startswith("/"):
+                return None
+            pending.extend(reversed(target.split("/")))  # from the link's own directory
+        return tuple(real)
+
+
+def _parts(name: str) -> tuple[str, ...]:
+    return tuple(p for p in name.split("/") if p not in ("", "."))
+
+
 def validate_bundle(path: Path, max_unpacked: int) -> None:
     """Raise :class:`BadRequestError` unless ``path`` is a safe gzip-compressed tar."""
     total = 0
+    links = _Links()
     try:
         with tarfile.open(path, mode="r:gz") as archive:
             for member in archive:
@@ -48,17 +92,26 @@ def validate_bundle(path: Path, max_unpacked: int) -> None:
                         f"bundle rejected: member {name!r} escapes the archive root (absolute "
                         "path or '..')"
                     )
+                parts = _parts(name)
+                directory = links.resolve(parts[:-1])
+                if directory is None:
+                    raise BadRequestError(
+                        f"bundle rejected: member {name!r} escapes the archive root through a "
+                        "linked directory"
+                    )
+                where = (*directory, *parts[-1:])
+                links.targets.pop(where, None)  # a later member replaces an earlier one
                 if member.issym():
                     target = member.linkname
-                    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
-                    if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
+                    links.targets[where] = target
+                    if not parts or links.resolve(where) is None:
                         raise BadRequestError(
                             f"bundle rejected: symlink {name!r} -> {target!r} points outside "
-                            "the archive root"
+                            "the archive root (or into a loop of links)"
                         )
                 elif member.islnk():
                     target = member.linkname
-                    if _unsafe_path(target):
+                    if not parts or _unsafe_path(target) or links.resolve(_parts(target)) is None:
                         raise BadRequestError(
                             f"bundle rejected: hard link {name!r} -> {target!r} points outside "
                             "the archive root"
@@ -73,6 +126,13 @@ def validate_bundle(path: Path, max_unpacked: int) -> None:
                     raise BadRequestError(
                         f"bundle rejected: it unpacks to more than {max_unpacked} bytes"
                     )
+        # a link may lead out only through a link that came later in the archive
+        for where, target in links.targets.items():
+            if links.resolve(where) is None:
+                raise BadRequestError(
+                    f"bundle rejected: symlink {'/'.join(where)!r} -> {target!r} points outside "
+                    "the archive root through the links the archive makes"
+                )
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
         raise BadRequestError(
             f"bundle rejected: not a gzip-compressed tar archive ({type(e).__name__}: {e})"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,7 +36,7 @@ class Database:
         if url.startswith("sqlite"):
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                _private_sqlite_file(Path(path))
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
             kwargs.update(pool_size=20, max_overflow=20)
         else:
@@ -92,6 +94,20 @@ def _current_revision(conn: Any) -> str | None:
     row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
     conn.rollback()  # leave no transaction open for Alembic to trip over
     return None if row is None else str(row[0])
+
+
+def _private_sqlite_file(path: Path) -> None:
+    """Make the SQLite database readable by the server's user only, new or not: it holds key
+    hashes, secrets (encrypted) and every run's metadata. SQLite gives its ``-wal`` and
+    ``-shm`` files the database file's mode, so those follow."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))  # (an empty file is a new db)
+        for file in (path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")):
+            if file.exists() and file.stat().st_mode & 0o077:
+                file.chmod(0o600)
+    except OSError as e:  # not ours to change: the operator chose it
+        logging.getLogger("loom.server").warning("cannot make %s private: %s", path, e)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

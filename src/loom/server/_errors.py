@@ -43,6 +43,12 @@ class ConflictError(ServerError):
     status_code = 409
 
 
+class UnprocessableError(ServerError):
+    """A value the wire models cannot check (inputs, outputs) is not valid JSON."""
+
+    status_code = 422
+
+
 class PayloadTooLargeError(ServerError):
     """Inputs, outputs or a bundle exceed a size limit."""
 

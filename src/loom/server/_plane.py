@@ -308,12 +308,17 @@ class ControlPlane:
         rest). Queued actions need nothing: the scheduler picks them up."""
         lost: list[RunningAttempt] = await to_thread.run_sync(self.runs.running_attempts)
         for attempt in lost:
-            if attempt.handle:
-                await self.executor.reclaim(attempt.handle)
-            key = await to_thread.run_sync(
-                self._keep_log, attempt.run, attempt.action, attempt.attempt
-            )
-            await to_thread.run_sync(self.runs.lose_attempt, attempt, key)
+            try:
+                if attempt.handle:
+                    await self.executor.reclaim(attempt.handle)
+                key = await to_thread.run_sync(
+                    self._keep_log, attempt.run, attempt.action, attempt.attempt
+                )
+                await to_thread.run_sync(self.runs.lose_attempt, attempt, key)
+            except Exception:  # one attempt must not keep the server from starting
+                log.exception(
+                    "cannot recover %s", job_id(attempt.run, attempt.action, attempt.attempt)
+                )
         if lost:
             log.warning("recovered %d attempt(s) lost in a restart", len(lost))
 
@@ -335,6 +340,9 @@ class ControlPlane:
                 continue
             try:
                 await self._vouch_for_queued()
+            except Exception:  # the sweep must go on: at worst a queued job counts as silent
+                log.exception("cannot beat for the attempts queued in the executor")
+            try:
                 lost = await to_thread.run_sync(self.runs.lose_silent, timeout)
             except Exception:  # the next look may well work
                 log.exception("cannot check the attempts' heartbeats")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -41,6 +42,7 @@ from ._errors import (
     NotFoundError,
     PayloadTooLargeError,
     ServerError,
+    UnprocessableError,
 )
 from ._models import (
     Action,
@@ -55,6 +57,8 @@ from ._models import (
 )
 from ._objects import ObjectStore
 from ._state import ROOT_ACTION, TERMINAL
+
+log = logging.getLogger("loom.server")
 
 _CLAIM_BATCH = 200  # queued actions looked at per query when claiming
 _IN_CHUNK = 500  # names per ``IN (...)`` list: well under every backend's parameter limit
@@ -198,8 +202,16 @@ Tx = _Tx
 
 
 def encode_value(value: Any, what: str) -> bytes:
-    """Compact JSON of inputs or outputs, refused with 413 over ``wire.MAX_INLINE_BYTES``."""
-    data = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact JSON of inputs or outputs, refused with 413 over ``wire.MAX_INLINE_BYTES``
+    and with 422 if it holds NaN or Infinity (which JSON has not)."""
+    try:
+        data = json.dumps(
+            value, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode()
+    except ValueError:
+        raise UnprocessableError(
+            f"{what} hold NaN or Infinity, which JSON cannot carry; send null or a string"
+        ) from None
     if len(data) > wire.MAX_INLINE_BYTES:
         raise PayloadTooLargeError(
             f"{what} are {len(data)} bytes of JSON, over the limit of "
@@ -1592,7 +1604,27 @@ class RunService:
 
     def processes_exited(self, exits: Sequence[ProcessExit]) -> list[ServerError | None]:
         """:meth:`process_exited` for many attempts in one transaction; each gets ``None``,
-        or the error (404) that one would have raised."""
+        or the error (404) that one would have raised. Should recording them together fail,
+        each is recorded alone: one that cannot be (its error logged and returned) must not
+        leave the others RUNNING."""
+        try:
+            return self._record_exits(exits)
+        except Exception:
+            if len(exits) == 1:
+                raise
+            log.exception("cannot record %d process exits together; one at a time", len(exits))
+        results: list[ServerError | None] = []
+        for exit in exits:
+            try:
+                results.extend(self._record_exits([exit]))
+            except Exception as e:
+                log.exception(
+                    "cannot record the exit of %s", job_id(exit.run, exit.action, exit.attempt)
+                )
+                results.append(ServerError(f"cannot record the process exit: {e}"))
+        return results
+
+    def _record_exits(self, exits: Sequence[ProcessExit]) -> list[ServerError | None]:
         results: list[ServerError | None] = [None] * len(exits)
         with self._tx() as tx:
             rows = self._attempt_rows(
@@ -1709,29 +1741,42 @@ class RunService:
         """Fail as lost every running attempt not heard from for ``timeout_s`` seconds (no
         heartbeat, nor start, nor launch since), and kill what is left of its process: it is
         stopped, hung, or cut off from the server. Its retry policy decides the rest. Returns
-        how many there were."""
+        how many there were.
+
+        Each is ended in a transaction of its own: one that cannot be (its error is logged)
+        must not keep the others running, nor stop the next sweep."""
         now = utcnow()
         heard = func.coalesce(Attempt.heartbeat_at, Attempt.runtime_started_at, Attempt.started_at)
-        with self._tx() as tx:
-            silent = tx.s.execute(
-                select(Run, Action, Attempt, heard)
-                .join(Action, Action.id == Attempt.action_id)
-                .join(Run, Run.id == Action.run_id)
-                .where(Attempt.phase == "RUNNING", heard < now - timedelta(seconds=timeout_s))
-                .order_by(Attempt.id)
-            ).all()
-            for run, action, attempt, last in silent:
-                silence = (now - last).total_seconds() if last is not None else timeout_s
-                error = wire.ErrorInfo(
-                    type="WorkerLostError",
-                    message=f"worker lost: no heartbeat from attempt {attempt.number} for "
-                    f"{silence:.0f} s (the limit is {timeout_s:g} s): its process was stopped, "
-                    "hung or cut off from the server, and was killed",
-                    kind="worker_lost",
-                )
-                tx.fx.cancel.append(job_id(run.name, action.name, attempt.number))
-                self._end_attempt(tx, run, action, attempt, error, log_key=None)
-        return len(silent)
+        silent = Attempt.phase == "RUNNING", heard < now - timedelta(seconds=timeout_s)
+        with self._db.read() as s:
+            ids = s.scalars(select(Attempt.id).where(*silent).order_by(Attempt.id)).all()
+        lost = 0
+        for attempt_id in ids:
+            try:
+                with self._tx() as tx:
+                    row = tx.s.execute(
+                        select(Run, Action, Attempt, heard)
+                        .join(Action, Action.id == Attempt.action_id)
+                        .join(Run, Run.id == Action.run_id)
+                        .where(Attempt.id == attempt_id, *silent)  # it may have beaten since
+                    ).first()
+                    if row is None:
+                        continue
+                    run, action, attempt, last = row
+                    silence = (now - last).total_seconds() if last is not None else timeout_s
+                    error = wire.ErrorInfo(
+                        type="WorkerLostError",
+                        message=f"worker lost: no heartbeat from attempt {attempt.number} for "
+                        f"{silence:.0f} s (the limit is {timeout_s:g} s): its process was "
+                        "stopped, hung or cut off from the server, and was killed",
+                        kind="worker_lost",
+                    )
+                    tx.fx.cancel.append(job_id(run.name, action.name, attempt.number))
+                    self._end_attempt(tx, run, action, attempt, error, log_key=None)
+                lost += 1
+            except Exception:
+                log.exception("cannot declare the silent attempt (row %d) lost", attempt_id)
+        return lost
 
     def lose_attempt(self, attempt: RunningAttempt, log_key: str | None) -> None:
         """The server restarted while ``attempt`` ran: it is lost (and retried per policy)."""

@@ -9,6 +9,7 @@ import signal
 import socket
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
@@ -51,6 +52,17 @@ class _Uvicorn(uvicorn.Server):
         self._plane.bus.stop()
 
 
+def make_private(data_dir: Path) -> None:
+    """Create the data directory, or take an existing one, for the server's user alone: it
+    holds the database, the secrets' key, the login secret, logs and every value."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if data_dir.stat().st_mode & 0o077:
+            data_dir.chmod(0o700)
+    except OSError as e:
+        raise ConfigurationError(f"cannot make the data directory {data_dir} private: {e}") from e
+
+
 def bind(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``host:port`` (port 0 picks a free one)."""
     try:
@@ -74,6 +86,7 @@ def serve(
 
     Raises :class:`ConfigurationError` for settings it cannot start with.
     """
+    make_private(settings.data_dir)
     plane = ControlPlane(settings, executor=executor)
     sock = bind(settings.host, settings.port)
     try:

@@ -61,9 +61,11 @@ def may_retry(error: wire.ErrorInfo, attempts_used: int, retries: wire.RetrySpec
 
 
 def backoff_s(retries: wire.RetrySpec, failed_attempt: int) -> float:
-    """Seconds to wait before the attempt after ``failed_attempt`` (numbered from 1)."""
-    delay = retries.backoff_s * retries.backoff_factor ** (failed_attempt - 1)
-    return max(0.0, min(delay, retries.max_backoff_s))
+    """Seconds to wait before the attempt after ``failed_attempt`` (numbered from 1), by the
+    rule local runs follow too (:func:`loom.wire.retry_backoff_s`)."""
+    return wire.retry_backoff_s(
+        retries.backoff_s, retries.backoff_factor, retries.max_backoff_s, failed_attempt
+    )
 
 
 def _size(n: float) -> str:
