@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import TypeAdapter
 
@@ -62,6 +63,8 @@ from ._plane import ControlPlane
 from ._proxy import ENTER
 from ._session_access import TICKET_TTL_S
 
+#: An attempt's number in a path: a 32-bit column.
+AttemptNumber = Annotated[int, PathParam(ge=1, le=wire.MAX_NUMBER)]
 _MAX_WAIT_S = 30.0
 _KEEPALIVE_S = 15.0
 _STREAM_PACE_S = 0.2
@@ -514,20 +517,24 @@ async def wait_action(
 
 
 @router.post("/runs/{run}/actions/{action}/attempts/{n}/started")
-def attempt_started(run: str, action: str, n: int, p: Plane, _: AttemptRuntime) -> wire.ActionInfo:
+def attempt_started(
+    run: str, action: str, n: AttemptNumber, p: Plane, _: AttemptRuntime
+) -> wire.ActionInfo:
     """The runtime of attempt ``n`` is up (409 if that attempt is stale or over)."""
     return p.runs.attempt_started(run, action, n)
 
 
 @router.post("/runs/{run}/actions/{action}/attempts/{n}/heartbeat", status_code=204)
-def attempt_heartbeat(run: str, action: str, n: int, p: Plane, _: AttemptRuntime) -> Response:
+def attempt_heartbeat(
+    run: str, action: str, n: AttemptNumber, p: Plane, _: AttemptRuntime
+) -> Response:
     p.runs.attempt_heartbeat(run, action, n)
     return Response(status_code=204)
 
 
 @router.post("/runs/{run}/actions/{action}/attempts/{n}/finished")
 def attempt_finished(
-    run: str, action: str, n: int, result: wire.AttemptResult, p: Plane, _: AttemptRuntime
+    run: str, action: str, n: AttemptNumber, result: wire.AttemptResult, p: Plane, _: AttemptRuntime
 ) -> wire.ActionInfo:
     """The runtime's result for attempt ``n``. A repeat of an accepted report is ignored;
     a report for a stale attempt, or one the server already ended, gets 409."""
@@ -544,7 +551,7 @@ async def get_logs(
     action: str,
     p: Plane,
     _: RunViewer,
-    attempt: Annotated[int | None, Query(ge=1)] = None,
+    attempt: Annotated[int | None, Query(ge=1, le=wire.MAX_NUMBER)] = None,
     follow: bool = False,
 ) -> StreamingResponse:
     """An attempt's output (default: the latest attempt); ``follow`` streams it until the
@@ -622,8 +629,8 @@ async def events(
     p: Plane,
     caller: Any_,
     run: str | None = None,
-    after: Annotated[int | None, Query(ge=0)] = None,
-    last_event_id: Annotated[str | None, Header()] = None,
+    after: Annotated[int | None, Query(ge=0, le=wire.MAX_SEQ)] = None,
+    last_event_id: Annotated[str | None, Header(max_length=19)] = None,
 ) -> StreamingResponse:
     """Server-sent events, one ``wire.Event`` per ``data:`` line, ``id:`` = its ``seq``.
 
@@ -637,7 +644,7 @@ async def events(
         run = caller.attempt.run  # a runtime follows its own run only
     start = after
     if start is None and last_event_id and last_event_id.isdigit():
-        start = int(last_event_id)
+        start = min(int(last_event_id), wire.MAX_SEQ)
     if start is None:
         start = 0 if run is not None else await to_thread.run_sync(p.runs.last_event_seq)
     return StreamingResponse(

@@ -49,7 +49,7 @@ def run_page(
     phase: str | None = None,
     task: str | None = None,
     q: Annotated[str | None, Query(max_length=200)] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=wire.MAX_SEQ)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> wire.RunPage:
     """A page of the runs the caller may see, newest first; ``q`` matches part of the run's

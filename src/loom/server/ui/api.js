@@ -7,6 +7,7 @@ export const API = "/api/v1";
  * caller may do. The server decides all the same; this only spares a button that cannot work.
  */
 export const caller = {
+  loaded: false,
   name: "",
   admin: false,
   projects: {},

@@ -45,7 +45,9 @@ async function loadShell() {
   // after the page's own first render: a fresh profile's first localStorage read is slow
   await new Promise((resolve) => (window.requestIdleCallback ? requestIdleCallback(resolve, { timeout: 500 }) : setTimeout(resolve, 0)));
   scope.load();
-  Object.assign(caller, { name: me.name, admin: me.admin, projects: me.projects || {} });
+  Object.assign(caller, { loaded: true, name: me.name, admin: me.admin, projects: me.projects || {} });
+  // the page loaded beside the header: it offers its buttons now that it knows who may
+  if (current && current.callerLoaded) current.callerLoaded();
   setHtml($("#whoami"), html`Signed in as <strong>${me.name}</strong>${me.admin ? html` <span class="tag">admin</span>` : ""}`);
   // keys and secrets are an admin's: the pages say so, the menu need not offer them
   for (const link of document.querySelectorAll('#nav a[href="/keys"], #nav a[href="/secrets"]')) {

@@ -665,9 +665,16 @@ export class RunPage {
     if (interactive) this.sessionTimer = setTimeout(() => this.selected === a.name && this.loadDetail(), SESSION_POLL_MS);
   }
 
-  /** Whether the caller may change this run (a viewer gets no buttons that would be refused). */
+  /** Whether the caller may change this run (a viewer gets no buttons that would be refused;
+   * none until the header knows who is signed in: see callerLoaded). */
   mayChange() {
-    return !caller.name || !this.run || caller.canChange(this.run.project);
+    return caller.loaded && !!this.run && caller.canChange(this.run.project);
+  }
+
+  /** The header learned who is signed in: offer the buttons this caller may use. */
+  callerLoaded() {
+    if (this.run) this.renderHead();
+    if (this.detail) this.renderDetail();
   }
 
   sessionBox(a, task) {
