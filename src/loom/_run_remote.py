@@ -99,7 +99,7 @@ async def submit(
     decorated with ``@vscode``/``@jupyter``."""
     client = client_for(settings)  # fail fast, before packaging anything
     # File/Dir inputs are uploaded to the server's object store (below, once per content)
-    data = remote_store(client.endpoint, settings.api_key, settings.home)
+    data = remote_store(client.endpoint, settings.api_key, settings.home, settings.project)
     encoded = task.interface.encode_inputs(task.interface.bind(args, inputs), data)
     root_dir, _, _ = task_location(task)
     bundle = make_bundle(root_dir)

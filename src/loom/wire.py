@@ -37,13 +37,15 @@ model follows the arrow):
   → 200 if stored, 404 if not
 - ``GET  /bundles/{digest}``
   → the tar.gz bytes
-- ``PUT  /data/{digest}`` (body: the bytes; ``digest``: ``sha256:<hex>`` or ``<hex>`` of them)
-  → ``DataInfo`` (idempotent per digest; 400 if the body's SHA-256 differs, 413 over the
+- ``PUT  /data/{digest}?project=`` (body: the bytes; ``digest``: ``sha256:<hex>`` or
+  ``<hex>`` of them)
+  → ``DataInfo`` (a member of ``project``, default ``default``; a runtime's upload goes to
+  its run's project; idempotent per digest; 400 if the body's SHA-256 differs, 413 over the
   server's ``LOOM_MAX_DATA_BYTES``)
-- ``HEAD /data/{digest}``
-  → 200 if stored, 404 if not
+- ``HEAD /data/{digest}?project=``
+  → 200 if ``project`` has it, 404 if not (upload it)
 - ``GET  /data/{digest}``
-  → the bytes, streamed (404 if not stored)
+  → the bytes, streamed, for a caller with a role in a project that has them (404 if none)
 - ``POST /runs`` ``RunCreate``
   → ``RunInfo``
 - ``GET  /runs?project=&domain=&phase=&task=&limit=``

@@ -59,9 +59,11 @@ def counts(monkeypatch: pytest.MonkeyPatch) -> Counts:
     seen = Counts()
     upload, download = Client.upload_data, Client.download_data
 
-    async def counted_upload(self: Client, digest: str, source: Any) -> wire.DataInfo:
+    async def counted_upload(
+        self: Client, digest: str, source: Any, project: str | None = None
+    ) -> wire.DataInfo:
         seen.uploads.append(digest)
-        return await upload(self, digest, source)
+        return await upload(self, digest, source, project)
 
     async def counted_download(self: Client, digest: str, target: Path) -> int:
         seen.downloads.append(digest)

@@ -51,6 +51,9 @@ ALLOWED: dict[Policy, set[str]] = {
     Policy.ITEM_RUNTIME: {"own-attempt", "other-attempt", "admin"},  # items: see below
     # who may see a run of the bundle: both runs use the same code
     Policy.BUNDLE_READER: {"viewer-p", "member-p", "own-attempt", "other-attempt", "admin"},
+    # data uploaded in p: its members upload, who has a role there (or runs there) reads
+    Policy.DATA_WRITER: {"member-p", "own-attempt", "other-attempt", "admin"},
+    Policy.DATA_READER: {"viewer-p", "member-p", "own-attempt", "other-attempt", "admin"},
 }
 
 
@@ -151,9 +154,11 @@ CASES: dict[tuple[str, str], Case] = {
     ),
     ("HEAD", f"{P}/bundles/{{digest}}"): Case(Policy.MEMBER_SOMEWHERE),
     ("GET", f"{P}/bundles/{{digest}}"): Case(Policy.BUNDLE_READER),
-    ("PUT", f"{P}/data/{{digest}}"): Case(Policy.MEMBER_SOMEWHERE, content=lambda api, w: b"hello"),
-    ("HEAD", f"{P}/data/{{digest}}"): Case(Policy.MEMBER_SOMEWHERE),
-    ("GET", f"{P}/data/{{digest}}"): Case(Policy.ANY),
+    ("PUT", f"{P}/data/{{digest}}"): Case(
+        Policy.DATA_WRITER, params={"project": "p"}, content=lambda api, w: b"hello"
+    ),
+    ("HEAD", f"{P}/data/{{digest}}"): Case(Policy.DATA_WRITER, params={"project": "p"}),
+    ("GET", f"{P}/data/{{digest}}"): Case(Policy.DATA_READER),
     ("POST", f"{P}/runs"): Case(
         Policy.SIGNED_IN,
         body=lambda api, w: run_create(api.bundle, project="p"),
@@ -349,7 +354,8 @@ def test_the_matrix(api: Api) -> None:
     keys = _setup(api)
     shared = make_world(api, keys)
     digest = "sha256:" + __import__("hashlib").sha256(b"hello").hexdigest()
-    assert api.client.put(f"/api/v1/data/{digest}", content=b"hello").status_code == 200
+    r = api.client.put(f"/api/v1/data/{digest}", params={"project": "p"}, content=b"hello")
+    assert r.status_code == 200, r.text
     shared.data = digest
     wrong: list[str] = []
     for method, path, declared in routes(api):
@@ -366,7 +372,8 @@ def test_the_matrix(api: Api) -> None:
             hidden = status == 404 and (
                 f"run {world.run!r} not found" in text
                 or "project 'p' not found" in text
-                or policy == Policy.BUNDLE_READER
+                or policy in (Policy.BUNDLE_READER, Policy.DATA_READER)
+                or (policy == Policy.DATA_WRITER and method == "HEAD")  # (no body to tell)
             )
             let_in = status not in (401, 403) and not hidden
             allowed = ALLOWED[policy] if case.allowed is None else case.allowed

@@ -179,3 +179,36 @@ def test_the_ui_serves_referenced_data_from_the_object_store_and_nothing_else(ap
     r = api.client.get(url, params={"of": "outputs", "path": file_ref})
     assert r.status_code == 200 and r.content == content
     assert api.anon.get(url, params={"of": "outputs", "path": file_ref}).status_code == 401
+
+
+def test_data_belongs_to_the_projects_it_was_uploaded_in(api: Api) -> None:
+    for project in ("a", "b"):
+        assert api.client.post("/api/v1/projects", json={"name": project}).status_code == 201
+    keys = {}
+    for name, grants in (("in-a", {"a": "member"}), ("in-b", {"b": "member"})):
+        r = api.client.post("/api/v1/api-keys", json={"name": name, "projects": grants})
+        keys[name] = {"Authorization": f"Bearer {r.json()['key']}"}
+    secret = b"project a's data"
+    url = f"/api/v1/data/{digest_of(secret)}"
+    r = api.anon.put(url, params={"project": "a"}, content=secret, headers=keys["in-a"])
+    assert r.status_code == 200, r.text
+    assert api.anon.get(url, headers=keys["in-a"]).content == secret
+    # knowing the digest is not enough: b has no such data, and cannot upload into a
+    assert api.anon.get(url, headers=keys["in-b"]).status_code == 404
+    assert api.anon.head(url, params={"project": "b"}, headers=keys["in-b"]).status_code == 404
+    r = api.anon.put(url, params={"project": "a"}, content=secret, headers=keys["in-b"])
+    assert r.status_code == 404
+    # nor does naming it in a run of b's serve it through the UI
+    run = api.create_run(
+        project="b",
+        inputs={"f": {"__loom__": "file", "path": f"loom://data/{digest_of(secret)}/x"}},
+    )["name"]
+    files = f"/api/v1/runs/{run}/actions/a0/files"
+    path = f"loom://data/{digest_of(secret)}/x"
+    r = api.client.get(files, params={"of": "inputs", "path": path})
+    assert r.status_code == 404 and "not found in this run's project" in r.json()["detail"]
+    # b's own copy of the same bytes is b's to read
+    r = api.anon.put(url, params={"project": "b"}, content=secret, headers=keys["in-b"])
+    assert r.status_code == 200
+    assert api.anon.get(url, headers=keys["in-b"]).content == secret
+    assert api.client.get(files, params={"of": "inputs", "path": path}).content == secret

@@ -229,9 +229,13 @@ class RemoteBlobStore:
     Thread-safe: sync tasks encode their children's inputs in worker threads.
     """
 
-    def __init__(self, endpoint: str, api_key: str | None, home: Path) -> None:
+    def __init__(
+        self, endpoint: str, api_key: str | None, home: Path, project: str | None = None
+    ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self._api_key = api_key
+        #: the project uploads are for (``None``: the server's choice, an attempt's own)
+        self.project = project
         self.root = home / "data"
         self._lock = threading.Lock()
         self._pending: dict[str, _Upload] = {}
@@ -352,9 +356,10 @@ class RemoteBlobStore:
         assert source is not None
         try:
             if isinstance(source, bytes) and len(source) < _SMALL:
-                await client.upload_data(digest, source)  # cheaper than asking first
-            elif not await client.has_data(digest):
-                await client.upload_data(digest, source)
+                # cheaper than asking first
+                await client.upload_data(digest, source, self.project)
+            elif not await client.has_data(digest, self.project):
+                await client.upload_data(digest, source, self.project)
         except asyncio.CancelledError:
             self._settle(digest, upload, requeue=True)
             raise
@@ -491,7 +496,7 @@ class RemoteBlobStore:
         from ..remote import Client
 
         async with Client(self.endpoint, self._api_key) as client:
-            return await client.has_data(digest)
+            return await client.has_data(digest, self.project)
 
 
 def _rename(source: Path, target: Path) -> None:
@@ -504,16 +509,19 @@ def _rename(source: Path, target: Path) -> None:
 
 # -- the process's stores ---------------------------------------------------------------------
 
-_stores: dict[tuple[str, str | None, Path], RemoteBlobStore] = {}
+_stores: dict[tuple[str, str | None, Path, str | None], RemoteBlobStore] = {}
 _current: RemoteBlobStore | None = None
 _registry_lock = threading.Lock()
 
 
-def remote_store(endpoint: str, api_key: str | None, home: Path) -> RemoteBlobStore:
-    """The process's store for one server and home, made once. It becomes the one that
-    references decoded in this process download through (a process talks to one server)."""
+def remote_store(
+    endpoint: str, api_key: str | None, home: Path, project: str | None = None
+) -> RemoteBlobStore:
+    """The process's store for one server, key, home and project (what uploads are for; a
+    runtime's credential has its own), made once. It becomes the one that references decoded
+    in this process download through (a process talks to one server)."""
     global _current
-    key = (endpoint.rstrip("/"), api_key, home)
+    key = (endpoint.rstrip("/"), api_key, home, project)
     with _registry_lock:
         store = _stores.get(key)
         if store is None:

@@ -197,21 +197,26 @@ class Client:
 
     # -- data (what File, Dir and DataFrame values refer to) ----------------------------------
 
-    async def has_data(self, digest: str) -> bool:
+    async def has_data(self, digest: str, project: str | None = None) -> bool:
+        """Whether ``project`` (an attempt's: its own) has the data stored under ``digest``."""
         try:
-            await self._request("HEAD", f"/data/{digest}")
+            await self._request("HEAD", f"/data/{digest}", params=_clean({"project": project}))
         except NotFoundError:
             return False
         return True
 
-    async def upload_data(self, digest: str, source: bytes | Path) -> wire.DataInfo:
-        """Store ``source`` (bytes, or a file streamed from disk) under its sha256 ``digest``."""
+    async def upload_data(
+        self, digest: str, source: bytes | Path, project: str | None = None
+    ) -> wire.DataInfo:
+        """Store ``source`` (bytes, or a file streamed from disk) under its sha256 ``digest``,
+        for ``project`` (default: the server's ``default``; an attempt's: its own)."""
         # a file is streamed, without a Content-Length: the server enforces its data limit
         # while it reads, and the limit on JSON bodies it checks up front is not this one
         content = source if isinstance(source, bytes) else _file_chunks(source)
         response = await self._request(
             "PUT",
             f"/data/{digest}",
+            params=_clean({"project": project}),
             content=content,
             headers={"Content-Type": "application/octet-stream"},
             timeout=httpx.Timeout(self._timeout, write=None, read=None),

@@ -35,6 +35,8 @@ from ._authz import (
     Any_,
     AttemptRuntime,
     BundleReader,
+    DataProject,
+    DataReader,
     ItemRuntime,
     MemberSomewhere,
     Plane,
@@ -236,9 +238,10 @@ def get_bundle(digest: str, p: Plane, _: BundleReader) -> Response:
 
 
 @router.put("/data/{digest}")
-async def put_data(digest: str, request: Request, p: Plane, _: MemberSomewhere) -> wire.DataInfo:
+async def put_data(digest: str, request: Request, p: Plane, project: DataProject) -> wire.DataInfo:
     """Upload the content of a ``File``, ``Dir`` (its .tar.gz) or ``DataFrame`` (Parquet)
-    that a remote value refers to; idempotent per digest, checked against the body."""
+    that a remote value refers to, for ``project`` (a runtime's: its run's), whose keys and
+    runtimes may then read it; idempotent per digest, checked against the body."""
     normalize_data_digest(digest)  # a malformed digest is refused before the body is read
     limit = p.data.max_bytes
     too_big = (
@@ -246,18 +249,23 @@ async def put_data(digest: str, request: Request, p: Plane, _: MemberSomewhere) 
         "it into several files, or raise the limit"
     )
     async with _received(request, p, limit, too_big) as (path, size, sha):
-        return await to_thread.run_sync(p.data.put, digest, path, size, sha)
+        info = await to_thread.run_sync(p.data.put, digest, path, size, sha)
+    await to_thread.run_sync(p.data.grant, digest, project)
+    return info
 
 
 @router.head("/data/{digest}")
-def head_data(digest: str, p: Plane, _: MemberSomewhere) -> Response:
+def head_data(digest: str, p: Plane, project: DataProject) -> Response:
+    """Whether ``project`` has the data (404: upload it, even if another project has)."""
+    if not p.data.readable(digest, frozenset({project})):
+        raise NotFoundError(f"data {digest} not found in project {project!r}")
     size = p.data.size(digest)
     return Response(headers={} if size is None else {"Content-Length": str(size)})
 
 
 @router.get("/data/{digest}", response_class=Response)
-def get_data(digest: str, p: Plane, _: Any_) -> Response:
-    """Stored data by its SHA-256: the digest is the capability (content-addressed)."""
+def get_data(digest: str, p: Plane, _: DataReader) -> Response:
+    """Stored data, for a caller with a role in a project it was uploaded in."""
     local, chunks = p.data.source(digest)
     if local is not None:
         return FileResponse(local, media_type="application/octet-stream")

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
 from .. import wire
@@ -52,6 +52,8 @@ class Policy(StrEnum):
     ATTEMPT_RUNTIME = "attempt-runtime"  # exactly that attempt (or admin)
     ITEM_RUNTIME = "item-runtime"  # each item of a batch by its own attempt (or admin)
     BUNDLE_READER = "bundle-reader"  # who may see a run of that code bundle
+    DATA_WRITER = "data-writer"  # a member of the ``project`` named (an attempt: its own)
+    DATA_READER = "data-reader"  # who has a role in a project the data was uploaded in
 
 
 _bearer = HTTPBearer(
@@ -320,6 +322,28 @@ def bundle_reader(digest: str, caller: Caller, p: Plane) -> Principal:
     raise NotFoundError(f"bundle {digest!r} not found")
 
 
+@_policy(Policy.DATA_WRITER)
+def data_project(
+    caller: Caller,
+    project: Annotated[str | None, Query(max_length=wire.MAX_PROJECT_NAME)] = None,
+) -> str:
+    """The project an upload goes to (and may then read it): an attempt's own, whatever it
+    names; else the ``project`` named (default ``default``), of which the caller must be a
+    member."""
+    if caller.attempt is not None:
+        return caller.attempt.project
+    name = project or "default"
+    check_project_member(caller, name, f"upload data to project {name!r}")
+    return name
+
+
+@_policy(Policy.DATA_READER)
+def data_reader(digest: str, caller: Caller, p: Plane) -> Principal:
+    if not p.data.readable(digest, visible_projects(caller)):
+        raise NotFoundError(f"data {digest} not found")
+    return caller
+
+
 Any_ = Annotated[Principal, Depends(any_caller)]
 SignedIn = Annotated[Principal, Depends(signed_in)]
 Admin = Annotated[Principal, Depends(admin)]
@@ -333,3 +357,5 @@ ActionSecrets = Annotated[Principal, Depends(action_secrets)]
 AttemptRuntime = Annotated[Principal, Depends(attempt_runtime)]
 ItemRuntime = Annotated[Principal, Depends(item_runtime)]
 BundleReader = Annotated[Principal, Depends(bundle_reader)]
+DataProject = Annotated[str, Depends(data_project)]
+DataReader = Annotated[Principal, Depends(data_reader)]

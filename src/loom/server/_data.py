@@ -1,9 +1,11 @@
 """Data: the content-addressed objects that remote ``File``, ``Dir`` and ``DataFrame`` values
 refer to (``loom://data/<sha256>/<name>``, see :mod:`loom.wire`).
 
-An object is stored once per content under ``data/<sha256>`` in the object store. The key is
-the digest, so there is no database row: existence is the object's. The server never unpacks
-an object; the SDK that downloads a ``Dir``'s archive extracts it safely.
+An object is stored once per content under ``data/<sha256>`` in the object store. Which
+projects may read it is in the database (``data_objects``): a project gets an object when it
+is uploaded in that project (by a member, or by a runtime of one of its runs), and reads only
+what it got, whoever else stored the same bytes. The server never unpacks an object; the SDK
+that downloads a ``Dir``'s archive extracts it safely.
 """
 
 from __future__ import annotations
@@ -12,8 +14,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
 from .. import wire
+from ._db import Database
 from ._errors import BadRequestError, NotFoundError
+from ._models import DataObject, Project, utcnow
 from ._objects import ObjectStore
 
 _HEX = frozenset("0123456789abcdef")
@@ -60,9 +67,41 @@ def parse_data_uri(uri: str) -> DataRef | None:
 class DataService:
     """Stores data objects in the object store, verified against their digest."""
 
-    def __init__(self, store: ObjectStore, max_bytes: int) -> None:
+    def __init__(self, store: ObjectStore, max_bytes: int, db: Database | None = None) -> None:
         self._store = store
         self.max_bytes = max_bytes
+        self._db = db
+
+    def grant(self, digest: str, project: str) -> None:
+        """Let ``project`` read the object (it was uploaded there); idempotent."""
+        assert self._db is not None
+        hexdigest = normalize_data_digest(digest)
+        try:
+            with self._db.write() as s:
+                project_id = s.scalar(select(Project.id).where(Project.name == project))
+                if project_id is None:
+                    raise NotFoundError(f"project {project!r} not found")
+                if s.get(DataObject, (hexdigest, project_id)) is None:
+                    s.add(DataObject(digest=hexdigest, project_id=project_id, created_at=utcnow()))
+        except IntegrityError:
+            pass  # granted at the same moment by another upload
+
+    def readable(self, digest: str, projects: frozenset[str] | None) -> bool:
+        """Whether one of ``projects`` (``None``: any, an admin's) may read the object."""
+        if projects is None:
+            return True
+        if not projects:
+            return False
+        assert self._db is not None
+        hexdigest = normalize_data_digest(digest)
+        with self._db.read() as s:
+            found = s.scalar(
+                select(DataObject.digest)
+                .join(Project, Project.id == DataObject.project_id)
+                .where(DataObject.digest == hexdigest, Project.name.in_(projects))
+                .limit(1)
+            )
+        return found is not None
 
     def size(self, digest: str) -> int | None:
         """The stored object's size when the store knows it cheaply (a local store), else

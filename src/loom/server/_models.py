@@ -88,6 +88,17 @@ class Bundle(Base):
     created_at: Mapped[datetime]
 
 
+class DataObject(Base):
+    """That a project's values may refer to a data object (``loom://data/<digest>/...``):
+    recorded when it is uploaded in that project. The bytes are the object store's."""
+
+    __tablename__ = "data_objects"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 hex
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), primary_key=True)
+    created_at: Mapped[datetime]
+
+
 class Run(Base):
     __tablename__ = "runs"
     __table_args__ = (Index("ix_runs_project_created", "project_id", "created_at"),)

@@ -84,7 +84,7 @@ class ControlPlane:
         self.keys = KeyService(self.db)
         self.projects = ProjectService(self.db)
         self.bundles = BundleService(self.db, self.store, settings.max_bundle_bytes)
-        self.data = DataService(self.store, settings.max_data_bytes)
+        self.data = DataService(self.store, settings.max_data_bytes, self.db)
         self.runs = RunService(self.db, self.store, self.executor.capacity())
         self.runs.dispatch = self._dispatch
         self.sessions = SessionService(self.db, self.runs, self.session_dir)

@@ -95,6 +95,9 @@ def action_file(
     """Download a file the action's inputs or outputs refer to (a ``loom.io.File``; a
     ``Dir`` in the object store comes as its ``.tar.gz``)."""
     found = v.file_path(run, action, of, path)
+    if not p.data.readable(found.digest, frozenset({p.scopes.run(run).project})):
+        # a value may name any digest: only what was uploaded in the run's project is served
+        raise NotFoundError(f"data {path!r} not found in this run's project")
     nosniff = {"X-Content-Type-Options": "nosniff"}
     filename = f"{found.name}.tar.gz" if found.tree else found.name
     media_type = "application/gzip" if found.tree else None
