@@ -243,13 +243,12 @@ def action_member(run: str, action: str, caller: Caller, p: Plane) -> Principal:
 
 @_policy(Policy.RUN_RUNTIME)
 def run_runtime(run: str, caller: Caller, p: Plane) -> Principal:
-    scope = check_view(p, caller, run)
+    check_view(p, caller, run)
     if not caller.admin and caller.attempt is None:
         raise PermissionDeniedError(
             f"API key {caller.name!r} may not create actions in run {run!r}: only its "
             "runtimes do (start a run with POST /runs)"
         )
-    del scope
     return caller
 
 

@@ -1830,10 +1830,6 @@ class RunService:
         with self._db.read() as s:
             return s.scalar(select(func.max(Event.seq))) or 0
 
-    def check_run(self, name: str) -> None:
-        with self._db.read() as s:
-            self._run_row(s, name)
-
 
 _OK = wire.ItemStatus()
 # the tables themselves: bulk statements on them are plain executemany, without the ORM's
