@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -52,3 +58,63 @@ def test_refuses_a_non_loopback_bind(tmp_path: Path) -> None:
     result = run_cli("server", "start", "--host", "0.0.0.0", "--port", "0", env=env)
     assert result.returncode != 0
     assert "loopback" in (result.stderr + result.stdout)
+
+
+def _foreground(tmp_path: Path) -> tuple[subprocess.Popen[str], dict[str, str], int]:
+    """`loom server start` in the foreground, as in a terminal; with its server's pid."""
+    data = tmp_path / "data"
+    env = {"LOOM_HOME": str(data), "LOOM_CONFIG": str(data / "config.yaml")}
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "loom.cli", "server", "start", "--port", str(_free_port())],
+        env={**os.environ, **env},
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert cli.stdout is not None
+    for line in cli.stdout:
+        if "loom server ready at" in line:
+            break
+    else:
+        raise AssertionError(f"no ready line; exit {cli.wait()}")
+    pid = int((data / "server.pid").read_text())
+    return cli, env, pid
+
+
+def _gone(pid: int, timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_sigterm_to_a_foreground_server_stops_the_server(tmp_path: Path) -> None:
+    cli, _, pid = _foreground(tmp_path)
+    try:
+        cli.send_signal(signal.SIGTERM)  # what a terminal's parent, systemd or CI sends
+        assert cli.wait(20) == 0
+        assert _gone(pid), "the server outlived the CLI that started it"
+        assert not (tmp_path / "data" / "server.pid").exists()
+    finally:
+        cli.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_loom_server_stop_finds_a_foreground_server(tmp_path: Path) -> None:
+    cli, env, pid = _foreground(tmp_path)
+    try:
+        again = run_cli("server", "start", "--detach", env=env)
+        assert again.returncode == 1 and "already running" in again.stderr
+        stopped = run_cli("server", "stop", env=env)
+        assert stopped.returncode == 0, stopped.stderr
+        assert cli.wait(20) == 0 and _gone(pid)
+    finally:
+        cli.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

@@ -198,6 +198,16 @@ def test_retries_are_recorded(server: Any, flow: Path, tmp_path: Path) -> None:
     assert [a["phase"] for a in action["attempts"]] == ["FAILED", "FAILED", "SUCCEEDED"]
 
 
+def test_the_retries_example_runs_remotely_with_the_servers_attempt_numbers(server: Any) -> None:
+    # ctx().attempt is the server's attempt number (it was always 1 remotely)
+    doc = remote_run(server, str(EXAMPLES / "retries_and_timeouts.py"), "main")
+    assert doc["phase"] == "SUCCEEDED", doc
+    fetched, timed, single = doc["outputs"]
+    assert fetched.endswith("fetched on attempt 3")
+    assert timed.startswith("timed out")
+    assert single == "no retries: https://example.invalid/other unreachable (attempt 1)"
+
+
 def test_timeouts_are_enforced(server: Any, flow: Path) -> None:
     started = time.monotonic()
     doc = remote_run(server, str(flow), "sleepy", "--seconds", "30")

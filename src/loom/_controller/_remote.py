@@ -190,6 +190,8 @@ class RemoteRun:
         self.loop = asyncio.get_running_loop()
         once = task.override(retries=0, timeout=None, cache="disable", env_vars={})
         ex = ActionExecution(self, once, self.spec.action, None, (), inputs)
+        # the server counts the attempts: ctx().attempt is its number (entering adds one)
+        ex.context.attempt = self.spec.attempt - 1
         if task.is_async:
             return await execute_async(ex)
         return await asyncio.to_thread(execute_sync, ex)

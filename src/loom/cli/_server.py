@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -47,19 +48,14 @@ def start(port: int, host: str, data_dir: str | None, detach: bool, allow_remote
         sys.executable, "-m", "loom.server", "--host", host, "--port", str(port),
         "--data-dir", str(directory), *(["--allow-remote"] if allow_remote else []),
     ]  # fmt: skip
-    if not detach:
-        process = subprocess.Popen(command)
-        try:
-            raise SystemExit(process.wait())
-        except KeyboardInterrupt:
-            process.send_signal(signal.SIGINT)
-            raise SystemExit(process.wait()) from None
     pid_file, log_file = directory / "server.pid", directory / "server.log"
     if _alive(pid_file):
         raise click.ClickException(
-            f"a detached server is already running (pid {pid_file.read_text().strip()}); "
-            "stop it with `loom server stop`"
+            f"a server is already running on this data directory (pid "
+            f"{pid_file.read_text().strip()}); stop it with `loom server stop`"
         )
+    if not detach:
+        _foreground(command, pid_file)
     with log_file.open("ab") as log:
         offset = log.tell()
         process = subprocess.Popen(
@@ -81,6 +77,29 @@ def start(port: int, host: str, data_dir: str | None, detach: bool, allow_remote
     raise click.ClickException(f"the server did not become ready in 30 s; see {log_file}")
 
 
+def _foreground(command: list[str], pid_file: Path) -> NoReturn:
+    """Run the server in this terminal until it exits; its pid in ``pid_file`` (so `loom
+    server stop` finds it), and SIGTERM and SIGHUP passed on to it (Ctrl+C reaches it by
+    itself: it is in the terminal's process group)."""
+    process = subprocess.Popen(command)
+    pid_file.write_text(str(process.pid))
+
+    def forward(sig: int, frame: object) -> None:
+        process.send_signal(sig)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, forward)
+    try:
+        code = process.wait()
+    except KeyboardInterrupt:
+        process.send_signal(signal.SIGINT)
+        code = process.wait()
+    finally:
+        if pid_file.exists() and pid_file.read_text().strip() == str(process.pid):
+            pid_file.unlink(missing_ok=True)
+    raise SystemExit(code)
+
+
 def _alive(pid_file: Path) -> bool:
     try:
         pid = int(pid_file.read_text())
@@ -93,11 +112,11 @@ def _alive(pid_file: Path) -> bool:
 @server.command()
 @click.option("--data-dir", help="The data directory the server was started with.")
 def stop(data_dir: str | None) -> None:
-    """Stop a server started with --detach."""
+    """Stop the server of this data directory (started detached or in a terminal)."""
     pid_file = _data_dir(data_dir) / "server.pid"
     if not _alive(pid_file):
         pid_file.unlink(missing_ok=True)
-        raise click.ClickException(f"no detached server is running (no live pid in {pid_file})")
+        raise click.ClickException(f"no server is running (no live pid in {pid_file})")
     pid = int(pid_file.read_text())
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 10
