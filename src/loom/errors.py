@@ -11,6 +11,7 @@ also means something to plain Python, it derives from the matching built-in too,
     ├── OutputTypeError (TypeError)    a task returned a value that does not match its annotation
     ├── MissingSecretError (KeyError)  a secret the task asks for is not available
     ├── TaskTimeoutError (TimeoutError) an attempt outlived the task's timeout
+    ├── OOMError (MemoryError)         a remote attempt held more memory than its request
     ├── SerializationError             a value could not be encoded or decoded by the type engine
     ├── TaskLoadError                  a task file could not be found, imported or searched
     ├── BundleError                    the source tree could not be packaged or unpacked
@@ -40,6 +41,7 @@ __all__ = [
     "LoomError",
     "MissingSecretError",
     "NotFoundError",
+    "OOMError",
     "OutputTypeError",
     "PayloadTooLargeError",
     "RemoteTaskError",
@@ -80,6 +82,11 @@ class MissingSecretError(LoomError, KeyError):
 
 class TaskTimeoutError(LoomError, TimeoutError):
     """An attempt of a task ran longer than its timeout."""
+
+
+class OOMError(LoomError, MemoryError):
+    """A remote attempt held more memory than its ``Resources(memory=...)`` and was killed;
+    the message names the limit and the peak. Catch it in a parent to retry with more."""
 
 
 class SerializationError(LoomError):

@@ -525,7 +525,8 @@ class ErrorInfo(_Model):
     type: ReportedText  # qualified name, e.g. "ValueError" or "mypkg.errors.QuotaError"
     message: ReportedText
     traceback: ReportedText = ""
-    kind: Literal["user", "system", "timeout", "worker_lost", "aborted"] = "user"
+    #: ``oom``: the attempt held more memory than its task's request and was killed
+    kind: Literal["user", "system", "timeout", "worker_lost", "aborted", "oom"] = "user"
     pickled: str | None = None  # base64 cloudpickle of the exception, when it pickles
 
 

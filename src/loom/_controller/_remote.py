@@ -26,7 +26,13 @@ from .._execution import ActionExecution, cache_key, execute_async, execute_sync
 from .._resources import _cpu_value, gpu_count, parse_memory
 from .._settings import Settings
 from .._sync import run_sync
-from ..errors import LoomError, MissingSecretError, RemoteTaskError, TaskTimeoutError
+from ..errors import (
+    LoomError,
+    MissingSecretError,
+    OOMError,
+    RemoteTaskError,
+    TaskTimeoutError,
+)
 from ..io._remote import remote_store
 from ..remote import Client
 from ..remote._bundle import task_location
@@ -142,6 +148,8 @@ def rebuild_error(info: wire.ErrorInfo | None, action: str) -> BaseException:
             error = None
     if not isinstance(error, BaseException) and info.kind == "timeout":
         error = TaskTimeoutError(info.message)  # the server ended it: the same type as locally
+    if not isinstance(error, BaseException) and info.kind == "oom":
+        error = OOMError(info.message)
     if not isinstance(error, BaseException):
         error = RemoteTaskError(info.type, info.message, info.traceback)
     if info.traceback:

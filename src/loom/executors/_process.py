@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._errors import JobStartError
+from ._memory import MemoryGuard
 from ._pool import WorkerPools
 from ._protocol import Capacity, ExitCallback, ExitReason, Job, JobExit, JobStatus
 from ._zygote import ForkedProcess, Zygote
@@ -118,6 +120,7 @@ class _Running:
     job: Job
     process: asyncio.subprocess.Process | ForkedProcess
     reason: ExitReason = "exited"
+    peak_bytes: int | None = None
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -155,6 +158,7 @@ class LocalProcessExecutor:
         self._ended_early: set[asyncio.Task[None]] = set()  # their exit reports, under way
         self._on_exit: ExitCallback | None = None
         self._closing = False
+        self._memory = MemoryGuard()
         self._pools = WorkerPools(
             lambda job: ["--endpoint", job.endpoint],
             self._start,
@@ -279,8 +283,16 @@ class LocalProcessExecutor:
             except Exception:
                 log.exception("handling the exit of job %s failed", exit.job_id)
 
+    def _over_memory(self, running: _Running, peak: int) -> None:
+        running.reason = "oom"
+        running.peak_bytes = peak
+        kill_group(running.process.pid)
+
     async def _watch(self, running: _Running) -> None:
         job, process = running.job, running.process
+        limit = job.resources.memory_bytes
+        if limit:
+            self._memory.watch(process.pid, limit, functools.partial(self._over_memory, running))
         try:
             if job.timeout_s is None:
                 await process.wait()
@@ -292,6 +304,8 @@ class LocalProcessExecutor:
                     kill_group(process.pid)
                     await process.wait()
         finally:
+            if limit:
+                running.peak_bytes = max(running.peak_bytes or 0, self._memory.unwatch(process.pid))
             # leftovers: children the task started in its group outlive nothing
             kill_group(process.pid)
             self._running.pop(job.id, None)
@@ -301,7 +315,9 @@ class LocalProcessExecutor:
             shutil.rmtree(job.workdir, ignore_errors=True)
         if self._on_exit is not None and not self._closing:
             try:
-                await self._on_exit(JobExit(job.id, process.returncode, running.reason))
+                await self._on_exit(
+                    JobExit(job.id, process.returncode, running.reason, running.peak_bytes)
+                )
             except Exception:  # the server logs and recovers; never lose the watcher quietly
                 log.exception("handling the exit of job %s failed", job.id)
 
@@ -344,6 +360,7 @@ class LocalProcessExecutor:
 
     async def shutdown(self) -> None:
         self._closing = True
+        await self._memory.close()
         await self._pools.shutdown()
         running = list(self._running.values())
         for r in running:

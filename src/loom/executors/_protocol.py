@@ -55,16 +55,19 @@ def job_id(run: str, action: str, attempt: int) -> str:
     return f"{run}/{action}/{attempt}"
 
 
-ExitReason = Literal["exited", "timeout", "cancelled"]
+#: ``oom``: the executor killed it for holding more memory than its request.
+ExitReason = Literal["exited", "timeout", "cancelled", "oom"]
 
 
 @dataclass(frozen=True, slots=True)
 class JobExit:
-    """A job ended. ``reason`` says whether the executor ended it (timeout, cancel)."""
+    """A job ended. ``reason`` says whether the executor ended it (timeout, cancel, memory);
+    ``peak_bytes``: the most memory it was seen to hold, where the executor watched."""
 
     job_id: str
     returncode: int | None
     reason: ExitReason
+    peak_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

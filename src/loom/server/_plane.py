@@ -284,7 +284,11 @@ class ControlPlane:
         for exit in exits:
             run, action, number = exit.job_id.rsplit("/", 2)
             key = self._keep_log(run, action, int(number))
-            done.append(ProcessExit(run, action, int(number), exit.returncode, exit.reason, key))
+            done.append(
+                ProcessExit(
+                    run, action, int(number), exit.returncode, exit.reason, key, exit.peak_bytes
+                )
+            )
             # an interactive attempt's socket directory goes with it (most have none)
             shutil.rmtree(self.session_dir(run, action, int(number)), ignore_errors=True)
         return list(self.runs.processes_exited(done))

@@ -127,6 +127,7 @@ class ProcessExit:
     returncode: int | None
     reason: str
     log_key: str | None = None
+    peak_bytes: int | None = None  # the most memory it held, where the executor watched
 
 
 @dataclass(frozen=True, slots=True)
@@ -1656,7 +1657,7 @@ class RunService:
                     results[i] = row_
                     continue
                 run, action, attempt = row_
-                error = _exit_error(exit)
+                error = _exit_error(exit, task_spec(action.spec).resources.memory_bytes)
                 self._end_attempt(tx, run, action, attempt, error, log_key=exit.log_key)
         return results
 
@@ -1969,8 +1970,9 @@ _NEXT_DUE = select(func.min(Action.retry_at)).where(
 )
 
 
-def _exit_error(exit: ProcessExit) -> wire.ErrorInfo:
-    """How an attempt whose process ended without reporting failed."""
+def _exit_error(exit: ProcessExit, memory_limit: int | None = None) -> wire.ErrorInfo:
+    """How an attempt whose process ended without reporting failed (``memory_limit``: its
+    task's request, which the executor enforces)."""
     if exit.reason == "timeout":
         return wire.ErrorInfo(
             type="TaskTimeoutError",
@@ -1982,6 +1984,15 @@ def _exit_error(exit: ProcessExit) -> wire.ErrorInfo:
         return wire.ErrorInfo(
             type="ActionAborted", message="the attempt was cancelled", kind="aborted"
         )
+    if exit.reason == "oom":
+        peak = f" (it held {_mib(exit.peak_bytes)})" if exit.peak_bytes else ""
+        return wire.ErrorInfo(
+            type="OOMError",
+            message=f"attempt {exit.attempt} of action {exit.action!r} used more memory than "
+            f"its limit, {_mib(memory_limit)}{peak}, and was killed: ask for more with "
+            "Resources(memory=...), or use less",
+            kind="oom",
+        )
     code = exit.returncode
     detail = f"worker lost: process exited with code {code}"
     if code is not None and code < 0:
@@ -1989,6 +2000,10 @@ def _exit_error(exit: ProcessExit) -> wire.ErrorInfo:
     if code == 0:
         detail += " without reporting its result"
     return wire.ErrorInfo(type="WorkerLostError", message=detail, kind="worker_lost")
+
+
+def _mib(n: int | None) -> str:
+    return "its memory request" if n is None else f"{n / (1 << 20):.0f} MiB"
 
 
 def _status(error: ServerError) -> wire.ItemStatus:

@@ -29,7 +29,7 @@ from ..executors import Capacity
 
 ROOT_ACTION = "a0"
 TERMINAL = wire.TERMINAL_PHASES
-RETRYABLE_KINDS = frozenset({"user", "timeout", "worker_lost"})
+RETRYABLE_KINDS = frozenset({"user", "timeout", "worker_lost", "oom"})
 
 ALLOWED: dict[str, frozenset[str]] = {
     "QUEUED": frozenset({"RUNNING", "SUCCEEDED", "FAILED", "ABORTED"}),
