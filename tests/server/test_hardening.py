@@ -6,6 +6,7 @@ the error responses the OpenAPI document owes its clients."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -491,3 +492,24 @@ def test_openapi_documents_the_error_responses(api: Api) -> None:
     assert "504" in resume["responses"]
     assert "401" in doc["paths"]["/api/v1/login"]["post"]["responses"]
     assert "401" not in doc["paths"]["/api/v1/health"]["get"]["responses"]
+
+
+def test_a_full_disk_is_a_507_that_says_so_and_records_nothing(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    def full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", "/srv/loom/objects/x")
+
+    monkeypatch.setattr(api.plane.store, "put_file", full)
+    monkeypatch.setattr(api.plane.store, "put_content", full)
+    data = b"some bytes"
+    digest = hashlib.sha256(data).hexdigest()
+    r = api.client.put(f"/api/v1/data/{digest}", content=data)
+    assert r.status_code == 507, r.text
+    assert "storage is full" in r.json()["detail"] and "/srv/loom/objects/x" in r.json()["detail"]
+    before = api.client.get("/api/v1/runs").json()
+    r = api.client.post("/api/v1/runs", json=run_create(api.bundle, inputs={"x": 1}))
+    assert r.status_code == 507 and "nothing of this request was recorded" in r.json()["detail"]
+    assert api.client.get("/api/v1/runs").json() == before

@@ -13,7 +13,8 @@ Exceptions (each maps to an HTTP status; the response body is ``{"detail": "..."
     ├── PermissionDeniedError   403   the key may not do this (not an admin key)
     ├── NotFoundError           404   unknown project, run, action, attempt, bundle or key
     ├── ConflictError           409   a stale attempt, a duplicate name, a run that ended
-    └── PayloadTooLargeError    413   inputs or outputs over wire.MAX_INLINE_BYTES, big bundles
+    ├── PayloadTooLargeError    413   inputs or outputs over wire.MAX_INLINE_BYTES, big bundles
+    └── StorageFullError        507   the server's disk is full (nothing was recorded)
 """
 
 from ._app import create_app, create_session_app

@@ -3,6 +3,7 @@ sessions' app, which the server serves on a listener of its own (see ``_session_
 
 from __future__ import annotations
 
+import errno
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -12,12 +13,13 @@ from urllib.parse import parse_qsl
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import wire
 from .._version import __version__
 from ._api import public, router
-from ._errors import AuthenticationError, ServerError
+from ._errors import AuthenticationError, ServerError, StorageFullError
 from ._plane import ControlPlane
 from ._proxy import SessionProxy, session_path
 from ._ui import mount_ui
@@ -71,12 +73,39 @@ def create_app(plane: ControlPlane, *, manage_plane: bool = True) -> FastAPI:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthenticationError) else None
         return JSONResponse({"detail": str(exc)}, status_code=exc.status_code, headers=headers)
 
+    @app.exception_handler(OSError)
+    async def storage_error(request: Request, exc: OSError) -> JSONResponse:
+        if exc.errno not in _FULL:
+            raise exc  # a 500, as any other bug
+        return await server_error(request, storage_full(exc))
+
+    @app.exception_handler(OperationalError)
+    async def database_error(request: Request, exc: OperationalError) -> JSONResponse:
+        if "full" not in str(exc.orig).lower():
+            raise exc
+        return await server_error(request, storage_full(exc))
+
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": validation_errors(exc.errors())}, status_code=422)
 
     app.openapi = _with_error_responses(app.openapi)  # type: ignore[method-assign]
     return app
+
+
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def storage_full(error: BaseException) -> StorageFullError:
+    """What a client hears when the server's disk is full: what is full, and that nothing
+    of the request was recorded (it can be sent again once there is room)."""
+    where = getattr(error, "filename", None)
+    return StorageFullError(
+        "the server's storage is full"
+        + (f" (writing {where})" if where else "")
+        + ": nothing of this request was recorded; free disk space on the server (its data "
+        "directory, database or object store), then send it again"
+    )
 
 
 _NO_NUL = "must not contain NUL (\\x00) characters"
@@ -212,6 +241,7 @@ _STATUS_MEANINGS = {
     "413": "The body is over a size limit",
     "422": "The request does not match the schema, or a value is not valid JSON",
     "504": "The runtime did not answer in time",
+    "507": "The server's storage is full: nothing was recorded; send it again later",
 }
 #: What some public routes and one long wait answer besides the generic rules.
 _OWN_STATUSES = {
@@ -233,6 +263,8 @@ def _error_statuses(method: str, path: str, operation: dict[str, Any]) -> set[st
         statuses |= {"400", "413"}
     if method == "put":  # (an upload: its body is bytes, not in the schema)
         statuses.add("413")
+    if method in _MUTATING:
+        statuses.add("507")
     if operation.get("security"):
         statuses |= {"401", "403"}
         if has_body or operation.get("parameters") or method in _MUTATING:

@@ -53,3 +53,9 @@ class PayloadTooLargeError(ServerError):
     """Inputs, outputs or a bundle exceed a size limit."""
 
     status_code = 413
+
+
+class StorageFullError(ServerError):
+    """The server's disk (its database or object store) has no room left."""
+
+    status_code = 507
