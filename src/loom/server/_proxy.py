@@ -36,6 +36,7 @@ import os
 import stat
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl
 
 import httpx
 from anyio import to_thread
@@ -134,9 +135,7 @@ class SessionProxy:
     # -- the way in: a ticket for the session's cookie --------------------------------------
 
     async def _enter(self, scope: Scope, send: Send) -> None:
-        query = dict(
-            part.split("=", 1) for part in scope["query_string"].decode().split("&") if "=" in part
-        )
+        query = dict(parse_qsl(scope["query_string"].decode("latin-1")))
 
         def redeem() -> tuple[Route, Principal]:
             ticket = self._plane.session_access.redeem(query.get("ticket", ""))
