@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
                 "state": info.state,
                 "max_idle_seconds": info.max_idle_seconds,
                 "idle_deadline": deadline,
-                "url": info.url,
+                "url": info.origin + info.url,
             }
             if args.output == "json":
                 print(json.dumps(doc))
