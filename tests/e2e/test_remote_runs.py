@@ -65,6 +65,11 @@ async def catches(amount: int) -> str:
     return "nothing"
 
 
+@env.task
+async def not_a_number() -> list[float]:
+    return [float("nan"), float("inf"), 1.5]
+
+
 @env.task(retries=loom.RetryStrategy(2, backoff=0.1))
 async def flaky(marker: str) -> int:
     with open(marker, "a") as f:
@@ -206,6 +211,13 @@ def test_the_retries_example_runs_remotely_with_the_servers_attempt_numbers(serv
     assert fetched.endswith("fetched on attempt 3")
     assert timed.startswith("timed out")
     assert single == "no retries: https://example.invalid/other unreachable (attempt 1)"
+
+
+def test_a_nan_result_comes_back_as_nan(server: Any, flow: Path) -> None:
+    # JSON has no NaN: it used to be refused (or turned into null) on the way to the server
+    doc = remote_run(server, str(flow), "not_a_number")
+    assert doc["phase"] == "SUCCEEDED", doc
+    assert doc["outputs"] == ["nan", "inf", 1.5]
 
 
 def test_timeouts_are_enforced(server: Any, flow: Path) -> None:

@@ -774,3 +774,18 @@ def test_register_codec_factory_teaches_a_new_type(monkeypatch: pytest.MonkeyPat
 )
 def test_type_name_is_short_for_generics_of_classes(tp: Any, name: str) -> None:
     assert type_name(tp) == name
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_floats_travel_as_text_or_pickles(value: float) -> None:
+    import math
+
+    data = encode(float, value)
+    assert isinstance(data, str)  # JSON has no NaN or Infinity: the server would refuse it
+    back = roundtrip(float, value)
+    assert (math.isnan(back) and math.isnan(value)) or back == value
+    assert json.dumps(encode(list[float], [1.0, value]), allow_nan=False)
+    anything = encode(Any, value)
+    assert anything["__loom__"] == "pickle"
+    back = roundtrip(Any, value)
+    assert (math.isnan(back) and math.isnan(value)) or back == value

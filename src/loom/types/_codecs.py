@@ -13,6 +13,7 @@ import base64
 import dataclasses
 import datetime as dt
 import enum
+import math
 import sys
 import types
 import typing
@@ -116,7 +117,9 @@ class AnyCodec(Codec):
         return True
 
     def encode(self, value: Any, store: BlobStore | None) -> Json:
-        return value if type(value) in _JSON_SCALARS else _pickle(value)
+        if type(value) in _JSON_SCALARS and not (type(value) is float and not math.isfinite(value)):
+            return value
+        return _pickle(value)  # (a NaN or an infinity too: JSON has neither)
 
     def decode(self, data: Json, store: BlobStore | None) -> Any:
         return _unpickle(data) if isinstance(data, dict) else data
@@ -174,10 +177,12 @@ class FloatCodec(Codec):
         )
 
     def encode(self, value: Any, store: BlobStore | None) -> Json:
-        return float(value)
+        number = float(value)
+        # JSON has no NaN or Infinity (the server refuses them; pydantic writes null): as text
+        return number if math.isfinite(number) else repr(number)
 
     def decode(self, data: Json, store: BlobStore | None) -> Any:
-        return float(data)
+        return float(data)  # (also "nan", "inf" and "-inf")
 
 
 class ExactCodec(Codec):
