@@ -4,8 +4,9 @@ This module is the only code the SDK and the control plane share (DESIGN §4, ru
 and ``loom.runtime`` build requests from these models, ``loom.server`` validates them. Field
 names are the JSON names. Every change must be backwards compatible within ``API_VERSION``.
 
-Endpoints (all under ``/api/v1``, all need ``Authorization: Bearer <api key>``; the response
-model follows the arrow):
+Endpoints (all under ``/api/v1``, all need ``Authorization: Bearer <api key or attempt
+credential>`` and are authorised by the project of what they touch, see
+``loom.server._authz``; the response model follows the arrow):
 
 - ``GET  /health``
   → ``Health`` (no key needed)
@@ -29,8 +30,8 @@ model follows the arrow):
 - ``DELETE /secrets/{key}?project=&domain=``
   → 204 (admin)
 - ``GET  /runs/{run}/actions/{action}/secrets``
-  → ``SecretValues`` (the runtime's key only: the secrets the action's task declares,
-  resolved in its run's project and domain)
+  → ``SecretValues`` (the running attempt's own credential only: the secrets the action's
+  task declares, resolved in its run's project and domain)
 - ``PUT  /bundles/{digest}`` (body: tar.gz bytes)
   → ``BundleInfo`` (idempotent per digest)
 - ``HEAD /bundles/{digest}``

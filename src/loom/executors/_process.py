@@ -69,7 +69,7 @@ def _existing(path: Path) -> Path:
 
 
 def _env(job: Job) -> Mapping[str, str]:
-    """The job's process environment, with its attempt's credential as the runtime's key."""
+    """The job's process environment, with its attempt's credential as ``LOOM_API_KEY``."""
     if not job.credential:
         return job.env
     return {**job.env, "LOOM_API_KEY": job.credential}

@@ -6,8 +6,8 @@ run's project and domain match (project and domain, then project, then domain, t
 
 Values are encrypted at rest with Fernet (AES-128-CBC and HMAC-SHA256) under a key kept next to
 the server's data (``<data-dir>/secrets-key``, mode 0600): a copy of the database alone reveals
-nothing. They leave the server only for the runtime key, in answer to the action that declares
-them, and never appear in listings, events or logs.
+nothing. They leave the server only for a running attempt's own credential, in answer to the
+action that declares them, and never appear in listings, events or logs.
 """
 
 from __future__ import annotations
