@@ -513,3 +513,28 @@ def test_a_full_disk_is_a_507_that_says_so_and_records_nothing(
     r = api.client.post("/api/v1/runs", json=run_create(api.bundle, inputs={"x": 1}))
     assert r.status_code == 507 and "nothing of this request was recorded" in r.json()["detail"]
     assert api.client.get("/api/v1/runs").json() == before
+
+
+def test_an_exit_that_cannot_be_recorded_is_tried_again_until_it_is(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    run = api.create_run()["name"]
+    job = api.job(run, "a0", 1)
+    record = api.plane.runs.processes_exited
+    failures = []
+
+    def full_twice(exits: list[ProcessExit]) -> list[Any]:
+        if len(failures) < 2:  # the disk is full for a moment
+            failures.append(exits)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return record(exits)
+
+    monkeypatch.setattr(api.plane.runs, "processes_exited", full_twice)
+    api.exit(job.id, -9)  # returns once the exit is recorded
+    assert len(failures) == 2
+    # recorded, not dropped: the attempt is not left RUNNING, to run again after the
+    # heartbeat timeout
+    action = api.wait_phase(run, "a0", "FAILED")
+    assert action["error"]["kind"] == "worker_lost"

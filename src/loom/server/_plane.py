@@ -38,7 +38,7 @@ from ._auth import Authenticator
 from ._bundles import BundleService
 from ._data import DataService
 from ._db import Database
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, ServerError
 from ._events import EventBus
 from ._keys import KeyService
 from ._objects import ObjectStore, open_object_store
@@ -254,27 +254,44 @@ class ControlPlane:
         await future
 
     async def _record_exits(self) -> None:
+        """Record the queued exits, a batch at a time. An exit that cannot be recorded (the
+        disk is full, the database is away) is tried again, backing off, until it is: dropped,
+        its attempt would stay RUNNING and run again after the heartbeat timeout."""
+        delay = _RECORD_RETRY_FIRST_S
         try:
             while self._exits:
                 batch, self._exits = self._exits, []
+                errors: list[Exception | None]
                 try:
                     errors = await to_thread.run_sync(self._exited, [e for e, _ in batch])
                 except asyncio.CancelledError:
                     for _, future in batch:
                         future.cancel()
                     raise
-                except Exception as e:  # each waiter logs it, as it would its own failure
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(e)
-                    continue
-                for (_, future), error in zip(batch, errors, strict=True):
+                except Exception as e:
+                    errors = [e] * len(batch)
+                again = []
+                for (exit, future), error in zip(batch, errors, strict=True):
                     if future.done():
                         continue
                     if error is None:
                         future.set_result(None)
-                    else:
+                    elif _unrecorded(error) and not self.bus.stopping.is_set():
+                        again.append((exit, future))
+                    else:  # its waiter logs it, as it would its own failure
                         future.set_exception(error)
+                if not again:
+                    delay = _RECORD_RETRY_FIRST_S
+                    continue
+                log.warning(
+                    "cannot record %d process exit(s) (%s); trying again in %g s",
+                    len(again),
+                    next(e for e in errors if e is not None),
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RECORD_RETRY_MAX_S)
+                self._exits[:0] = again
         finally:
             self._recording_exits = False
 
@@ -296,9 +313,10 @@ class ControlPlane:
     def _keep_log(self, run: str, action: str, number: int) -> str | None:
         """Move an ended attempt's log into the object store; return its key."""
         path = log_path(self.logs_dir, run, action, number)
-        if not os.path.exists(path):  # (os.path: pathlib's exists costs more than the stat)
-            return None
         key = log_key(run, action, number)
+        if not os.path.exists(path):  # (os.path: pathlib's exists costs more than the stat)
+            # moved already, if recording this exit is being tried again
+            return key if self.store.exists(key) else None
         try:
             self.store.put_file(key, path, move=True)
         except Exception:
@@ -379,6 +397,17 @@ class ControlPlane:
 
     def live_log(self, run: str, action: str, number: int) -> Path:
         return log_path(self.logs_dir, run, action, number)
+
+
+#: How soon an exit that could not be recorded is tried again, and the longest wait between.
+_RECORD_RETRY_FIRST_S = 0.2
+_RECORD_RETRY_MAX_S = 10.0
+
+
+def _unrecorded(error: Exception) -> bool:
+    """Whether recording an exit failed for a reason that may pass (storage, database), as
+    opposed to an answer (the attempt is unknown or over: nothing to record)."""
+    return not isinstance(error, ServerError) or type(error) is ServerError
 
 
 def _private_root(path: Path) -> None:
