@@ -13,9 +13,9 @@ import functools
 import hashlib
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
@@ -47,6 +47,7 @@ from ._authz import (
     check_project_member,
     check_view,
     item_allowed,
+    listing_scope,
     principal,
     visible_projects,
 )
@@ -61,6 +62,7 @@ from ._errors import (
     PermissionDeniedError,
     ServerError,
 )
+from ._keys import Principal
 from ._plane import ControlPlane
 from ._proxy import ENTER
 from ._session_access import TICKET_TTL_S
@@ -295,9 +297,7 @@ def list_runs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[wire.RunInfo]:
     """Runs the caller may see, newest first, filtered by every parameter given."""
-    visible = visible_projects(caller)
-    if project is not None and visible is not None and project not in visible:
-        raise NotFoundError(f"project {project!r} not found")
+    visible = listing_scope(caller, project)
     return p.runs.list_runs(
         project=project, domain=domain, phase=phase, task=task, limit=limit, projects=visible
     )
@@ -443,19 +443,26 @@ def attempts_heartbeat(refs: list[wire.AttemptRef], p: Plane, caller: ItemRuntim
     as ``.../attempts/{n}/heartbeat`` would (409 for an attempt that is stale or over, 403
     for one the caller does not hold the credential of)."""
     _check_batch(refs)
-    allowed = [item_allowed(p, caller, r.run, r.action, r.attempt, r.credential) for r in refs]
-    statuses = p.runs.attempts_heartbeat([r for r, ok in zip(refs, allowed, strict=True) if ok])
-    return Response(_STATUSES.dump_json(_merge(allowed, statuses)), media_type="application/json")
+    statuses = _for_own_items(p, caller, refs, p.runs.attempts_heartbeat)
+    return Response(_STATUSES.dump_json(statuses), media_type="application/json")
 
 
 _NOT_YOURS = wire.ItemStatus(
     status=403, detail="this item's attempt is not the caller's: send its own credential"
 )
+_Item = TypeVar("_Item", wire.AttemptRef, wire.AttemptReport)
 
 
-def _merge(allowed: list[bool], statuses: list[wire.ItemStatus]) -> list[wire.ItemStatus]:
-    """The answers to a batch, in order: those of the allowed items, 403 for the others."""
-    answers = iter(statuses)
+def _for_own_items(
+    p: ControlPlane,
+    caller: Principal,
+    items: list[_Item],
+    handle: Callable[[list[_Item]], list[wire.ItemStatus]],
+) -> list[wire.ItemStatus]:
+    """``handle`` the items of a runtime's batch that are the caller's (see ``item_allowed``)
+    and answer them, in order, with 403 for the others."""
+    allowed = [item_allowed(p, caller, i.run, i.action, i.attempt, i.credential) for i in items]
+    answers = iter(handle([i for i, ok in zip(items, allowed, strict=True) if ok]))
     return [next(answers) if ok else _NOT_YOURS for ok in allowed]
 
 
@@ -469,9 +476,8 @@ def finish_attempts(reports: list[wire.AttemptReport], p: Plane, caller: ItemRun
     ``.../attempts/{n}/finished`` would take it, and answered with that status (409 for an
     attempt that is stale or that the server already ended)."""
     _check_batch(reports)
-    allowed = [item_allowed(p, caller, r.run, r.action, r.attempt, r.credential) for r in reports]
-    statuses = p.runs.finish_attempts([r for r, ok in zip(reports, allowed, strict=True) if ok])
-    return Response(_STATUSES.dump_json(_merge(allowed, statuses)), media_type="application/json")
+    statuses = _for_own_items(p, caller, reports, p.runs.finish_attempts)
+    return Response(_STATUSES.dump_json(statuses), media_type="application/json")
 
 
 @router.get("/runs/{run}/actions/{action}")

@@ -122,6 +122,15 @@ def visible_projects(who: Principal) -> frozenset[str] | None:
     return frozenset(who.grants)
 
 
+def listing_scope(who: Principal, project: str | None) -> frozenset[str] | None:
+    """The projects a listing filtered by ``project`` may show ``who`` (``None``: all): 404
+    for a named project it has no role in, as for one that does not exist."""
+    visible = visible_projects(who)
+    if project and visible is not None and project not in visible:
+        raise NotFoundError(f"project {project!r} not found")
+    return visible
+
+
 def can_view_run(who: Principal, run: RunScope) -> bool:
     if who.attempt is not None:
         return who.attempt.run == run.name

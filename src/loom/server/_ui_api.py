@@ -17,8 +17,8 @@ from ._authz import (
     RunMember,
     RunViewer,
     SignedIn,
+    listing_scope,
     principal,
-    visible_projects,
 )
 from ._authz import public as public_policy
 from ._errors import AuthenticationError, NotFoundError, PermissionDeniedError
@@ -54,9 +54,7 @@ def run_page(
 ) -> wire.RunPage:
     """A page of the runs the caller may see, newest first; ``q`` matches part of the run's
     or its task's name."""
-    visible = visible_projects(caller)
-    if project and visible is not None and project not in visible:
-        raise NotFoundError(f"project {project!r} not found")
+    visible = listing_scope(caller, project)
     return v.run_page(
         projects=visible,
         project=project,
