@@ -430,3 +430,37 @@ def test_listings_show_only_the_callers_projects(api: Api) -> None:
         with api.anon.stream("GET", "/api/v1/events", params=params, headers=headers) as stream:
             first = next(line for line in stream.iter_lines() if line.startswith("data:"))
         assert json.loads(first[5:])["run"] == (world.run if sees else theirs)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_batch_whose_bearer_attempt_has_ended_still_delivers_the_others(api: Api) -> None:
+    """A warm worker's bearer is one of its attempts' credentials: when that attempt has just
+    ended, the batch must still reach the server, each item judged by its own credential."""
+    keys = _setup(api)
+    world = make_world(api, keys)
+    ended = world.credentials["other-attempt"]
+    done: list[dict[str, Any]] = [
+        {"run": world.other_run, "action": "a0", "attempt": 1, "credential": ended}
+    ]
+    bearer = {"Authorization": f"Bearer {ended}"}
+    result = [{**done[0], "result": {"outputs": {"value": 1}}}]
+    r = api.anon.post("/api/v1/attempts:finish", json=result, headers=bearer)
+    assert r.json()[0]["status"] == 200
+    assert api.action(world.other_run, "a0")["phase"] == "SUCCEEDED"
+    own = world.credentials["own-attempt"]
+    beat = [_attempt(world, credential=own)]
+    r = api.anon.post("/api/v1/attempts:heartbeat", json=beat, headers=bearer)
+    assert r.status_code == 200, r.text
+    assert r.json()[0]["status"] == 200
+    item = [_attempt(world, result={"outputs": {"value": 7}}, credential=own)]
+    r = api.anon.post("/api/v1/attempts:finish", json=item, headers=bearer)
+    assert r.status_code == 200, r.text
+    assert r.json()[0]["status"] == 200
+    assert api.action(world.run, "a0")["phase"] == "SUCCEEDED"
+    # the ended attempt's own items are refused one by one, not the batch
+    r = api.anon.post("/api/v1/attempts:heartbeat", json=done, headers=bearer)
+    assert r.status_code == 200 and r.json()[0]["status"] == 409
+    # a bearer that is not genuine is still refused outright
+    forged = {"Authorization": f"Bearer {ended[:-4]}AAAA"}
+    r = api.anon.post("/api/v1/attempts:heartbeat", json=beat, headers=forged)
+    assert r.status_code == 401

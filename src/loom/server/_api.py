@@ -34,6 +34,7 @@ from ._authz import (
     Admin,
     Any_,
     AttemptRuntime,
+    BatchSender,
     BundleReader,
     DataProject,
     DataReader,
@@ -62,7 +63,6 @@ from ._errors import (
     PermissionDeniedError,
     ServerError,
 )
-from ._keys import Principal
 from ._plane import ControlPlane
 from ._proxy import ENTER
 from ._session_access import TICKET_TTL_S
@@ -77,6 +77,9 @@ _LOG_POLL_S = 0.2
 _LOG_GRACE_S = 3.0
 public = APIRouter(prefix=wire.API_PREFIX, dependencies=[Depends(public_policy)])
 router = APIRouter(prefix=wire.API_PREFIX, dependencies=[Depends(principal)])
+# Runtimes' batches authenticate by themselves: their bearer may name an attempt that has
+# just ended (see ``_authz.item_runtime``).
+runtime_batches = APIRouter(prefix=wire.API_PREFIX)
 
 
 @public.get("/health")
@@ -433,7 +436,7 @@ async def wait_actions(run: str, body: wire.ActionsWait, p: Plane, _: RunViewer)
             p.bus.unwatch(run, name, future)
 
 
-@router.post(
+@runtime_batches.post(
     "/attempts:heartbeat",
     response_model=list[wire.ItemStatus],
     response_class=Response,
@@ -455,7 +458,7 @@ _Item = TypeVar("_Item", wire.AttemptRef, wire.AttemptReport)
 
 def _for_own_items(
     p: ControlPlane,
-    caller: Principal,
+    caller: BatchSender,
     items: list[_Item],
     handle: Callable[[list[_Item]], list[wire.ItemStatus]],
 ) -> list[wire.ItemStatus]:
@@ -466,7 +469,7 @@ def _for_own_items(
     return [next(answers) if ok else _NOT_YOURS for ok in allowed]
 
 
-@router.post(
+@runtime_batches.post(
     "/attempts:finish",
     response_model=list[wire.ItemStatus],
     response_class=Response,

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import wire
 from .._version import __version__
-from ._api import public, router
+from ._api import public, router, runtime_batches
 from ._errors import AuthenticationError, ServerError, StorageFullError
 from ._plane import ControlPlane
 from ._proxy import SessionProxy, session_path
@@ -62,6 +62,7 @@ def create_app(plane: ControlPlane, *, manage_plane: bool = True) -> FastAPI:
     app.openapi_url = f"{wire.API_PREFIX}/openapi.json"  # where clients find the schema
     app.include_router(public)
     app.include_router(router)
+    app.include_router(runtime_batches)
     mount_ui(app, plane)  # the web UI at `/` and the endpoints it needs
     app.add_middleware(_BodyLimit)
     app.add_middleware(_NoSessionsHere, plane=plane)

@@ -20,6 +20,7 @@ route that has none.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -299,20 +300,49 @@ def attempt_runtime(run: str, action: str, n: int, caller: Caller, p: Plane) -> 
     return caller
 
 
+@dataclass(frozen=True)
+class BatchSender:
+    """Who sent a runtime's batch: an admin, or the holder of a genuine attempt credential,
+    ``named`` by it (the attempt may have ended since: its items are then answered 409, and
+    the batch's other items, each with its own credential, still go through)."""
+
+    admin: bool
+    named: tuple[str, str, int] | None = None
+
+
 @_policy(Policy.ITEM_RUNTIME)
-def item_runtime(caller: Caller) -> Principal:
-    """Each item is then checked by :func:`item_allowed`."""
-    if not (caller.admin or caller.attempt is not None):
+def item_runtime(
+    request: Request,
+    p: Plane,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    cookie: Annotated[str | None, Depends(_cookie)],
+) -> BatchSender:
+    """Each item is then checked by :func:`item_allowed`. A warm worker's bearer is one of
+    its attempts' credentials, which dies when that attempt ends; a live one is not needed
+    to send the others' reports, a genuine one is."""
+    token = credentials.credentials if credentials is not None else ""
+    if token.startswith(wire.ATTEMPT_CREDENTIAL_PREFIX):
+        named = p.auth.attempts.parse(token)
+        if named is None:
+            raise AuthenticationError("invalid runtime credential: it is not genuine")
+        return BatchSender(admin=False, named=named)
+    caller = principal(request, p, credentials, cookie)
+    if not caller.admin:
         raise _runtime_denied(caller, "these attempts")
-    return caller
+    return BatchSender(admin=True)
 
 
 def item_allowed(
-    p: ControlPlane, caller: Principal, run: str, action: str, attempt: int, credential: str | None
+    p: ControlPlane,
+    sender: BatchSender,
+    run: str,
+    action: str,
+    attempt: int,
+    credential: str | None,
 ) -> bool:
-    """Whether a batch item about that attempt is the caller's (or carries that attempt's own,
+    """Whether a batch item about that attempt is the sender's (or carries that attempt's own,
     genuine credential: a warm worker reports for all of its attempts in one request)."""
-    if caller.admin or is_own_attempt(caller, run, action, attempt):
+    if sender.admin or sender.named == (run, action, attempt):
         return True
     return credential is not None and p.auth.attempts.parse(credential) == (run, action, attempt)
 
@@ -363,7 +393,7 @@ RunRuntime = Annotated[Principal, Depends(run_runtime)]
 ActionRuntime = Annotated[Principal, Depends(action_runtime)]
 ActionSecrets = Annotated[Principal, Depends(action_secrets)]
 AttemptRuntime = Annotated[Principal, Depends(attempt_runtime)]
-ItemRuntime = Annotated[Principal, Depends(item_runtime)]
+ItemRuntime = Annotated[BatchSender, Depends(item_runtime)]
 BundleReader = Annotated[Principal, Depends(bundle_reader)]
 DataProject = Annotated[str, Depends(data_project)]
 DataReader = Annotated[Principal, Depends(data_reader)]
