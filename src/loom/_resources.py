@@ -5,22 +5,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from . import wire
 from .errors import TaskDefinitionError
-
-_MEMORY_UNITS = {
-    "": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
-    "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40,
-}  # fmt: skip
 
 
 def parse_memory(value: str | int) -> int:
     """Bytes in a Kubernetes-style quantity such as ``"512Mi"`` or ``"2G"``."""
-    if isinstance(value, int):
-        return value
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]i?)?\s*", value)
-    if not m:
-        raise TaskDefinitionError(f"memory must look like '512Mi', '4Gi' or '2G', got {value!r}")
-    return int(float(m.group(1)) * _MEMORY_UNITS[(m.group(2) or "").lower()])
+    try:
+        return wire.parse_bytes(value)
+    except ValueError:
+        raise TaskDefinitionError(
+            f"memory must look like '512Mi', '4Gi' or '2G', got {value!r}"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)

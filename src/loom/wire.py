@@ -160,6 +160,7 @@ directory's name (one path component).
 from __future__ import annotations
 
 import math
+import re
 import secrets
 from datetime import datetime
 from enum import StrEnum
@@ -272,6 +273,25 @@ ReportedText = Annotated[str, BeforeValidator(_show_nul)]
 #: time (and a local ``sleep``) representable.
 MAX_RETRY_BACKOFF_S = 24 * 3600.0
 _LOG_LARGEST_FLOAT = 700.0  # about log(1.8e308), with room for rounding
+
+
+_BYTE_UNITS = {
+    "": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+    "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40,
+}  # fmt: skip
+
+
+def parse_bytes(value: str | int) -> int:
+    """Bytes in a Kubernetes-style quantity such as ``"512Mi"`` or ``"2G"`` (a task's memory
+    request, the server's default one); :class:`ValueError` for anything else."""
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"a size cannot be negative, got {value}")
+        return value
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]i?)?\s*", value)
+    if not m:
+        raise ValueError(f"expected a size such as '512Mi', '4Gi' or '2G', got {value!r}")
+    return int(float(m.group(1)) * _BYTE_UNITS[(m.group(2) or "").lower()])
 
 
 def retry_backoff_s(

@@ -28,7 +28,10 @@ def test_settings_defaults(tmp_path: Path) -> None:
     assert s.data_dir == tmp_path and s.config_path == tmp_path / "config.yaml"
     assert s.database_url == f"sqlite:///{tmp_path / 'server.db'}"
     assert s.object_store == str(tmp_path / "objects")
-    assert s.host == "127.0.0.1" and s.port == 8377 and s.executor_slots >= 1
+    assert s.host == "127.0.0.1" and s.port == 8377
+    # no count of slots: the attempts' requests (small by default) decide how many run
+    assert s.executor_slots is None and s.executor_gpus is None
+    assert s.default_cpu == 0.01 and s.default_memory_bytes == 128 << 20
     assert s.runtime_command == (sys.executable, "-m", "loom.runtime")
     assert s.heartbeat_timeout_s == 90 and s.heartbeat_interval_s == 10
 
@@ -41,6 +44,9 @@ def test_settings_from_the_environment(tmp_path: Path) -> None:
         "LOOM_OBJECT_STORE": "s3://bucket/prefix",
         "LOOM_S3_ENDPOINT_URL": "http://127.0.0.1:9000",
         "LOOM_EXECUTOR_SLOTS": "7",
+        "LOOM_EXECUTOR_GPUS": "2",
+        "LOOM_DEFAULT_CPU": "0.25",
+        "LOOM_DEFAULT_MEMORY": "1Gi",
         "LOOM_RUNTIME_COMMAND": "python3 /x/fake.py --flag",
         "LOOM_HEARTBEAT_TIMEOUT": "4.5",
         "LOOM_SECRET_X": "hidden",
@@ -51,7 +57,8 @@ def test_settings_from_the_environment(tmp_path: Path) -> None:
     assert s.config_path == tmp_path / "c.yaml"
     assert s.database_url.startswith("postgresql") and not s.sqlite
     assert s.object_store == "s3://bucket/prefix" and s.s3_endpoint_url == "http://127.0.0.1:9000"
-    assert s.executor_slots == 7 and s.port == 0
+    assert s.executor_slots == 7 and s.port == 0 and s.executor_gpus == 2
+    assert s.default_cpu == 0.25 and s.default_memory_bytes == 1 << 30
     assert s.runtime_command == ("python3", "/x/fake.py", "--flag")
     assert s.heartbeat_timeout_s == 4.5 and s.heartbeat_interval_s == 0.75
     assert s.child_env == {"PATH": "/bin"}  # nothing LOOM_* leaks into action processes
@@ -64,6 +71,11 @@ def test_settings_from_the_environment(tmp_path: Path) -> None:
         ({}, {"host": "192.168.1.10"}, "refusing to listen"),
         ({"LOOM_EXECUTOR_SLOTS": "many"}, {}, "whole number"),
         ({"LOOM_EXECUTOR_SLOTS": "0"}, {}, "at least 1"),
+        ({"LOOM_EXECUTOR_GPUS": "-1"}, {}, "cannot be negative"),
+        ({"LOOM_DEFAULT_CPU": "0"}, {}, "LOOM_DEFAULT_CPU must be more than 0"),
+        ({"LOOM_DEFAULT_CPU": "nan"}, {}, "LOOM_DEFAULT_CPU must be more than 0"),
+        ({"LOOM_DEFAULT_MEMORY": "lots"}, {}, "LOOM_DEFAULT_MEMORY: expected a size"),
+        ({"LOOM_DEFAULT_MEMORY": "0"}, {}, "LOOM_DEFAULT_MEMORY must be more than 0"),
         ({"LOOM_HEARTBEAT_TIMEOUT": "soon"}, {}, "LOOM_HEARTBEAT_TIMEOUT must be a number"),
         ({"LOOM_HEARTBEAT_TIMEOUT": "0"}, {}, "more than 0 seconds"),
     ],

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._errors import JobStartError
+from ._gpus import Devices
 from ._memory import MemoryGuard
 from ._pool import WorkerPools
 from ._protocol import Capacity, ExitCallback, ExitReason, Job, JobExit, JobStatus
@@ -28,9 +29,12 @@ _KEEP_FINISHED = 10_000
 DEFAULT_COMMAND: tuple[str, ...] = (sys.executable, "-m", "loom.runtime")
 
 
-def machine_capacity(slots: int | None = None, disk_path: Path | None = None) -> Capacity:
-    """This machine: its CPUs (the ones this process may use), physical memory, NVIDIA GPUs,
-    and the size of the file system that holds ``disk_path`` (where attempts work)."""
+def machine_capacity(
+    slots: int | None = None, disk_path: Path | None = None, gpus: int | None = None
+) -> Capacity:
+    """This machine: its CPUs (the ones this process may use), physical memory, NVIDIA GPUs
+    (``gpus`` if given), and the size of the file system that holds ``disk_path`` (where
+    attempts work); ``slots``: at most that many attempts at once."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -44,10 +48,10 @@ def machine_capacity(slots: int | None = None, disk_path: Path | None = None) ->
         with contextlib.suppress(OSError):
             disk = shutil.disk_usage(_existing(disk_path)).total
     return Capacity(
-        slots=slots or cpus,
+        slots=slots,
         cpu=float(cpus),
         memory_bytes=memory,
-        gpu=_nvidia_gpus(),
+        gpu=_nvidia_gpus() if gpus is None else gpus,
         disk_bytes=disk,
     )
 
@@ -159,6 +163,7 @@ class LocalProcessExecutor:
         self._on_exit: ExitCallback | None = None
         self._closing = False
         self._memory = MemoryGuard()
+        self._gpus = Devices(self._capacity.gpu)
         self._pools = WorkerPools(
             lambda job: ["--endpoint", job.endpoint],
             self._start,
@@ -216,9 +221,13 @@ class LocalProcessExecutor:
             job.workdir.mkdir(parents=True, exist_ok=True)
             if job.spec is not None and self._spec_files:
                 _write_private(_spec_file(job), job.spec.model_dump_json().encode())
-            process = await self._fork(job) or await self._spawn(job)
-        except OSError as e:
+            env = {**_env(job), **self._gpus.take(job.id, job.resources.gpu or 0)}
+            process = await self._fork(job, env) or await self._spawn(job, env)
+        except (OSError, JobStartError) as e:
+            self._gpus.give_back(job.id)
             shutil.rmtree(job.workdir, ignore_errors=True)
+            if isinstance(e, JobStartError):
+                raise
             raise JobStartError(f"cannot start {self._command[0]!r}: {e}") from e
         running = _Running(job, process)
         self._running[job.id] = running
@@ -226,9 +235,9 @@ class LocalProcessExecutor:
         identity = process_identity(process.pid) or ""
         return f"pid:{process.pid}:{identity}"
 
-    async def _fork(self, job: Job) -> ForkedProcess | None:
+    async def _fork(self, job: Job, env: Mapping[str, str]) -> ForkedProcess | None:
         return await self._fork_argv(
-            self.argv(job)[len(self._command) :], _env(job), job.workdir, job.log_path
+            self.argv(job)[len(self._command) :], env, job.workdir, job.log_path
         )
 
     async def _fork_argv(
@@ -244,9 +253,9 @@ class LocalProcessExecutor:
             log.warning("forking %s failed (%s); starting a fresh process", argv, e)
             return None
 
-    async def _spawn(self, job: Job) -> asyncio.subprocess.Process:
+    async def _spawn(self, job: Job, env: Mapping[str, str]) -> asyncio.subprocess.Process:
         return await self._spawn_argv(
-            self.argv(job)[len(self._command) :], _env(job), job.workdir, job.log_path
+            self.argv(job)[len(self._command) :], env, job.workdir, job.log_path
         )
 
     async def _spawn_argv(
@@ -309,6 +318,7 @@ class LocalProcessExecutor:
             # leftovers: children the task started in its group outlive nothing
             kill_group(process.pid)
             self._running.pop(job.id, None)
+            self._gpus.give_back(job.id)
             self._finished[job.id] = process.returncode
             while len(self._finished) > _KEEP_FINISHED:
                 self._finished.popitem(last=False)

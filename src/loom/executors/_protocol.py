@@ -12,9 +12,11 @@ from .. import wire
 
 @dataclass(frozen=True, slots=True)
 class Capacity:
-    """How much an executor can run: concurrent slots and the size of its largest worker."""
+    """How much an executor can run: the size of its largest worker, which the scheduler
+    packs attempts into by their requests, and at most ``slots`` attempts at once (``None``:
+    as many as their requests allow)."""
 
-    slots: int
+    slots: int | None
     cpu: float
     memory_bytes: int
     gpu: int = 0
@@ -85,7 +87,7 @@ class Executor(Protocol):
     """Runs jobs. All methods are called on the server's event loop."""
 
     def capacity(self) -> Capacity:
-        """The slots and worker size; the scheduler keeps within the slots."""
+        """The worker size (and slots); the scheduler keeps the attempts' requests within."""
 
     async def start(self, on_exit: ExitCallback) -> None:
         """Begin; ``on_exit`` is awaited once for every job that ends after ``submit``."""

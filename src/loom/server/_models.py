@@ -139,9 +139,13 @@ class Action(Base):
     outputs_key: Mapped[str | None] = mapped_column(String(255))
     phase: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # attempts started so far
-    # the share of an executor slot it holds while running: 1, or 1/concurrency in a warm
-    # worker (one worker process runs `concurrency` actions in the slot of one)
+    # what it holds while running (see ``_requests``): a share of an executor slot (1, or
+    # 1/concurrency in a warm worker, which runs `concurrency` actions in the slot of one),
+    # and its requests, defaults filled in, divided the same way
     weight: Mapped[float] = mapped_column(Float, default=1.0, server_default="1")
+    cpu_request: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    memory_request: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    gpu_request: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     retry_at: Mapped[datetime | None]  # when a RETRYING action may start its next attempt
     # disabled, miss, hit, overwritten, or waiting: QUEUED behind an identical call of a
     # serialized cache (not claimable until that one ends)

@@ -43,6 +43,7 @@ from ._events import EventBus
 from ._keys import KeyService
 from ._objects import ObjectStore, open_object_store
 from ._projects import ProjectService
+from ._requests import Defaults
 from ._runs import (
     Effects,
     Launch,
@@ -79,13 +80,20 @@ class ControlPlane:
         self.store = store or open_object_store(settings)
         self.executor: Executor = executor or LocalProcessExecutor(
             settings.runtime_command,
-            capacity=machine_capacity(settings.executor_slots, disk_path=settings.data_dir),
+            capacity=machine_capacity(
+                settings.executor_slots, disk_path=settings.data_dir, gpus=settings.executor_gpus
+            ),
         )
         self.keys = KeyService(self.db)
         self.projects = ProjectService(self.db)
         self.bundles = BundleService(self.db, self.store, settings.max_bundle_bytes)
         self.data = DataService(self.store, settings.max_data_bytes, self.db)
-        self.runs = RunService(self.db, self.store, self.executor.capacity())
+        self.runs = RunService(
+            self.db,
+            self.store,
+            self.executor.capacity(),
+            Defaults(settings.default_cpu, settings.default_memory_bytes),
+        )
         self.runs.dispatch = self._dispatch
         self.sessions = SessionService(self.db, self.runs, self.session_dir)
         self.secrets = SecretService(self.db, settings.data_dir / "secrets-key")
@@ -101,7 +109,7 @@ class ControlPlane:
         self.session_origin = settings.session_origin(settings.session_bind_port())
         self.runs.session_origin = self.origin_of_session
         self.bus = EventBus()
-        self.scheduler = Scheduler(self.runs, self._launch, self.executor.capacity().slots)
+        self.scheduler = Scheduler(self.runs, self._launch)
         self.logs_dir = settings.data_dir / "logs"
         self.work_dir = settings.data_dir / "work"
         self.tmp_dir = settings.data_dir / "tmp"

@@ -56,13 +56,13 @@ from ._models import (
     utcnow,
 )
 from ._objects import ObjectStore
+from ._requests import Defaults, Requests, Room
 from ._state import ROOT_ACTION, TERMINAL
 
 log = logging.getLogger("loom.server")
 
 _CLAIM_BATCH = 200  # queued actions looked at per query when claiming
 _IN_CHUNK = 500  # names per ``IN (...)`` list: well under every backend's parameter limit
-_SLOT_EPSILON = 1e-6  # slot shares are fractions: 50 x 1/50 must fill a slot exactly
 
 
 @dataclass
@@ -322,10 +322,18 @@ def run_info(r: Run, project: str, actions: int) -> wire.RunInfo:
 class RunService:
     """Everything about runs, actions and attempts."""
 
-    def __init__(self, db: Database, store: ObjectStore, capacity: Capacity) -> None:
+    def __init__(
+        self,
+        db: Database,
+        store: ObjectStore,
+        capacity: Capacity,
+        defaults: Defaults | None = None,
+    ) -> None:
         self._db = db
         self._store = store
         self.capacity = capacity
+        #: the requests of a task that makes none (see ``_requests``)
+        self.defaults = defaults or Defaults()
         self.dispatch: Callable[[Effects], None] = lambda fx: None
         #: a session's activity newer than its row (the session service keeps it in memory)
         self.activity: Callable[[str], datetime | None] = lambda session_id: None
@@ -801,7 +809,7 @@ class RunService:
                     "phase": "QUEUED",
                     "attempts": 0,
                     "cache": "disabled",
-                    "weight": _weight(task),
+                    **Requests.of(task, self.defaults).columns(),
                     "created_at": now,
                 }
             )
@@ -842,7 +850,7 @@ class RunService:
             phase="QUEUED",
             attempts=0,
             cache="disabled" if task.cache is None else "miss",
-            weight=_weight(task),
+            **Requests.of(task, self.defaults).columns(),
             created_at=utcnow(),
         )
         tx.s.add(action)
@@ -1453,10 +1461,11 @@ class RunService:
     # -- attempts: what the executor observed ---------------------------------------------
 
     def claim_launchable(
-        self, slots: int, handles: Sequence[tuple[int, str]] = ()
+        self, handles: Sequence[tuple[int, str]] = ()
     ) -> tuple[list[Launch], datetime | None]:
-        """Start attempts for as many waiting actions as there are free slots, in creation
-        order. Returns them and when the next backoff ends (to wake up then).
+        """Start attempts for the waiting actions that fit in what the running ones leave of
+        the executor's capacity, in creation order (see ``_requests``). Returns them and when
+        the next backoff ends (to wake up then).
 
         ``handles`` are the executor's handles of attempts the previous pass started, as
         ``(Launch.attempt_id, handle)``: recorded in the same transaction (which saves one per
@@ -1469,20 +1478,26 @@ class RunService:
             if handles:
                 _update_by_id(s, _ATTEMPTS, [{"_id": i, "handle": h} for i, h in handles])
             # (statements built once: building and keying them costs more than running them)
-            free = slots - float(s.scalar(_BUSY) or 0.0)
-            while free > _SLOT_EPSILON:
+            busy = s.execute(_BUSY).one()
+            room = Room.left(self.capacity, Requests(*(float(v or 0) for v in busy)))
+            after = 0
+            while not room.full:
                 # plain rows, not ORM objects: this is the hot path of every action
-                rows = s.execute(_CLAIMABLE, {"now": now}).all()
+                rows = s.execute(_CLAIMABLE, {"now": now, "after": after}).all()
                 taken = []
                 for row in rows:
-                    free -= row.weight  # may go below 0 by less than one slot
-                    taken.append(row)
-                    if free <= _SLOT_EPSILON:
+                    need = Requests.of_row(row)
+                    if room.fits(need):
+                        taken.append(row)
+                    # one that does not fit keeps its place: what it needs is held for it
+                    room = room.minus(need)
+                    if room.full:
                         break
                 launches.extend(self._start_attempts(tx, taken, now))
                 claimed.extend(taken)
                 if len(rows) < _CLAIM_BATCH:
                     break
+                after = rows[-1].id
             next_due = s.scalar(_NEXT_DUE, {"now": now})
             tx.fx.schedule = False  # we are the scheduler: no need to wake ourselves
         # after the commit: every attempt gets its spec with the job (a warm worker in its
@@ -1858,9 +1873,14 @@ _INSERT_ACTIONS = insert(_ACTIONS)
 _INSERT_ATTEMPTS = insert(_ATTEMPTS).returning(_ATTEMPTS.c.id, sort_by_parameter_order=True)
 
 _child = aliased(Action)
-#: The slots running actions hold. A parent blocked on its children holds none, or a deep
-#: tree would deadlock.
-_BUSY = select(func.coalesce(func.sum(Action.weight), 0.0)).where(
+#: What running actions hold (see ``_requests``). A parent blocked on its children holds
+#: nothing, or a deep tree would deadlock.
+_BUSY = select(
+    func.sum(Action.weight),
+    func.sum(Action.cpu_request),
+    func.sum(Action.memory_request),
+    func.sum(Action.gpu_request),
+).where(
     Action.phase == "RUNNING",
     ~exists().where(
         _child.run_id == Action.run_id,
@@ -1877,6 +1897,9 @@ _CLAIMABLE = (
         Action.phase,
         cast_(Action.spec, Text).label("spec"),  # text: a cache key as it is
         Action.weight,
+        Action.cpu_request,
+        Action.memory_request,
+        Action.gpu_request,
         Action.attempts,
         Action.started_at,
         Action.ended_at,
@@ -1892,10 +1915,11 @@ _CLAIMABLE = (
     .join(Run, Run.id == Action.run_id)
     .join(Project, Project.id == Run.project_id)
     .where(
+        Action.id > bindparam("after"),
         or_(
             (Action.phase == "QUEUED") & (Action.cache != "waiting"),
             (Action.phase == "RETRYING") & (Action.retry_at <= bindparam("now")),
-        )
+        ),
     )
     .order_by(Action.id)
     .limit(_CLAIM_BATCH)
@@ -2008,11 +2032,6 @@ def _mib(n: int | None) -> str:
 
 def _status(error: ServerError) -> wire.ItemStatus:
     return wire.ItemStatus(status=error.status_code, detail=str(error))
-
-
-def _weight(task: wire.TaskSpec) -> float:
-    """The share of an executor slot an action of ``task`` holds while it runs."""
-    return 1.0 if task.reuse is None else 1.0 / task.reuse.concurrency
 
 
 def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:

@@ -1,4 +1,5 @@
-"""The scheduler: starts waiting actions as executor slots free up, in creation order."""
+"""The scheduler: starts waiting actions, in creation order, as the executor has room for
+their requests (see ``_requests``)."""
 
 from __future__ import annotations
 
@@ -26,12 +27,9 @@ class Scheduler:
     if it could not start); the handles are recorded by the next pass's transaction.
     """
 
-    def __init__(
-        self, runs: RunService, launch: Callable[[Launch], Awaitable[str | None]], slots: int
-    ) -> None:
+    def __init__(self, runs: RunService, launch: Callable[[Launch], Awaitable[str | None]]) -> None:
         self._runs = runs
         self._launch = launch
-        self._slots = slots
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -58,9 +56,7 @@ class Scheduler:
             self._wake.clear()
             try:
                 recorded, handles = handles, []
-                launches, next_due = await to_thread.run_sync(
-                    self._runs.claim_launchable, self._slots, recorded
-                )
+                launches, next_due = await to_thread.run_sync(self._runs.claim_launchable, recorded)
                 for launch in launches:
                     handle = await self._launch(launch)
                     if handle is not None and launch.attempt_id:

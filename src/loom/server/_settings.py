@@ -13,7 +13,14 @@ variables, defaults.
                             ``<data-dir>/objects``)
 ``LOOM_S3_ENDPOINT_URL``    endpoint of an S3-compatible store (MinIO, moto...)
 ``LOOM_S3_REGION``          region of the S3 store (optional)
-``LOOM_EXECUTOR_SLOTS``     concurrent action processes (default: the number of CPUs)
+``LOOM_EXECUTOR_SLOTS``     most attempts running at once (default: no limit but the
+                            resources their requests add up to, see below)
+``LOOM_EXECUTOR_GPUS``      GPUs the executor hands out, numbered from 0 (default: the
+                            NVIDIA GPUs found, one per ``/dev/nvidiaN``)
+``LOOM_DEFAULT_CPU``        the CPU request of a task that makes none (default 0.01): the
+                            scheduler packs attempts by their requests against the machine
+``LOOM_DEFAULT_MEMORY``     the memory request of a task that makes none (default
+                            ``128Mi``); it is not enforced, an explicit request is
 ``LOOM_RUNTIME_COMMAND``    the command that runs one attempt (default
                             ``<python> -m loom.runtime``), split like a shell would
 ``LOOM_MAX_BUNDLE_BYTES``   largest code bundle accepted (default 1 GiB)
@@ -45,6 +52,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .. import wire
 from ._errors import ConfigurationError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -64,7 +72,10 @@ class ServerSettings:
     allow_remote: bool = False
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
-    executor_slots: int = 1
+    executor_slots: int | None = None
+    executor_gpus: int | None = None
+    default_cpu: float = 0.01
+    default_memory_bytes: int = 128 << 20
     runtime_command: tuple[str, ...] = ()
     max_bundle_bytes: int = 1 << 30
     max_data_bytes: int = 10 << 30
@@ -98,7 +109,14 @@ class ServerSettings:
             "object_store": env.get("LOOM_OBJECT_STORE") or str(data_dir / "objects"),
             "s3_endpoint_url": env.get("LOOM_S3_ENDPOINT_URL") or None,
             "s3_region": env.get("LOOM_S3_REGION") or None,
-            "executor_slots": _int(env, "LOOM_EXECUTOR_SLOTS", os.cpu_count() or 1),
+            "executor_slots": (
+                _int(env, "LOOM_EXECUTOR_SLOTS", 0) if env.get("LOOM_EXECUTOR_SLOTS") else None
+            ),
+            "executor_gpus": (
+                _int(env, "LOOM_EXECUTOR_GPUS", 0) if env.get("LOOM_EXECUTOR_GPUS") else None
+            ),
+            "default_cpu": _float(env, "LOOM_DEFAULT_CPU", 0.01),
+            "default_memory_bytes": _bytes(env, "LOOM_DEFAULT_MEMORY", 128 << 20),
             "max_bundle_bytes": _int(env, "LOOM_MAX_BUNDLE_BYTES", 1 << 30),
             "max_data_bytes": _int(env, "LOOM_MAX_DATA_BYTES", 10 << 30),
             "heartbeat_timeout_s": _float(env, "LOOM_HEARTBEAT_TIMEOUT", 90.0),
@@ -130,8 +148,17 @@ class ServerSettings:
 
     def validate(self) -> None:
         """Raise :class:`ConfigurationError` for settings the server cannot run with."""
-        if self.executor_slots < 1:
+        if self.executor_slots is not None and self.executor_slots < 1:
             raise ConfigurationError("LOOM_EXECUTOR_SLOTS must be at least 1")
+        if self.executor_gpus is not None and self.executor_gpus < 0:
+            raise ConfigurationError("LOOM_EXECUTOR_GPUS cannot be negative")
+        if not 0 < self.default_cpu <= 1024:
+            raise ConfigurationError(
+                f"LOOM_DEFAULT_CPU must be more than 0 (a share of one CPU, such as 0.01), "
+                f"got {self.default_cpu:g}"
+            )
+        if self.default_memory_bytes < 1:
+            raise ConfigurationError("LOOM_DEFAULT_MEMORY must be more than 0, such as 128Mi")
         if not 0 <= self.port <= 65535:
             raise ConfigurationError(f"port must be between 0 and 65535, got {self.port}")
         if not self.heartbeat_timeout_s > 0:
@@ -219,6 +246,16 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError as e:
         raise ConfigurationError(f"{name} must be a whole number, got {raw!r}") from e
+
+
+def _bytes(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        return wire.parse_bytes(raw)
+    except ValueError as e:
+        raise ConfigurationError(f"{name}: {e}") from e
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:

@@ -1,0 +1,104 @@
+"""The scheduler packs attempts by their requests against the executor's capacity."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from loom.executors import Capacity
+from loom.server._requests import Defaults, Requests, Room
+from tests.server.conftest import Api, task_spec
+
+sqlite = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+GiB = 1 << 30
+
+
+@pytest.fixture
+def capacity() -> Capacity:
+    # no count of slots, as a server has by default: only the requests decide
+    return Capacity(slots=None, cpu=2.0, memory_bytes=8 * GiB, gpu=1)
+
+
+def _started(api: Api, expected: int) -> set[str]:
+    """The jobs submitted, once there are ``expected`` and no more come."""
+    api.wait_for(lambda: len(api.executor.jobs) >= expected)
+    time.sleep(0.3)  # a scheduler pass that would start more has had its chance
+    assert len(api.executor.jobs) == expected, sorted(api.executor.jobs)
+    return set(api.executor.jobs)
+
+
+def _task(**resources: Any) -> dict[str, Any]:
+    return task_spec(resources=resources)
+
+
+@sqlite
+def test_tasks_without_requests_run_wide_until_memory_runs_out(api: Api) -> None:
+    # 0.01 CPU each would let 200 start on 2 CPUs; 128 MiB each fills 8 GiB at 64
+    runs = [api.create_run()["name"] for _ in range(70)]
+    started = _started(api, 64)
+    assert started == {f"{r}/a0/1" for r in runs[:64]}  # in creation order
+    api.exit(f"{runs[0]}/a0/1")
+    api.job(runs[64], "a0", 1)
+
+
+@sqlite
+def test_cpu_requests_are_packed_against_the_cpus(api: Api) -> None:
+    runs = [api.create_run(_task(cpu=1.0))["name"] for _ in range(3)]
+    assert _started(api, 2) == {f"{runs[0]}/a0/1", f"{runs[1]}/a0/1"}
+    api.finish(runs[0], "a0", 1, value=1)
+    api.exit(f"{runs[0]}/a0/1")
+    api.job(runs[2], "a0", 1)
+
+
+@sqlite
+def test_a_big_request_keeps_its_place_and_is_not_starved(api: Api) -> None:
+    first = api.create_run(_task(cpu=1.5))["name"]
+    api.job(first, "a0", 1)
+    big = api.create_run(_task(cpu=2.0))["name"]
+    small = api.create_run()["name"]  # would fit beside the first, but the big one is older
+    _started(api, 1)
+    api.exit(f"{first}/a0/1")
+    api.job(big, "a0", 1)
+    _started(api, 2)
+    api.exit(f"{big}/a0/1")
+    api.job(small, "a0", 1)
+
+
+@sqlite
+def test_what_waits_for_a_gpu_does_not_hold_back_what_needs_none(api: Api) -> None:
+    first = api.create_run(_task(gpu=1))["name"]
+    api.job(first, "a0", 1)
+    second = api.create_run(_task(gpu=1))["name"]
+    cpu_only = api.create_run()["name"]
+    api.job(cpu_only, "a0", 1)
+    assert f"{second}/a0/1" not in _started(api, 2)
+    api.exit(f"{first}/a0/1")
+    api.job(second, "a0", 1)
+
+
+@sqlite
+def test_warm_workers_share_their_environments_requests(api: Api) -> None:
+    reuse = {"max_replicas": 1, "concurrency": 4}
+    runs = [
+        api.create_run(task_spec(resources={"cpu": 2.0}, reuse=reuse))["name"] for _ in range(5)
+    ]
+    # each holds a quarter of the worker's 2 CPUs: four fit, the fifth waits
+    assert _started(api, 4) == {f"{r}/a0/1" for r in runs[:4]}
+
+
+def test_requests_fill_in_defaults_and_split_by_concurrency() -> None:
+    from loom import wire
+
+    defaults = Defaults(cpu=0.05, memory_bytes=100)
+    plain = wire.TaskSpec.model_validate(task_spec())
+    assert Requests.of(plain, defaults) == Requests(1.0, 0.05, 100.0, 0.0)
+    pooled = wire.TaskSpec.model_validate(
+        task_spec(resources={"gpu": 1, "memory_bytes": 1000}, reuse={"concurrency": 4})
+    )
+    assert Requests.of(pooled, defaults) == Requests(0.25, 0.0125, 250.0, 0.25)
+    room = Room.left(Capacity(slots=None, cpu=1.0, memory_bytes=1000), Requests(0, 0, 0, 0))
+    assert room.fits(Requests.of(plain, defaults)) and not room.fits(Requests.of(pooled, defaults))
+    assert room.minus(Requests(1, 1, 0, 0)).full
