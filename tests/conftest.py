@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -165,15 +166,48 @@ class ServerProcess:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"}
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
-        """Signal the server (SIGKILL: a crash) and wait for it to exit."""
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15, *, restart: bool = False) -> int:
+        """Signal the server (SIGKILL: a crash) and wait for it to exit. Its action processes
+        outlive it, for the next server process to adopt: unless a ``restart`` follows, they
+        are killed too, as the test is over."""
         if self.process.poll() is None:
             self.process.send_signal(sig)
         try:
-            return self.process.wait(timeout)
+            code = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            return self.process.wait()
+            code = self.process.wait()
+        if not restart:
+            kill_actions(self.data_dir)
+        return code
+
+
+def actions_of(data_dir: Path) -> list[int]:
+    """The processes working under a server's data directory or its scratch directory (its
+    action processes and warm workers)."""
+    from loom.server import ServerSettings
+
+    scratch = ServerSettings.load({}, data_dir=data_dir).session_sockets_dir()
+    roots = [str(data_dir.resolve()), str(scratch)]
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if any(cwd == root or cwd.startswith(root + os.sep) for root in roots):
+            found.append(int(entry.name))
+    return found
+
+
+def kill_actions(data_dir: Path) -> None:
+    for pid in actions_of(data_dir):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def session_client(server: ServerProcess, session: dict[str, Any]) -> Any:

@@ -43,6 +43,9 @@ class Settings:
     local_threads: int = 64
     #: seconds between an action process's heartbeats (the server sets it for its runtimes)
     heartbeat_interval_s: float = 10.0
+    #: seconds an action process keeps trying to reach a server that is away (restarting)
+    #: before it gives up: its reports are held meanwhile, and delivered when it is back
+    server_patience_s: float = 600.0
     env_secrets: dict[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -69,6 +72,7 @@ class Settings:
             ("api_key", "LOOM_API_KEY"),
             ("local_threads", "LOOM_LOCAL_THREADS"),
             ("heartbeat_interval_s", "LOOM_HEARTBEAT_INTERVAL"),
+            ("server_patience_s", "LOOM_SERVER_PATIENCE"),
         ):
             if env.get(var):
                 values[name] = env[var]
@@ -91,6 +95,15 @@ class Settings:
             ) from e
         if not values["heartbeat_interval_s"] > 0:
             raise ConfigError("LOOM_HEARTBEAT_INTERVAL must be more than 0 seconds")
+        try:
+            values["server_patience_s"] = float(values.get("server_patience_s", 600.0))
+        except ValueError as e:
+            raise ConfigError(
+                "LOOM_SERVER_PATIENCE must be a number of seconds, got "
+                f"{values['server_patience_s']!r}"
+            ) from e
+        if not values["server_patience_s"] >= 0:
+            raise ConfigError("LOOM_SERVER_PATIENCE cannot be negative")
         return cls(**values)
 
     def with_overrides(self, **overrides: Any) -> Settings:

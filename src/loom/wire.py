@@ -355,6 +355,16 @@ class Role(StrEnum):
 #: only while that attempt runs). API keys start with ``loom_``.
 ATTEMPT_CREDENTIAL_PREFIX = "loomat_"
 
+#: A warm worker marks each attempt it runs with a file of this directory (in its working
+#: directory) from before the task's code starts until the attempt ends: after a crash, the
+#: next server process finds there which worker to adopt an attempt from.
+WORKER_JOBS_DIR = ".loom-jobs"
+
+
+def worker_job_marker(run: str, action: str, attempt: int) -> str:
+    """The name of the file marking that attempt in its worker's :data:`WORKER_JOBS_DIR`."""
+    return f"{run}~{action}~{attempt}"
+
 
 class ApiKeyCreate(_Model):
     """A new key: an ``admin`` key, or one with a role in each of ``projects`` (one of the

@@ -27,7 +27,11 @@ def test_forked_attempts_run_the_runtime(tmp_path: Path) -> None:
             logs, children = [], []
             for n in range(3):
                 log = tmp_path / f"{n}.log"
-                env = {"LOOM_HOME": str(tmp_path / "home"), "PATH": os.environ["PATH"]}
+                env = {
+                    "LOOM_HOME": str(tmp_path / "home"),
+                    "PATH": os.environ["PATH"],
+                    "LOOM_SERVER_PATIENCE": "0",  # (else it waits for a server to come)
+                }
                 child = await zygote.spawn([*argv, "--attempt", str(n)], env, work, log)
                 logs.append(log)
                 children.append(child)

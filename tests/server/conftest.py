@@ -38,6 +38,9 @@ class FakeExecutor:
         self.running: set[str] = set()
         self.cancelled: list[str] = []
         self.reclaimed: list[str] = []
+        #: handles whose processes outlived the server that started them
+        self.alive: set[str] = set()
+        self.adopted: list[str] = []
         self.on_exit: ExitCallback | None = None
         self.fail_submit: str | None = None
 
@@ -64,10 +67,19 @@ class FakeExecutor:
             return JobStatus("running")
         return JobStatus("exited" if job_id in self.jobs else "unknown")
 
+    async def adopt(self, job: Job, handle: str) -> bool:
+        if handle not in self.alive:
+            self.reclaimed.append(handle)
+            return False
+        self.adopted.append(handle)
+        self.jobs[job.id] = job
+        self.running.add(job.id)
+        return True
+
     async def reclaim(self, handle: str) -> None:
         self.reclaimed.append(handle)
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, keep: bool = False) -> None:
         self.running.clear()
 
     async def exit(self, job_id: str, returncode: int | None, reason: str = "exited") -> None:

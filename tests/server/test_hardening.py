@@ -311,7 +311,9 @@ def test_a_backoff_beyond_a_float_retries_after_the_cap(api: Api, ending: str) -
 
 @pytest.fixture
 def breaks_on(api: Api, monkeypatch: pytest.MonkeyPatch) -> Iterator[set[str]]:
-    """Runs whose attempts the server fails to end (a bug, a lost connection...)."""
+    """Runs whose attempts the server fails to end (a bug, a lost connection...); a lost
+    attempt fails its action at once."""
+    api.plane.runs.system_retries = 0
     broken: set[str] = set()
     real = api.plane.runs._end_attempt
 
@@ -520,6 +522,7 @@ def test_an_exit_that_cannot_be_recorded_is_tried_again_until_it_is(
 ) -> None:
     import errno
 
+    api.plane.runs.system_retries = 0  # a lost attempt fails the action at once
     run = api.create_run()["name"]
     job = api.job(run, "a0", 1)
     record = api.plane.runs.processes_exited

@@ -171,14 +171,17 @@ def test_timeout_fails_the_attempt_as_timeout(api: Api) -> None:
 
 
 def test_a_process_that_exits_without_reporting_is_lost(api: Api) -> None:
-    name = api.create_run(task_spec(retries={"count": 1, "backoff_s": 0}))["name"]
+    name = api.create_run(task_spec())["name"]  # lost attempts are retried all the same
     api.exit(api.job(name, "a0", 1).id, 3)
     api.exit(api.job(name, "a0", 2).id, -9)
+    api.exit(api.job(name, "a0", 3).id, 0)
+    api.exit(api.job(name, "a0", 4).id, 3)
     action = api.wait_phase(name, "a0", "FAILED")
-    first, second = (a["error"] for a in action["attempts"])
-    assert first["kind"] == "worker_lost"
-    assert first["message"] == "worker lost: process exited with code 3"
-    assert second["message"].startswith("worker lost: process exited with code -9")
+    errors = [a["error"] for a in action["attempts"]]
+    assert [e["kind"] for e in errors] == ["worker_lost"] * 4
+    assert errors[0]["message"] == "worker lost: process exited with code 3"
+    assert errors[1]["message"].startswith("worker lost: process exited with code -9")
+    assert errors[2]["message"].endswith("without reporting its result")
 
 
 def test_abort_run_kills_everything_still_going(api: Api) -> None:
@@ -481,32 +484,49 @@ def capacity_small() -> Capacity:
     return Capacity(slots=1, cpu=1.0, memory_bytes=1 << 30)
 
 
-def test_restart_loses_running_attempts_and_retries_them(api: Api) -> None:
+def test_a_restart_adopts_running_attempts_and_retries_only_lost_ones(api: Api) -> None:
     from fastapi.testclient import TestClient
 
     from loom.server import ControlPlane, create_app
     from tests.server.conftest import FakeExecutor
 
-    name = api.create_run(task_spec(retries={"count": 1, "backoff_s": 0}))["name"]
+    name = api.create_run()["name"]
     api.job(name, "a0", 1)
-    queued = api.create_run()["name"]
-    api.job(queued, "a0", 1)
+    gone = api.create_run()["name"]
+    api.job(gone, "a0", 1)
     third = api.create_run()["name"]  # waits: both slots are taken
-    # a second server process on the same storage, as after kill -9 and restart
+    # a second server process on the same storage, as after kill -9 and restart: the first
+    # attempt's process still runs, the other's is gone
     executor = FakeExecutor(api.executor.capacity())
+    executor.alive = {f"fake:{name}/a0/1"}
     plane = ControlPlane(api.settings, executor=executor)
     plane.prepare()
     with TestClient(create_app(plane), headers=dict(api.client.headers)) as client:
-        assert sorted(executor.reclaimed) == sorted([f"fake:{name}/a0/1", f"fake:{queued}/a0/1"])
-        action = client.get(f"/api/v1/runs/{name}/actions/a0").json()
-        assert action["attempts"][0]["error"]["kind"] == "worker_lost"
-        assert "server restarted" in action["attempts"][0]["error"]["message"]
+        assert executor.adopted == [f"fake:{name}/a0/1"]
+        assert executor.reclaimed == [f"fake:{gone}/a0/1"]
+        # the lost one is retried at once, though its task has no retries: not its fault
         deadline = time.monotonic() + 10
-        while {f"{name}/a0/2", f"{third}/a0/1"} - set(executor.jobs):
+        while f"{gone}/a0/2" not in executor.jobs:
             assert time.monotonic() < deadline, executor.jobs
             time.sleep(0.02)
-        lost = client.get(f"/api/v1/runs/{queued}").json()
-        assert lost["phase"] == "FAILED" and lost["error"]["kind"] == "worker_lost"
+        action = client.get(f"/api/v1/runs/{gone}/actions/a0").json()
+        assert action["attempts"][0]["error"]["kind"] == "worker_lost"
+        assert "server restarted" in action["attempts"][0]["error"]["message"]
+        # the adopted one still holds its slot (two: the third run waits), and reports as
+        # if nothing had happened
+        assert client.get(f"/api/v1/runs/{name}").json()["phase"] == "RUNNING"
+        time.sleep(0.3)
+        assert f"{third}/a0/1" not in executor.jobs
+        r = client.post(
+            f"/api/v1/runs/{name}/actions/a0/attempts/1/finished", json={"outputs": {"value": 1}}
+        )
+        assert r.status_code == 200, r.text
+        assert client.portal is not None
+        client.portal.call(executor.exit, f"{name}/a0/1", None)
+        assert client.get(f"/api/v1/runs/{name}").json()["phase"] == "SUCCEEDED"
+        while f"{third}/a0/1" not in executor.jobs:
+            assert time.monotonic() < deadline, executor.jobs
+            time.sleep(0.02)
     plane.db.dispose()
 
 
@@ -562,3 +582,27 @@ def test_a_filtered_event_stream_keeps_alive_while_other_runs_are_busy(
     finally:
         stop.set()
         worker.join(10)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_lost_attempts_are_retried_from_the_servers_allowance_not_the_tasks(api: Api) -> None:
+    # retries=0: a task's own failure ends it, but the infrastructure may lose it 3 times
+    name = api.create_run(task_spec())["name"]
+    for number in (1, 2, 3):
+        api.job(name, "a0", number)
+        api.exit(f"{name}/a0/{number}", -9)  # died without reporting: lost
+    api.job(name, "a0", 4)
+    api.exit(f"{name}/a0/4", -9)
+    failed = api.wait_phase(name, "a0", "FAILED")
+    assert [a["error"]["kind"] for a in failed["attempts"]] == ["worker_lost"] * 4
+    # a loss does not use up the task's own retries either
+    other = api.create_run(task_spec(retries={"count": 1, "backoff_s": 0}))["name"]
+    api.job(other, "a0", 1)
+    api.exit(f"{other}/a0/1", -9)
+    api.job(other, "a0", 2)
+    api.finish(other, "a0", 2, error=error_info())
+    api.exit(f"{other}/a0/2", 1)
+    api.job(other, "a0", 3)  # the task's one retry, still there
+    api.finish(other, "a0", 3, error=error_info())
+    api.exit(f"{other}/a0/3", 1)
+    assert len(api.wait_phase(other, "a0", "FAILED")["attempts"]) == 3

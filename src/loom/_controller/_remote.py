@@ -296,7 +296,9 @@ class RemoteRun:
         if asyncio.get_running_loop() is self.loop:
             yield self.client
             return
-        async with Client(self.client.endpoint, self.client.api_key) as client:
+        async with Client(
+            self.client.endpoint, self.client.api_key, patience_s=self.client.patience_s
+        ) as client:
             yield client
 
     def _block(self, make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:

@@ -36,6 +36,9 @@ from ._protocol import ExitReason, Job, JobExit
 
 log = logging.getLogger("loom.executors")
 
+#: The name of a pools' directory begins so (a random rest follows).
+POOLS_DIR_PREFIX = "loom-workers-"
+
 #: A worker's idle time before it stops, when the policy sets none.
 DEFAULT_IDLE_TTL_S = 30.0
 #: How long a cancelled attempt may take to wind down before its worker is killed.
@@ -116,7 +119,11 @@ class WorkerPools:
         kill_group: KillGroup,
         on_exit: Callable[[JobExit], Awaitable[None]],
         identify: Callable[[int], str | None] = lambda pid: "",
+        root: Path | None = None,
     ) -> None:
+        #: where the pools' directory goes (socket, workers' work dirs and logs): a private
+        #: directory of the server's, where the next server process finds what a crash left
+        self._root = root
         self._endpoint_argv = endpoint_argv
         self._identify = identify
         self._start_process = start_process
@@ -175,8 +182,20 @@ class WorkerPools:
             # a sync task in a thread cannot be cancelled: then the worker goes, whole
             self._later(CANCEL_GRACE_S, self._kill_if_running, where, job_id)
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, keep: bool = False) -> None:
+        """Stop every worker; with ``keep``, close only their connections: a worker then
+        finishes the attempts it runs (delivering their results to the next server process),
+        and exits. Its directory is left to the next server process to remove."""
         self._closing = True
+        if keep:
+            for worker in self._workers.values():
+                if worker.writer is not None:
+                    worker.writer.close()
+            for task in list(self._tasks):
+                task.cancel()
+            if self._server is not None:
+                self._server.close()
+            return
         for worker in list(self._workers.values()):
             self._kill_group(worker.process.pid)
         for task in list(self._tasks):
@@ -193,7 +212,9 @@ class WorkerPools:
         if self._server is not None:
             return
         # a private (0700) directory: only this user can connect; short, for the socket's path
-        self._dir = Path(tempfile.mkdtemp(prefix="loom-workers-"))
+        if self._root is not None:
+            self._root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._dir = Path(tempfile.mkdtemp(prefix=POOLS_DIR_PREFIX, dir=self._root))
         self._server = await asyncio.start_unix_server(
             self._connected, path=str(self._dir / "s"), limit=2**20
         )

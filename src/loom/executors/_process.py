@@ -10,22 +10,25 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import wire
 from ._errors import JobStartError
 from ._gpus import Devices
 from ._memory import MemoryGuard
-from ._pool import WorkerPools
+from ._pool import POOLS_DIR_PREFIX, WorkerPools
 from ._protocol import Capacity, ExitCallback, ExitReason, Job, JobExit, JobStatus
 from ._zygote import ForkedProcess, Zygote
 
 log = logging.getLogger("loom.executors")
 
 _KEEP_FINISHED = 10_000
+_STALE_SWEEP_S = 2.0
 DEFAULT_COMMAND: tuple[str, ...] = (sys.executable, "-m", "loom.runtime")
 
 
@@ -113,16 +116,111 @@ def process_identity(pid: int) -> str | None:
     return fields[19] if len(fields) > 19 else ""
 
 
+def _working_dirs() -> list[tuple[str, int]]:
+    """The working directory of every process this user can see, and its pid."""
+    found: list[tuple[str, int]] = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    found.append((os.readlink(f"/proc/{entry.name}/cwd"), int(entry.name)))
+    return found
+
+
+def _working_in(workdir: Path) -> tuple[int, str] | None:
+    """The process working in an attempt's work dir (each attempt has its own; the one that
+    leads its process group, not a child it started), with its identity: an attempt whose
+    handle was not recorded yet when the server died."""
+    target = str(workdir.resolve())
+    for cwd, pid in _working_dirs():
+        with contextlib.suppress(OSError):
+            if cwd == target and os.getpgid(pid) == pid:
+                return pid, process_identity(pid) or ""
+    return None
+
+
+def remove_workdir(workdir: Path) -> None:
+    """Remove an attempt's work dir, and its action's and run's once they are empty (the
+    server makes them ``<work>/<run>/<action>/<attempt>``)."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    for parent in (workdir.parent, workdir.parent.parent):
+        try:
+            parent.rmdir()
+        except OSError:  # not empty: another attempt of the run is still there
+            return
+
+
 def kill_group(pgid: int) -> None:
     """SIGKILL a whole process group; a group that is gone already is fine."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
 
 
+async def _ended(pid: int) -> None:
+    """Return once process ``pid`` has ended (a pidfd turns readable then: the process need
+    not be our child)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    loop = asyncio.get_running_loop()
+    ended = loop.create_future()
+
+    def readable() -> None:
+        if not ended.done():
+            ended.set_result(None)
+
+    loop.add_reader(pidfd, readable)
+    try:
+        await ended
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+
+
+class _Spawned:
+    """A process started here without the fork server (the part of ``Process`` we use).
+    Not an asyncio subprocess: closing one of those kills its process, and the processes
+    must outlive a server that stops, for the next one to adopt."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self.pid = popen.pid
+        self._popen = popen
+        self.returncode: int | None = None
+
+    async def wait(self) -> int | None:
+        if self._popen.poll() is None:
+            await _ended(self.pid)
+        self.returncode = self._popen.wait()
+        return self.returncode
+
+
+class _Adopted:
+    """A process a previous server process started and this one took over: not our child,
+    so no exit status, but a pidfd says when it ends."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    async def wait(self) -> int | None:
+        await _ended(self.pid)
+        return None
+
+
+def parse_handle(handle: str) -> tuple[int, str] | None:
+    """The pid and identity in a process job's handle (``pid:<pid>:<identity>``)."""
+    kind, _, rest = handle.partition(":")
+    pid_text, _, identity = rest.partition(":")
+    if kind != "pid" or not pid_text.isdigit():
+        return None
+    return int(pid_text), identity
+
+
 @dataclass
 class _Running:
     job: Job
-    process: asyncio.subprocess.Process | ForkedProcess
+    process: _Spawned | ForkedProcess | _Adopted
     reason: ExitReason = "exited"
     peak_bytes: int | None = None
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -146,8 +244,14 @@ class LocalProcessExecutor:
         capacity: Capacity | None = None,
         fork_server: bool | None = None,
         spec_files: bool | None = None,
+        scratch_dir: Path | None = None,
     ) -> None:
         self._command = tuple(command)
+        #: a private directory of this server's (the pools' sockets go there: short paths),
+        #: where the next server process finds what a crash left behind
+        self._scratch_dir = scratch_dir
+        self._stale_dirs: list[Path] = []
+        self._sweeping: asyncio.Task[None] | None = None
         # Fork attempts from a warm runtime process; only the real runtime speaks its protocol.
         use_zygote = self._command == DEFAULT_COMMAND if fork_server is None else fork_server
         self._zygote: Zygote | None = Zygote(self._command) if use_zygote else None
@@ -162,6 +266,7 @@ class LocalProcessExecutor:
         self._ended_early: set[asyncio.Task[None]] = set()  # their exit reports, under way
         self._on_exit: ExitCallback | None = None
         self._closing = False
+        self._keeping = False  # shutting down, leaving the processes for the next server
         self._memory = MemoryGuard()
         self._gpus = Devices(self._capacity.gpu)
         self._pools = WorkerPools(
@@ -170,6 +275,7 @@ class LocalProcessExecutor:
             kill_group,
             self._recorded_exit,
             process_identity,
+            root=scratch_dir,
         )
 
     def capacity(self) -> Capacity:
@@ -177,6 +283,12 @@ class LocalProcessExecutor:
 
     async def start(self, on_exit: ExitCallback) -> None:
         self._on_exit = on_exit
+        if self._scratch_dir is not None and self._scratch_dir.is_dir():
+            # a previous server process's pools: gone once their last worker is
+            self._stale_dirs = sorted(self._scratch_dir.glob(POOLS_DIR_PREFIX + "*"))
+            self._remove_stale_dirs()
+            if self._stale_dirs:
+                self._sweeping = asyncio.create_task(self._sweep_stale_dirs())
         if self._zygote is not None:  # warm up in the background; spawn directly meanwhile
             self._zygote_starting = asyncio.create_task(self._start_zygote(self._zygote))
 
@@ -225,7 +337,7 @@ class LocalProcessExecutor:
             process = await self._fork(job, env) or await self._spawn(job, env)
         except (OSError, JobStartError) as e:
             self._gpus.give_back(job.id)
-            shutil.rmtree(job.workdir, ignore_errors=True)
+            remove_workdir(job.workdir)
             if isinstance(e, JobStartError):
                 raise
             raise JobStartError(f"cannot start {self._command[0]!r}: {e}") from e
@@ -253,29 +365,30 @@ class LocalProcessExecutor:
             log.warning("forking %s failed (%s); starting a fresh process", argv, e)
             return None
 
-    async def _spawn(self, job: Job, env: Mapping[str, str]) -> asyncio.subprocess.Process:
+    async def _spawn(self, job: Job, env: Mapping[str, str]) -> _Spawned:
         return await self._spawn_argv(
             self.argv(job)[len(self._command) :], env, job.workdir, job.log_path
         )
 
     async def _spawn_argv(
         self, argv: Sequence[str], env: Mapping[str, str], cwd: Path, log_path: Path
-    ) -> asyncio.subprocess.Process:
+    ) -> _Spawned:
         with log_path.open("ab") as out:
-            return await asyncio.create_subprocess_exec(
-                *self._command,
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=out,
-                stderr=asyncio.subprocess.STDOUT,
-                env=dict(env),
-                cwd=cwd,
-                start_new_session=True,  # its own process group, to kill it whole
+            return _Spawned(
+                subprocess.Popen(
+                    [*self._command, *argv],
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=dict(env),
+                    cwd=cwd,
+                    start_new_session=True,  # its own process group, to kill it whole
+                )
             )
 
     async def _start(
         self, argv: Sequence[str], env: dict[str, str], cwd: Path, log_path: Path
-    ) -> ForkedProcess | asyncio.subprocess.Process:
+    ) -> ForkedProcess | _Spawned:
         """``<runtime> *argv`` forked from the fork server when it runs, spawned otherwise."""
         return await self._fork_argv(argv, env, cwd, log_path) or await self._spawn_argv(
             argv, env, cwd, log_path
@@ -312,17 +425,12 @@ class LocalProcessExecutor:
                     running.reason = "timeout"
                     kill_group(process.pid)
                     await process.wait()
-        finally:
-            if limit:
-                running.peak_bytes = max(running.peak_bytes or 0, self._memory.unwatch(process.pid))
-            # leftovers: children the task started in its group outlive nothing
-            kill_group(process.pid)
-            self._running.pop(job.id, None)
-            self._gpus.give_back(job.id)
-            self._finished[job.id] = process.returncode
-            while len(self._finished) > _KEEP_FINISHED:
-                self._finished.popitem(last=False)
-            shutil.rmtree(job.workdir, ignore_errors=True)
+        except asyncio.CancelledError:
+            if self._keeping:  # left running for the next server process, work dir and all
+                raise
+            self._end(running)
+            raise
+        self._end(running)
         if self._on_exit is not None and not self._closing:
             try:
                 await self._on_exit(
@@ -330,6 +438,49 @@ class LocalProcessExecutor:
                 )
             except Exception:  # the server logs and recovers; never lose the watcher quietly
                 log.exception("handling the exit of job %s failed", job.id)
+
+    def _end(self, running: _Running) -> None:
+        """What is left of a job whose process ended (or that is given up)."""
+        job, process = running.job, running.process
+        if job.resources.memory_bytes:
+            running.peak_bytes = max(running.peak_bytes or 0, self._memory.unwatch(process.pid))
+        # leftovers: children the task started in its group outlive nothing
+        kill_group(process.pid)
+        self._running.pop(job.id, None)
+        self._gpus.give_back(job.id)
+        self._finished[job.id] = process.returncode
+        while len(self._finished) > _KEEP_FINISHED:
+            self._finished.popitem(last=False)
+        remove_workdir(job.workdir)
+        if self._stale_dirs and isinstance(process, _Adopted):
+            self._remove_stale_dirs()
+
+    def _pool_worker_of(self, job: Job) -> tuple[int, str] | None:
+        """The worker of a previous server process's pool that runs ``job`` (it marks the
+        attempts it runs, see ``loom.wire.WORKER_JOBS_DIR``)."""
+        marker = wire.worker_job_marker(job.run, job.action, job.attempt)
+        for pools in self._stale_dirs:
+            for mark in pools.glob(f"*/{wire.WORKER_JOBS_DIR}/{marker}"):
+                return _working_in(mark.parent.parent)
+        return None
+
+    async def _sweep_stale_dirs(self) -> None:
+        """Workers left idle by a crash exit on their own, adopted by nobody: look again."""
+        while self._stale_dirs:
+            await asyncio.sleep(_STALE_SWEEP_S)
+            self._remove_stale_dirs()
+
+    def _remove_stale_dirs(self) -> None:
+        """Remove the stale pools' directories in which no process works any more."""
+        busy = _working_dirs()
+        kept = []
+        for path in self._stale_dirs:
+            prefix = str(path) + os.sep
+            if any(cwd.startswith(prefix) for cwd, _ in busy):
+                kept.append(path)
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+        self._stale_dirs = kept
 
     async def cancel(self, job_id: str) -> None:
         if self._pools.has(job_id):
@@ -357,22 +508,45 @@ class LocalProcessExecutor:
             return JobStatus("exited", self._finished[job_id])
         return JobStatus("unknown")
 
+    async def adopt(self, job: Job, handle: str) -> bool:
+        parsed = parse_handle(handle)
+        if parsed is None:  # no handle recorded yet, or it waited in a pool back then
+            parsed = _working_in(job.workdir) or self._pool_worker_of(job)
+        current = None if parsed is None else process_identity(parsed[0])
+        if parsed is None or current is None or (parsed[1] and current != parsed[1]):
+            # never started (waiting in a pool), or gone (a reused pid is someone else's)
+            await self.reclaim(handle)
+            remove_workdir(job.workdir)
+            return False
+        pid = parsed[0]
+        running = _Running(job, _Adopted(pid))
+        self._running[job.id] = running
+        running.watcher = asyncio.create_task(self._watch(running), name=f"job {job.id}")
+        return True
+
     async def reclaim(self, handle: str) -> None:
-        kind, _, rest = handle.partition(":")
-        pid_text, _, identity = rest.partition(":")
-        if kind != "pid" or not pid_text.isdigit():
+        parsed = parse_handle(handle)
+        if parsed is None:
             return
-        pid = int(pid_text)
+        pid, identity = parsed
         current = process_identity(pid)
         # only kill the very process we started: a reused pid belongs to someone else
         if current is not None and (current == identity or not identity):
             kill_group(pid)
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, keep: bool = False) -> None:
         self._closing = True
+        if self._sweeping is not None:
+            self._sweeping.cancel()
         await self._memory.close()
-        await self._pools.shutdown()
+        await self._pools.shutdown(keep)
         running = list(self._running.values())
+        self._keeping = keep
+        if keep:  # for the next server process to adopt; their work dirs are theirs still
+            for r in running:
+                if r.watcher is not None:
+                    r.watcher.cancel()
+            running = []
         for r in running:
             kill_group(r.process.pid)
         for r in running:
@@ -383,4 +557,4 @@ class LocalProcessExecutor:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self._zygote_starting, 5)
         if self._zygote is not None:
-            await self._zygote.stop()
+            await self._zygote.stop(keep_children=keep)

@@ -101,8 +101,15 @@ class Executor(Protocol):
     def status(self, job_id: str) -> JobStatus:
         """What the executor knows about a job it started."""
 
+    async def adopt(self, job: Job, handle: str) -> bool:
+        """Take over ``job``, which a previous server process started under ``handle``, if
+        it still runs: watch it as one's own, and report its exit. ``False`` if it is gone,
+        or cannot be adopted (then it is stopped, as by :meth:`reclaim`, and what it left
+        in its work dir is removed)."""
+
     async def reclaim(self, handle: str) -> None:
         """Stop whatever a previous server process left running under ``handle``."""
 
-    async def shutdown(self) -> None:
-        """Stop every job without reporting exits (the server is going away)."""
+    async def shutdown(self, keep: bool = False) -> None:
+        """Stop every job without reporting exits (the server is going away); with ``keep``,
+        leave the jobs that can be adopted running, for the next server process."""

@@ -125,13 +125,15 @@ class Zygote:
         pid = await asyncio.wait_for(waiter, _SPAWN_TIMEOUT_S)
         return ForkedProcess(pid, self._exit_future(pid))
 
-    async def stop(self) -> None:
+    async def stop(self, keep_children: bool = False) -> None:
+        """Stop the fork server; it waits for its children first, unless they are to be
+        ``kept`` running (each leads a group of its own: killing the server spares them)."""
         if self._process is None:
             return
         if self._process.stdin is not None:
             self._process.stdin.close()
         try:
-            await asyncio.wait_for(self._process.wait(), 10)
+            await asyncio.wait_for(self._process.wait(), 0 if keep_children else 10)
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 self._process.kill()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import json
 import ssl
+import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,6 +29,10 @@ M = TypeVar("M", bound=BaseModel)
 _CREATED = TypeAdapter(list[wire.ActionCreated])
 _STATUSES = TypeAdapter(list[wire.ItemStatus])
 _CHUNK = 1 << 20
+#: what a proxy in front of a restarting server answers
+_AWAY = frozenset({502, 503, 504})
+_FIRST_RETRY_S = 0.05
+_LAST_RETRY_S = 2.0
 
 
 class Client:
@@ -37,10 +43,20 @@ class Client:
     connections (a warm worker's attempts each use their own credential).
     """
 
-    def __init__(self, endpoint: str, api_key: str | None, *, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        api_key: str | None,
+        *,
+        timeout: float = 60.0,
+        patience_s: float | None = None,
+    ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self._api_key = api_key
         self._timeout = timeout
+        #: how long a request keeps trying while the server is away (restarting): an action
+        #: process's client waits for it, a person's fails at once (``None``)
+        self.patience_s = patience_s
         self._http: httpx.AsyncClient | None = None
         self._parent: Client | None = None
         self._transport: httpx.AsyncHTTPTransport | None = None
@@ -55,7 +71,7 @@ class Client:
         it closes nothing; close this one when done with both)."""
         if api_key == self._api_key:
             return self
-        other = Client(self.endpoint, api_key, timeout=self._timeout)
+        other = Client(self.endpoint, api_key, timeout=self._timeout, patience_s=self.patience_s)
         other._parent = self._parent or self
         return other
 
@@ -99,17 +115,39 @@ class Client:
     # -- plumbing -----------------------------------------------------------------------------
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = await self._client().request(method, path, **kwargs)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as e:
-            raise ServerUnreachableError(
-                f"cannot reach the server at {self.endpoint} — start it with `loom server start`"
-            ) from e
-        except httpx.HTTPError as e:
-            raise ApiError(f"request to {self.endpoint}{path} failed: {e}") from e
-        if response.status_code >= 400:
-            raise _error_for(response)
-        return response
+        """One request; with :attr:`patience_s`, tried again while the server is away.
+
+        Every request an action process makes may be repeated: creating children is
+        idempotent by name, reports of an attempt the server already ended get 409 (which
+        the runtime takes as delivered), and the rest only read."""
+        replayable = isinstance(kwargs.get("content"), bytes | str | None)
+        deadline = None if self.patience_s is None else time.monotonic() + self.patience_s
+        delay = _FIRST_RETRY_S
+        while True:
+            try:
+                response = await self._client().request(method, path, **kwargs)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+                error: ApiError = ServerUnreachableError(
+                    f"cannot reach the server at {self.endpoint} — start it with "
+                    "`loom server start`"
+                )
+                error.__cause__ = e
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as e:
+                # the server went away in the middle of it
+                error = ApiError(f"request to {self.endpoint}{path} failed: {e}")
+                error.__cause__ = e
+            except httpx.HTTPError as e:
+                raise ApiError(f"request to {self.endpoint}{path} failed: {e}") from e
+            else:
+                if response.status_code not in _AWAY or deadline is None:
+                    if response.status_code >= 400:
+                        raise _error_for(response)
+                    return response
+                error = _error_for(response)
+            if deadline is None or not replayable or time.monotonic() + delay > deadline:
+                raise error
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _LAST_RETRY_S)
 
     async def _get(self, path: str, model: type[M], **params: Any) -> M:
         response = await self._request("GET", path, params=_clean(params))

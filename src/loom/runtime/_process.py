@@ -87,7 +87,8 @@ async def run_attempt(
         except (OSError, ValueError) as e:
             _say(f"cannot read the spec file {spec_file} ({e}); asking the server instead")
         path.unlink(missing_ok=True)
-    async with Client(endpoint, settings.api_key) as client:
+    # a server that restarts meanwhile is waited for: the attempt goes on, its reports held
+    async with Client(endpoint, settings.api_key, patience_s=settings.server_patience_s) as client:
         return await attempt_with(client, settings, run, action, attempt, spec=spec)
 
 

@@ -37,6 +37,7 @@ import contextvars
 import json
 import os
 import sys
+from pathlib import Path
 from typing import IO, Any, TextIO
 
 from .. import wire
@@ -128,8 +129,15 @@ class _Reports:
 
 
 class _Worker:
-    def __init__(self, client: Client, settings: Settings, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self,
+        client: Client,
+        settings: Settings,
+        writer: asyncio.StreamWriter,
+        jobs_dir: Path,
+    ) -> None:
         self._client = client
+        self._jobs_dir = jobs_dir
         self._settings = settings
         self._writer = writer
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -141,19 +149,26 @@ class _Worker:
 
     def start(self, message: dict[str, Any]) -> None:
         job = message["job"]
-        self._attempts[job] = wire.AttemptRef(
+        ref = wire.AttemptRef(
             run=message["run"],
             action=message["action"],
             attempt=message["attempt"],
             credential=message.get("credential") or None,
         )
-        self._running[job] = asyncio.create_task(self._attempt(message), name=f"attempt {job}")
+        self._attempts[job] = ref
+        # before its code starts: a restarted server adopts the attempt from this worker
+        marker = self._jobs_dir / wire.worker_job_marker(ref.run, ref.action, ref.attempt)
+        with contextlib.suppress(OSError):
+            marker.touch()
+        self._running[job] = asyncio.create_task(
+            self._attempt(message, marker), name=f"attempt {job}"
+        )
 
     def running(self) -> list[wire.AttemptRef]:
         """The attempts running now (called from the heartbeat thread: a copy is atomic)."""
         return list(self._attempts.copy().values())
 
-    async def _attempt(self, message: dict[str, Any]) -> None:
+    async def _attempt(self, message: dict[str, Any], marker: Path) -> None:
         code = 1
         log: IO[str] | None = None
         try:
@@ -180,6 +195,7 @@ class _Worker:
                 log.close()
             self._running.pop(message["job"], None)
             self._attempts.pop(message["job"], None)
+            marker.unlink(missing_ok=True)
             self._send({"done": message["job"], "code": code})
 
     def cancel(self, job: str) -> None:
@@ -187,11 +203,9 @@ class _Worker:
         if task is not None:
             task.cancel()
 
-    async def drain(self, cancel: bool) -> None:
+    async def drain(self) -> None:
+        """Wait for the running attempts to end."""
         tasks = list(self._running.values())
-        if cancel:
-            for task in tasks:
-                task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
@@ -202,25 +216,32 @@ async def serve_worker(endpoint: str, socket_path: str, worker_id: str) -> int:
     sys.stderr = _RoutedStream(sys.stderr)
     settings = Settings.load()
     reader, writer = await asyncio.open_unix_connection(socket_path, limit=2**20)
-    async with Client(endpoint, settings.api_key) as client:
-        worker = _Worker(client, settings, writer)
+    async with Client(endpoint, settings.api_key, patience_s=settings.server_patience_s) as client:
+        # the attempts' marks go in the worker's own directory (a task may change the cwd)
+        jobs_dir = Path.cwd() / wire.WORKER_JOBS_DIR
+        jobs_dir.mkdir(exist_ok=True)
+        worker = _Worker(client, settings, writer, jobs_dir)
         worker._send({"hello": worker_id, "pid": os.getpid()})
         beats = Heartbeats(
             endpoint, settings.api_key, settings.heartbeat_interval_s, worker.running
         )
         beats.start()
-        stopping = False
         async for line in reader:
             message = json.loads(line)
             if "job" in message:
+                if reader.at_eof():
+                    # sent just before the executor went away: a restarted server finds no
+                    # mark of it here and runs it again, so it must not run here too
+                    continue
                 worker.start(message)
             elif "cancel" in message:
                 worker.cancel(message["cancel"])
             elif message.get("stop"):
-                stopping = True
                 break
-        # stop: let running attempts finish; EOF: the executor is gone, nobody awaits them
-        await worker.drain(cancel=not stopping)
+        # stop, or EOF (the server stopped or crashed): the running attempts finish, and
+        # deliver their results to the server (waiting for it to be back if need be), which
+        # adopts this worker after a restart; nothing new comes
+        await worker.drain()
         beats.stop()
         with contextlib.suppress(ConnectionError):
             await writer.drain()

@@ -146,6 +146,9 @@ class Action(Base):
     cpu_request: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     memory_request: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     gpu_request: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    # attempts the infrastructure lost (worker lost, server restarted): retried from the
+    # server's allowance, not from the task's retries
+    lost_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     retry_at: Mapped[datetime | None]  # when a RETRYING action may start its next attempt
     # disabled, miss, hit, overwritten, or waiting: QUEUED behind an identical call of a
     # serialized cache (not claimable until that one ends)

@@ -41,6 +41,7 @@ from ._db import Database
 from ._errors import ConfigurationError, ServerError
 from ._events import EventBus
 from ._keys import KeyService
+from ._models import utcnow
 from ._objects import ObjectStore, open_object_store
 from ._projects import ProjectService
 from ._requests import Defaults
@@ -83,6 +84,7 @@ class ControlPlane:
             capacity=machine_capacity(
                 settings.executor_slots, disk_path=settings.data_dir, gpus=settings.executor_gpus
             ),
+            scratch_dir=settings.session_sockets_dir(),
         )
         self.keys = KeyService(self.db)
         self.projects = ProjectService(self.db)
@@ -93,6 +95,7 @@ class ControlPlane:
             self.store,
             self.executor.capacity(),
             Defaults(settings.default_cpu, settings.default_memory_bytes),
+            system_retries=settings.system_retries,
         )
         self.runs.dispatch = self._dispatch
         self.sessions = SessionService(self.db, self.runs, self.session_dir)
@@ -145,10 +148,12 @@ class ControlPlane:
         self._spawn(self._lose_silent_forever())
 
     async def stop(self) -> None:
-        """Stop scheduling and kill every action process (a restart re-runs them)."""
+        """Stop scheduling; leave the action processes running, for the next server process
+        to adopt (they hold their reports until it answers)."""
         self.bus.stop()
         await self.scheduler.stop()
-        await self.executor.shutdown()
+        # the action processes keep running: the next server process adopts them
+        await self.executor.shutdown(keep=True)
         for task in list(self._tasks):
             task.cancel()
         try:
@@ -333,14 +338,18 @@ class ControlPlane:
         return key
 
     async def _recover(self) -> None:
-        """Attempts the database says are running belong to a previous server process: kill
-        whatever is left of them and fail them as lost (their retry policy decides the
-        rest). Queued actions need nothing: the scheduler picks them up."""
-        lost: list[RunningAttempt] = await to_thread.run_sync(self.runs.running_attempts)
-        for attempt in lost:
+        """Attempts the database says are running were started by a previous server
+        process. Those whose processes still run are adopted: watched as if started here,
+        their reports taken as they come. The others are lost (and retried from the
+        server's allowance). Queued actions need nothing: the scheduler picks them up."""
+        running: list[RunningAttempt] = await to_thread.run_sync(self.runs.running_attempts)
+        adopted: list[RunningAttempt] = []
+        for attempt in running:
             try:
-                if attempt.handle:
-                    await self.executor.reclaim(attempt.handle)
+                # (no handle: the server died before it recorded it; the executor looks)
+                if await self.executor.adopt(self._adopted_job(attempt), attempt.handle or ""):
+                    adopted.append(attempt)
+                    continue
                 key = await to_thread.run_sync(
                     self._keep_log, attempt.run, attempt.action, attempt.attempt
                 )
@@ -349,8 +358,49 @@ class ControlPlane:
                 log.exception(
                     "cannot recover %s", job_id(attempt.run, attempt.action, attempt.attempt)
                 )
-        if lost:
-            log.warning("recovered %d attempt(s) lost in a restart", len(lost))
+        await to_thread.run_sync(self._remove_stale_workdirs, adopted)
+        if adopted:
+            await to_thread.run_sync(self.runs.heard_from, adopted)
+            log.warning("adopted %d attempt(s) still running from before a restart", len(adopted))
+        if len(adopted) < len(running):
+            log.warning("recovered %d attempt(s) lost in a restart", len(running) - len(adopted))
+
+    def _remove_stale_workdirs(self, adopted: list[RunningAttempt]) -> None:
+        """Remove what a crash left in the work dir: every attempt's directory but those of
+        the adopted attempts (one whose process ended while no server watched, say)."""
+        keep = {self.work_dir / a.run / a.action / str(a.attempt) for a in adopted}
+        for run in _subdirs(self.work_dir):
+            for action in _subdirs(run):
+                for attempt in _subdirs(action):
+                    if attempt not in keep:
+                        shutil.rmtree(attempt, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    action.rmdir()  # (unless an adopted attempt's is in it)
+            with contextlib.suppress(OSError):
+                run.rmdir()
+
+    def _adopted_job(self, attempt: RunningAttempt) -> Job:
+        """What the executor needs to watch an attempt it did not start: where its log and
+        work dir are, what it may hold, and what is left of its timeout."""
+        task = attempt.task
+        timeout = None if task is None else state.job_timeout_s(task)
+        if timeout is not None and attempt.started_at is not None:
+            elapsed = (utcnow() - attempt.started_at).total_seconds()
+            timeout = max(0.0, timeout - elapsed)
+        return Job(
+            run=attempt.run,
+            action=attempt.action,
+            attempt=attempt.attempt,
+            endpoint=self.endpoint,
+            env={},
+            log_path=log_path(self.logs_dir, attempt.run, attempt.action, attempt.attempt),
+            workdir=self.work_dir / attempt.run / attempt.action / str(attempt.attempt),
+            timeout_s=timeout,
+            # a warm worker's memory is its attempts', not one attempt's to be held to
+            resources=(
+                task.resources if task is not None and task.reuse is None else wire.ResourceSpec()
+            ),
+        )
 
     async def _lose_silent_forever(self) -> None:
         """Declare lost the attempts that stopped sending heartbeats (see
@@ -460,3 +510,10 @@ def _pool_key(launch: Launch, env: dict[str, str]) -> str:
     ]
     digest = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
     return f"{launch.task.environment}-{digest}"
+
+
+def _subdirs(path: Path) -> list[Path]:
+    try:
+        return [p for p in path.iterdir() if p.is_dir()]
+    except OSError:
+        return []

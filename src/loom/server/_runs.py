@@ -136,6 +136,8 @@ class RunningAttempt:
     action: str
     attempt: int
     handle: str | None
+    started_at: datetime | None = None
+    task: wire.TaskSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,12 +330,15 @@ class RunService:
         store: ObjectStore,
         capacity: Capacity,
         defaults: Defaults | None = None,
+        system_retries: int = 3,
     ) -> None:
         self._db = db
         self._store = store
         self.capacity = capacity
         #: the requests of a task that makes none (see ``_requests``)
         self.defaults = defaults or Defaults()
+        #: attempts the infrastructure may lose, per action, before it fails (see ``_state``)
+        self.system_retries = system_retries
         self.dispatch: Callable[[Effects], None] = lambda fx: None
         #: a session's activity newer than its row (the session service keeps it in memory)
         self.activity: Callable[[str], datetime | None] = lambda session_id: None
@@ -1451,8 +1456,18 @@ class RunService:
         attempt.ended_at = now
         attempt.error = _dump(error)
         retries = task_spec(action.spec).retries
-        if state.may_retry(error, attempt.number, retries):
-            action.retry_at = now + timedelta(seconds=state.backoff_s(retries, attempt.number))
+        if error.kind in state.INFRASTRUCTURE_KINDS:
+            action.lost_attempts += 1
+        if state.may_retry(
+            error, attempt.number, retries, action.lost_attempts, self.system_retries
+        ):
+            # a lost attempt is not the task's fault: the next one starts at once
+            backoff = (
+                0.0
+                if error.kind in state.INFRASTRUCTURE_KINDS
+                else state.backoff_s(retries, attempt.number - action.lost_attempts)
+            )
+            action.retry_at = now + timedelta(seconds=backoff)
             self._set_phase(tx, run, action, "RETRYING")
             tx.fx.schedule = True
         else:
@@ -1742,16 +1757,48 @@ class RunService:
         self._fail_attempt(tx, run, action, attempt, error)
 
     def running_attempts(self) -> list[RunningAttempt]:
-        """Attempts the database believes are running (after a restart: none really are)."""
+        """Attempts the database believes are running (after a restart: those whose
+        processes outlived the previous server process still are)."""
         with self._db.read() as s:
             rows = s.execute(
-                select(Run.name, Action.name, Attempt.number, Attempt.handle)
+                select(
+                    Run.name,
+                    Action.name,
+                    Attempt.number,
+                    Attempt.handle,
+                    Attempt.started_at,
+                    Action.spec,
+                )
                 .join(Action, Action.id == Attempt.action_id)
                 .join(Run, Run.id == Action.run_id)
                 .where(Attempt.phase == "RUNNING")
                 .order_by(Attempt.id)
             ).all()
-        return [RunningAttempt(r, a, n, h) for r, a, n, h in rows]
+        return [
+            RunningAttempt(r, a, n, h, started, task_spec(spec))
+            for r, a, n, h, started, spec in rows
+        ]
+
+    def heard_from(self, attempts: Sequence[RunningAttempt]) -> None:
+        """Adopted attempts count as heard from now: they could not beat while the server
+        was away, and get a whole heartbeat timeout to resume."""
+        now = utcnow()
+        with self._tx() as tx:
+            for chunk in _chunks(attempts):
+                for a in chunk:
+                    tx.s.execute(
+                        update(Attempt)
+                        .where(
+                            Attempt.phase == "RUNNING",
+                            Attempt.number == a.attempt,
+                            Attempt.action_id
+                            == select(Action.id)
+                            .join(Run, Run.id == Action.run_id)
+                            .where(Run.name == a.run, Action.name == a.action)
+                            .scalar_subquery(),
+                        )
+                        .values(heartbeat_at=now)
+                    )
 
     def lose_silent(self, timeout_s: float) -> int:
         """Fail as lost every running attempt not heard from for ``timeout_s`` seconds (no
@@ -2018,6 +2065,12 @@ def _exit_error(exit: ProcessExit, memory_limit: int | None = None) -> wire.Erro
             kind="oom",
         )
     code = exit.returncode
+    if code is None:  # adopted after a restart: not our child, so no exit status
+        return wire.ErrorInfo(
+            type="WorkerLostError",
+            message="worker lost: its process ended without reporting its result",
+            kind="worker_lost",
+        )
     detail = f"worker lost: process exited with code {code}"
     if code is not None and code < 0:
         detail += f" (killed by signal {-code})"

@@ -21,6 +21,8 @@ variables, defaults.
                             scheduler packs attempts by their requests against the machine
 ``LOOM_DEFAULT_MEMORY``     the memory request of a task that makes none (default
                             ``128Mi``); it is not enforced, an explicit request is
+``LOOM_SYSTEM_RETRIES``     attempts lost to the infrastructure (a worker lost, the server
+                            restarted) retried on top of a task's own ``retries`` (default 3)
 ``LOOM_RUNTIME_COMMAND``    the command that runs one attempt (default
                             ``<python> -m loom.runtime``), split like a shell would
 ``LOOM_MAX_BUNDLE_BYTES``   largest code bundle accepted (default 1 GiB)
@@ -74,6 +76,7 @@ class ServerSettings:
     s3_region: str | None = None
     executor_slots: int | None = None
     executor_gpus: int | None = None
+    system_retries: int = 3
     default_cpu: float = 0.01
     default_memory_bytes: int = 128 << 20
     runtime_command: tuple[str, ...] = ()
@@ -115,6 +118,7 @@ class ServerSettings:
             "executor_gpus": (
                 _int(env, "LOOM_EXECUTOR_GPUS", 0) if env.get("LOOM_EXECUTOR_GPUS") else None
             ),
+            "system_retries": _int(env, "LOOM_SYSTEM_RETRIES", 3),
             "default_cpu": _float(env, "LOOM_DEFAULT_CPU", 0.01),
             "default_memory_bytes": _bytes(env, "LOOM_DEFAULT_MEMORY", 128 << 20),
             "max_bundle_bytes": _int(env, "LOOM_MAX_BUNDLE_BYTES", 1 << 30),
@@ -150,6 +154,8 @@ class ServerSettings:
         """Raise :class:`ConfigurationError` for settings the server cannot run with."""
         if self.executor_slots is not None and self.executor_slots < 1:
             raise ConfigurationError("LOOM_EXECUTOR_SLOTS must be at least 1")
+        if self.system_retries < 0:
+            raise ConfigurationError("LOOM_SYSTEM_RETRIES cannot be negative")
         if self.executor_gpus is not None and self.executor_gpus < 0:
             raise ConfigurationError("LOOM_EXECUTOR_GPUS cannot be negative")
         if not 0 < self.default_cpu <= 1024:

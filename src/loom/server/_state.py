@@ -55,9 +55,23 @@ def job_timeout_s(task: wire.TaskSpec) -> float | None:
     return None if task.interactive is not None else task.timeout_s
 
 
-def may_retry(error: wire.ErrorInfo, attempts_used: int, retries: wire.RetrySpec) -> bool:
-    """Whether a failed attempt gets another: a retryable kind and attempts left."""
-    return error.kind in RETRYABLE_KINDS and attempts_used < retries.count + 1
+#: Failures of the infrastructure, not of the task: retried from the server's own allowance
+#: (``LOOM_SYSTEM_RETRIES``), never charged to the task's ``retries``.
+INFRASTRUCTURE_KINDS = frozenset({"worker_lost"})
+
+
+def may_retry(
+    error: wire.ErrorInfo,
+    attempts_used: int,
+    retries: wire.RetrySpec,
+    lost: int = 0,
+    system_retries: int = 0,
+) -> bool:
+    """Whether a failed attempt gets another: a retryable kind and attempts left. ``lost``:
+    how many of the ``attempts_used`` the infrastructure lost (this one included)."""
+    if error.kind in INFRASTRUCTURE_KINDS:
+        return lost <= system_retries
+    return error.kind in RETRYABLE_KINDS and attempts_used - lost < retries.count + 1
 
 
 def backoff_s(retries: wire.RetrySpec, failed_attempt: int) -> float:

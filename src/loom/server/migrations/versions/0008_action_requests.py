@@ -1,4 +1,5 @@
-"""Actions keep their resource requests: the scheduler packs them against the machine.
+"""Actions keep their resource requests (the scheduler packs them against the machine) and
+count the attempts the infrastructure lost (retried apart from the task's retries).
 
 Revision ID: 0008
 Revises: 0007
@@ -24,10 +25,14 @@ def upgrade() -> None:
             sa.Column("memory_request", sa.BigInteger(), nullable=False, server_default="0")
         )
         batch.add_column(sa.Column("gpu_request", sa.Float(), nullable=False, server_default="0"))
+        batch.add_column(
+            sa.Column("lost_attempts", sa.Integer(), nullable=False, server_default="0")
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("actions") as batch:
+        batch.drop_column("lost_attempts")
         batch.drop_column("gpu_request")
         batch.drop_column("memory_request")
         batch.drop_column("cpu_request")
