@@ -86,22 +86,10 @@ class Settings:
             ) from e
         if values["local_threads"] < 1:
             raise ConfigError("LOOM_LOCAL_THREADS must be at least 1")
-        try:
-            values["heartbeat_interval_s"] = float(values.get("heartbeat_interval_s", 10.0))
-        except ValueError as e:
-            raise ConfigError(
-                "LOOM_HEARTBEAT_INTERVAL must be a number of seconds, got "
-                f"{values['heartbeat_interval_s']!r}"
-            ) from e
+        values["heartbeat_interval_s"] = _seconds(values, "heartbeat_interval_s", 10.0)
         if not values["heartbeat_interval_s"] > 0:
             raise ConfigError("LOOM_HEARTBEAT_INTERVAL must be more than 0 seconds")
-        try:
-            values["server_patience_s"] = float(values.get("server_patience_s", 600.0))
-        except ValueError as e:
-            raise ConfigError(
-                "LOOM_SERVER_PATIENCE must be a number of seconds, got "
-                f"{values['server_patience_s']!r}"
-            ) from e
+        values["server_patience_s"] = _seconds(values, "server_patience_s", 600.0)
         if not values["server_patience_s"] >= 0:
             raise ConfigError("LOOM_SERVER_PATIENCE cannot be negative")
         return cls(**values)
@@ -109,6 +97,22 @@ class Settings:
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with the given non-``None`` fields replaced."""
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+_SECONDS_VARS = {
+    "heartbeat_interval_s": "LOOM_HEARTBEAT_INTERVAL",
+    "server_patience_s": "LOOM_SERVER_PATIENCE",
+}
+
+
+def _seconds(values: dict[str, Any], name: str, default: float) -> float:
+    """A number of seconds read as text, or a :class:`ConfigError` naming its variable."""
+    try:
+        return float(values.get(name, default))
+    except ValueError as e:
+        raise ConfigError(
+            f"{_SECONDS_VARS[name]} must be a number of seconds, got {values[name]!r}"
+        ) from e
 
 
 _CONFIG_KEYS = {f.name for f in fields(Settings)} & {"project", "domain", "endpoint", "api_key"}
