@@ -97,7 +97,7 @@ def test_a_worker_gets_the_spec_with_its_job(tmp_path: Path) -> None:
     with_spec, without = asyncio.run(main())
     assert with_spec == without  # one worker
     kind, pid, identity = with_spec.split(":")
-    assert kind == "pid" and identity  # recovery kills this very process, not a reused pid
+    assert kind == "worker" and identity  # recovery tells this very process from a reused pid
     assert process_identity(int(pid)) in (None, identity)
     assert sorted(e.job_id for e in exits) == ["r1/a1/1", "r1/a2/1"]
     assert all(e.returncode == 0 and e.reason == "exited" for e in exits)

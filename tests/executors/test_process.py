@@ -274,3 +274,45 @@ def test_machine_capacity(tmp_path: Path) -> None:
     assert on_disk.disk_bytes == shutil.disk_usage(tmp_path).total
     assert machine_capacity(slots=7).slots == 7 and machine_capacity(gpus=3).gpu == 3
     assert LocalProcessExecutor(slots=5).capacity().slots == 5
+
+
+def test_a_restarted_executor_adopts_what_a_warm_worker_marked_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    """A warm worker of a crashed server runs on. The next executor adopts the attempts the
+    worker marks as running (whatever the handle says), and not one it does not mark, even
+    under the worker's handle: that one ended unreported or never began. The worker, which
+    runs others, is not killed for it."""
+    scratch = tmp_path / "scratch"
+    worker_dir = scratch / "loom-workers-crashed" / "w1"
+    (worker_dir / wire.WORKER_JOBS_DIR).mkdir(parents=True)
+    marked = dataclasses.replace(_job(tmp_path, attempt=1), workdir=tmp_path / "work" / "1")
+    unmarked = dataclasses.replace(_job(tmp_path, attempt=2), workdir=tmp_path / "work" / "2")
+    (worker_dir / wire.WORKER_JOBS_DIR / wire.worker_job_marker("r1", "a0", 1)).touch()
+    worker = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        cwd=worker_dir,
+        start_new_session=True,
+    )
+    try:
+        time.sleep(0.2)
+        handle = f"worker:{worker.pid}:{process_identity(worker.pid)}"
+
+        async def main() -> tuple[bool, bool, bool]:
+            executor = LocalProcessExecutor(scratch_dir=scratch)
+            await executor.start(Recorder())
+            try:
+                # it waited in the pool when the server recorded it: the mark tells
+                adopted = await executor.adopt(marked, "pool:waiting")
+                lost = await executor.adopt(unmarked, handle)
+                return adopted, lost, executor.status(marked.id).state == "running"
+            finally:
+                await executor.shutdown(keep=True)
+
+        adopted, lost, watched = asyncio.run(main())
+        assert adopted and watched
+        assert not lost
+        assert worker.poll() is None  # the worker runs on
+    finally:
+        worker.kill()
+        worker.wait()

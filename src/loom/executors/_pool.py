@@ -39,6 +39,9 @@ log = logging.getLogger("loom.executors")
 #: The name of a pools' directory begins so (a random rest follows).
 POOLS_DIR_PREFIX = "loom-workers-"
 
+#: How the handle of a job given to a warm worker begins (its pid and identity follow).
+WORKER_HANDLE = "worker:"
+
 #: A worker's idle time before it stops, when the policy sets none.
 DEFAULT_IDLE_TTL_S = 30.0
 #: How long a cancelled attempt may take to wind down before its worker is killed.
@@ -246,7 +249,7 @@ class WorkerPools:
             raise JobStartError(f"cannot start a worker for {job.id}: {e}") from e
         worker = _Worker(worker_id, pool, process, log_path)
         # what recovery kills after a crash: this very process, not a later one with its pid
-        worker.handle = f"pid:{process.pid}:{self._identify(process.pid) or ''}"
+        worker.handle = f"{WORKER_HANDLE}{process.pid}:{self._identify(process.pid) or ''}"
         pool.workers.append(worker)
         self._workers[worker_id] = worker
         self._spawn(self._watch(worker))

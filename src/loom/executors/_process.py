@@ -21,7 +21,7 @@ from .. import wire
 from ._errors import JobStartError
 from ._gpus import Devices
 from ._memory import MemoryGuard
-from ._pool import POOLS_DIR_PREFIX, WorkerPools
+from ._pool import POOLS_DIR_PREFIX, WORKER_HANDLE, WorkerPools
 from ._protocol import Capacity, ExitCallback, ExitReason, Job, JobExit, JobStatus
 from ._zygote import ForkedProcess, Zygote
 
@@ -209,10 +209,11 @@ class _Adopted:
 
 
 def parse_handle(handle: str) -> tuple[int, str] | None:
-    """The pid and identity in a process job's handle (``pid:<pid>:<identity>``)."""
+    """The pid and identity in a job's handle: ``pid:<pid>:<identity>`` for a process of the
+    job's own, ``worker:<pid>:<identity>`` for the warm worker it was given to."""
     kind, _, rest = handle.partition(":")
     pid_text, _, identity = rest.partition(":")
-    if kind != "pid" or not pid_text.isdigit():
+    if kind not in ("pid", WORKER_HANDLE[:-1]) or not pid_text.isdigit():
         return None
     return int(pid_text), identity
 
@@ -509,12 +510,15 @@ class LocalProcessExecutor:
         return JobStatus("unknown")
 
     async def adopt(self, job: Job, handle: str) -> bool:
-        parsed = parse_handle(handle)
-        if parsed is None:  # no handle recorded yet, or it waited in a pool back then
-            parsed = _working_in(job.workdir) or self._pool_worker_of(job)
+        # a warm worker marks each attempt it runs, until its result is delivered; where it
+        # waited in a pool, or its handle was not recorded yet, the marks are all there is
+        parsed = self._pool_worker_of(job)
+        if parsed is None and not handle.startswith(WORKER_HANDLE):
+            parsed = parse_handle(handle) or _working_in(job.workdir)
+        # (a worker's handle, unmarked: it ran the attempt to its end, or never began it)
         current = None if parsed is None else process_identity(parsed[0])
         if parsed is None or current is None or (parsed[1] and current != parsed[1]):
-            # never started (waiting in a pool), or gone (a reused pid is someone else's)
+            # never started, or gone (a reused pid is someone else's)
             await self.reclaim(handle)
             remove_workdir(job.workdir)
             return False
@@ -525,6 +529,8 @@ class LocalProcessExecutor:
         return True
 
     async def reclaim(self, handle: str) -> None:
+        if handle.startswith(WORKER_HANDLE):
+            return  # a warm worker runs other attempts too: it ends when they have
         parsed = parse_handle(handle)
         if parsed is None:
             return

@@ -210,6 +210,30 @@ class _Worker:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def _serve(reader: asyncio.StreamReader, worker: _Worker) -> None:
+    """Take the executor's messages until it says stop or goes away."""
+    while True:
+        try:
+            line = await reader.readline()
+        except ConnectionError:
+            # the server died with our reports unread (a Unix socket then says "reset", not
+            # end of file): gone all the same
+            return
+        if not line:
+            return
+        message = json.loads(line)
+        if "job" in message:
+            if reader.at_eof():
+                # sent just before the executor went away: a restarted server finds no
+                # mark of it here and runs it again, so it must not run here too
+                continue
+            worker.start(message)
+        elif "cancel" in message:
+            worker.cancel(message["cancel"])
+        elif message.get("stop"):
+            return
+
+
 async def serve_worker(endpoint: str, socket_path: str, worker_id: str) -> int:
     """Run attempts for the executor until it says stop or goes away."""
     sys.stdout = _RoutedStream(sys.stdout)
@@ -226,18 +250,7 @@ async def serve_worker(endpoint: str, socket_path: str, worker_id: str) -> int:
             endpoint, settings.api_key, settings.heartbeat_interval_s, worker.running
         )
         beats.start()
-        async for line in reader:
-            message = json.loads(line)
-            if "job" in message:
-                if reader.at_eof():
-                    # sent just before the executor went away: a restarted server finds no
-                    # mark of it here and runs it again, so it must not run here too
-                    continue
-                worker.start(message)
-            elif "cancel" in message:
-                worker.cancel(message["cancel"])
-            elif message.get("stop"):
-                break
+        await _serve(reader, worker)
         # stop, or EOF (the server stopped or crashed): the running attempts finish, and
         # deliver their results to the server (waiting for it to be back if need be), which
         # adopts this worker after a restart; nothing new comes
