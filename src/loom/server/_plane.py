@@ -55,7 +55,7 @@ from ._runs import (
     log_path,
     runs_in_worker,
 )
-from ._scheduler import Scheduler
+from ._scheduler import Claims, Scheduler
 from ._scopes import ScopeService
 from ._secrets import SecretService
 from ._session_access import SessionAccess, session_host_label
@@ -112,7 +112,9 @@ class ControlPlane:
         self.session_origin = settings.session_origin(settings.session_bind_port())
         self.runs.session_origin = self.origin_of_session
         self.bus = EventBus()
-        self.scheduler = Scheduler(self.runs, self._launch)
+        self.scheduler = Scheduler(
+            Claims(self.runs, self.executor.capacity(), self.store.get_bytes), self._launch
+        )
         self.logs_dir = settings.data_dir / "logs"
         self.work_dir = settings.data_dir / "work"
         self.tmp_dir = settings.data_dir / "tmp"

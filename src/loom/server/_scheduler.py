@@ -1,23 +1,180 @@
 """The scheduler: starts waiting actions, in creation order, as the executor has room for
-their requests (see ``_requests``)."""
+their requests (see ``_requests``).
+
+:class:`Claims` is the policy, what to start: one transaction moves the actions that fit to
+RUNNING, each with a new attempt (through the run service's transition engine).
+:class:`Scheduler` is the loop that claims and hands the claimed attempts to the executor.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 from anyio import to_thread
+from sqlalchemy import Text, bindparam, exists, func, or_, select
+from sqlalchemy import cast as cast_
+from sqlalchemy.orm import aliased
 
-from ._models import utcnow
+from .. import wire
+from ..executors import Capacity
+from ._errors import NotFoundError
+from ._models import Action, Project, Run, utcnow
+from ._requests import Requests, Room
 from ._runs import Launch, RunService
+from ._state import TERMINAL
 
 log = logging.getLogger("loom.server")
 
 #: Look again at least this often, whatever happens (cheap insurance against a lost wake-up).
 _MAX_SLEEP_S = 5.0
+
+
+_CLAIM_BATCH = 200  # queued actions looked at per query when claiming
+
+_child = aliased(Action)
+#: What running actions hold (see ``_requests``). A parent blocked on its children holds
+#: nothing, or a deep tree would deadlock.
+_BUSY = select(
+    func.sum(Action.weight),
+    func.sum(Action.cpu_request),
+    func.sum(Action.memory_request),
+    func.sum(Action.gpu_request),
+).where(
+    Action.phase == "RUNNING",
+    ~exists().where(
+        _child.run_id == Action.run_id,
+        _child.parent == Action.name,
+        _child.phase.not_in(TERMINAL),
+    ),
+)
+#: What may start now (``:now``), in creation order.
+_CLAIMABLE = (
+    select(
+        Action.id,
+        Action.name,
+        Action.run_id,
+        Action.phase,
+        cast_(Action.spec, Text).label("spec"),  # text: a cache key as it is
+        Action.weight,
+        Action.cpu_request,
+        Action.memory_request,
+        Action.gpu_request,
+        Action.attempts,
+        Action.started_at,
+        Action.ended_at,
+        Action.error,
+        Action.inputs_key,
+        Run.name.label("run_name"),
+        Run.env_vars,
+        Run.bundle,
+        Run.domain,
+        Run.overwrite_cache,
+        Project.name.label("project"),
+    )
+    .join(Run, Run.id == Action.run_id)
+    .join(Project, Project.id == Run.project_id)
+    .where(
+        Action.id > bindparam("after"),
+        or_(
+            (Action.phase == "QUEUED") & (Action.cache != "waiting"),
+            (Action.phase == "RETRYING") & (Action.retry_at <= bindparam("now")),
+        ),
+    )
+    .order_by(Action.id)
+    .limit(_CLAIM_BATCH)
+)
+#: When the next backoff (after ``:now``) ends.
+_NEXT_DUE = select(func.min(Action.retry_at)).where(
+    Action.phase == "RETRYING", Action.retry_at > bindparam("now")
+)
+
+
+class Claims:
+    """Which waiting actions start now: those that fit in what the running ones leave of the
+    executor's ``capacity``, in creation order (``read``: a stored value's bytes)."""
+
+    def __init__(self, runs: RunService, capacity: Capacity, read: Callable[[str], bytes]) -> None:
+        self._runs = runs
+        self._capacity = capacity
+        self._read = read
+
+    def claim(
+        self, handles: Sequence[tuple[int, str]] = ()
+    ) -> tuple[list[Launch], datetime | None]:
+        """Start attempts for the waiting actions that fit in what the running ones leave of
+        the executor's capacity, in creation order (see ``_requests``). Returns them and when
+        the next backoff ends (to wake up then).
+
+        ``handles`` are the executor's handles of attempts the previous pass started, as
+        ``(Launch.attempt_id, handle)``: recorded in the same transaction (which saves one per
+        launch when passes follow each other, as they do in a fan-out)."""
+        now = utcnow()
+        launches: list[Launch] = []
+        claimed: list[Any] = []  # the rows, by launch
+        with self._runs.transaction() as tx:
+            s = tx.s
+            self._runs.record_handles(tx, handles)
+            # (statements built once: building and keying them costs more than running them)
+            busy = s.execute(_BUSY).one()
+            room = Room.left(self._capacity, Requests(*(float(v or 0) for v in busy)))
+            after = 0
+            while not room.full:
+                # plain rows, not ORM objects: this is the hot path of every action
+                rows = s.execute(_CLAIMABLE, {"now": now, "after": after}).all()
+                taken = []
+                for row in rows:
+                    need = Requests.of_row(row)
+                    if room.fits(need):
+                        taken.append(row)
+                    # one that does not fit keeps its place: what it needs is held for it
+                    room = room.minus(need)
+                    if room.full:
+                        break
+                launches.extend(self._runs.start_attempts(tx, taken, now))
+                claimed.extend(taken)
+                if len(rows) < _CLAIM_BATCH:
+                    break
+                after = rows[-1].id
+            next_due = s.scalar(_NEXT_DUE, {"now": now})
+            tx.fx.schedule = False  # we are the scheduler: no need to wake ourselves
+        # after the commit: every attempt gets its spec with the job (a warm worker in its
+        # message, a process in a file), read here rather than asked for by each runtime
+        for i, row in enumerate(claimed):
+            launch = launches[i]
+            try:
+                inputs = json.loads(self._read(row.inputs_key))
+            except (NotFoundError, ValueError):
+                continue  # the runtime fetches the spec itself, and reports what is wrong
+            launches[i] = replace(
+                launch,
+                # built from checked values (validating each costs as much as the rest)
+                spec=wire.ActionSpec.model_construct(
+                    run=launch.run,
+                    action=launch.action,
+                    attempt=launch.attempt,
+                    project=row.project,
+                    domain=row.domain,
+                    bundle=launch.bundle,
+                    task=launch.task,
+                    inputs=inputs,
+                    env_vars=launch.run_env,
+                    overwrite_cache=row.overwrite_cache,
+                ),
+            )
+        return launches, next_due
+
+    def record_handles(self, handles: Sequence[tuple[int, str]]) -> None:
+        """Record the executor's handles of attempts, as ``(Launch.attempt_id, handle)``."""
+        if handles:
+            with self._runs.transaction() as tx:
+                self._runs.record_handles(tx, handles)
 
 
 class Scheduler:
@@ -27,8 +184,8 @@ class Scheduler:
     if it could not start); the handles are recorded by the next pass's transaction.
     """
 
-    def __init__(self, runs: RunService, launch: Callable[[Launch], Awaitable[str | None]]) -> None:
-        self._runs = runs
+    def __init__(self, claims: Claims, launch: Callable[[Launch], Awaitable[str | None]]) -> None:
+        self._claims = claims
         self._launch = launch
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -56,14 +213,14 @@ class Scheduler:
             self._wake.clear()
             try:
                 recorded, handles = handles, []
-                launches, next_due = await to_thread.run_sync(self._runs.claim_launchable, recorded)
+                launches, next_due = await to_thread.run_sync(self._claims.claim, recorded)
                 for launch in launches:
                     handle = await self._launch(launch)
                     if handle is not None and launch.attempt_id:
                         handles.append((launch.attempt_id, handle))
                 if handles and not self._wake.is_set():
                     recorded, handles = handles, []
-                    await to_thread.run_sync(self._runs.record_handles, recorded)
+                    await to_thread.run_sync(self._claims.record_handles, recorded)
             except asyncio.CancelledError:
                 raise
             except Exception:  # keep scheduling; the next pass may well succeed
