@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import ConfigError, LoomError
+from .wire import Phase
 
 # The execution machinery (asyncio, threads, SQLite) is imported when the first run starts,
 # not by ``import loom``: authoring a workflow should cost almost nothing.
@@ -64,7 +65,7 @@ class Run:
         self._host = host
         self.started = started
         self.ended: float | None = None
-        self.phase = "RUNNING"
+        self.phase = Phase.RUNNING
         self._value: Any = None
         self.error: BaseException | None = None
 
@@ -174,10 +175,10 @@ class RunContext:
         handle = Run(host, time.time())
         try:
             handle._value = await host.execute_root(task, args, inputs)
-            handle.phase = "SUCCEEDED"
+            handle.phase = Phase.SUCCEEDED
         except Exception as e:
             handle.error = e
-            handle.phase = "FAILED"
+            handle.phase = Phase.FAILED
         finally:
             handle.ended = time.time()
             host.close()

@@ -13,6 +13,7 @@ from ._sync import run_sync
 from .errors import ConfigError, LoomError
 from .io._remote import remote_store
 from .remote import Client, make_bundle, task_location
+from .wire import Phase
 
 if TYPE_CHECKING:
     from ._task import TaskTemplate
@@ -67,7 +68,7 @@ class RemoteRun:
     async def outputs_aio(self) -> Any:
         async with client_for(self._settings) as client:
             root = await client.wait_action(self.name, ROOT_ACTION)
-            if root.phase != "SUCCEEDED":
+            if root.phase != Phase.SUCCEEDED:
                 raise rebuild_error(root.error, ROOT_ACTION)
             outputs = await client.get_outputs(self.name, ROOT_ACTION)
             # File/Dir outputs download through this client's server, when they are read

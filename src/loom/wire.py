@@ -218,16 +218,33 @@ def value_kind(value: Any) -> ValueKind | None:
 
 DOMAINS = ("development", "staging", "production")
 
-Phase = Literal[
-    "QUEUED",  # accepted, waiting for capacity
-    "RUNNING",  # an attempt is executing
-    "INTERACTIVE",  # an attempt waits in an interactive session (VS Code or Jupyter)
-    "RETRYING",  # an attempt failed and another will start after the backoff
-    "SUCCEEDED",
-    "FAILED",
-    "ABORTED",
-]
-TERMINAL_PHASES: frozenset[str] = frozenset({"SUCCEEDED", "FAILED", "ABORTED"})
+
+class Phase(StrEnum):
+    """Where a run or an action is in its life (a run's phase is its root action's; the
+    transitions are in ``loom.server._state``). Compares equal to its name as a string."""
+
+    QUEUED = "QUEUED"  # accepted, waiting for capacity
+    RUNNING = "RUNNING"  # an attempt is executing
+    INTERACTIVE = "INTERACTIVE"  # an attempt waits in an interactive session (VS Code, Jupyter)
+    RETRYING = "RETRYING"  # an attempt failed and another will start after the backoff
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    ABORTED = "ABORTED"
+
+
+TERMINAL_PHASES: frozenset[Phase] = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.ABORTED})
+
+
+class ErrorKind(StrEnum):
+    """Why an attempt or an action failed: whose fault it was decides what is retried, and
+    from which allowance (see ``loom.server._state``)."""
+
+    USER = "user"  # the task's code raised
+    SYSTEM = "system"  # loom could not run it (bad input, a missing bundle, no room ever)
+    TIMEOUT = "timeout"  # it ran past its timeout and was killed
+    WORKER_LOST = "worker_lost"  # its process died, or the server lost it in a restart
+    ABORTED = "aborted"  # somebody aborted it, or its parent ended
+    OOM = "oom"  # it held more memory than its limit
 
 
 # -- what every model accepts: checked at the wire, before anything is stored -------------
@@ -557,7 +574,7 @@ class ErrorInfo(_Model):
     message: ReportedText
     traceback: ReportedText = ""
     #: ``oom``: the attempt held more memory than its task's request and was killed
-    kind: Literal["user", "system", "timeout", "worker_lost", "aborted", "oom"] = "user"
+    kind: ErrorKind = ErrorKind.USER
     pickled: str | None = None  # base64 cloudpickle of the exception, when it pickles
 
 

@@ -37,6 +37,7 @@ from ..io._remote import remote_store
 from ..remote import Client
 from ..remote._bundle import task_location
 from ..remote._client import item_error
+from ..wire import ErrorKind, Phase
 
 if TYPE_CHECKING:
     import concurrent.futures
@@ -146,9 +147,9 @@ def rebuild_error(info: wire.ErrorInfo | None, action: str) -> BaseException:
             error = cloudpickle.loads(base64.b64decode(info.pickled))
         except Exception:
             error = None
-    if not isinstance(error, BaseException) and info.kind == "timeout":
+    if not isinstance(error, BaseException) and info.kind == ErrorKind.TIMEOUT:
         error = TaskTimeoutError(info.message)  # the server ended it: the same type as locally
-    if not isinstance(error, BaseException) and info.kind == "oom":
+    if not isinstance(error, BaseException) and info.kind == ErrorKind.OOM:
         error = OOMError(info.message)
     if not isinstance(error, BaseException):
         error = RemoteTaskError(info.type, info.message, info.traceback)
@@ -273,7 +274,7 @@ class RemoteRun:
             if self.data.busy:  # the child may only start once its inputs' data is stored
                 await self.data.flush(self.client)
             outcome = await self._children.run(body, size)
-            if outcome.phase != "SUCCEEDED":
+            if outcome.phase != Phase.SUCCEEDED:
                 raise rebuild_error(outcome.error, body.name)
             if outcome.outputs is not None:
                 return task.interface.output.decode(outcome.outputs.value, self.data)
@@ -285,7 +286,7 @@ class RemoteRun:
             info = await client.create_action(self.name, body)
             if info.phase not in wire.TERMINAL_PHASES:
                 info = await client.wait_action(self.name, body.name)
-            if info.phase != "SUCCEEDED":
+            if info.phase != Phase.SUCCEEDED:
                 raise rebuild_error(info.error, body.name)
             outputs = await client.get_outputs(self.name, body.name)
         return task.interface.output.decode(outputs.value, self.data)

@@ -29,6 +29,7 @@ from ..errors import (
     TaskDefinitionError,
     TaskTimeoutError,
 )
+from ..wire import Phase
 from ._environ import install_environ_overlay
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ class ActionRecord:
     task: str
     parent: str | None
     group: tuple[str, ...]
-    phase: str = "QUEUED"
+    phase: str = Phase.QUEUED
     attempts: int = 0
     started: float | None = None
     ended: float | None = None
@@ -191,7 +192,7 @@ class ActionExecution:
             return False
         now = time.time()
         rec = self.record
-        rec.cache, rec.phase, rec.started, rec.ended = "hit", "SUCCEEDED", now, now
+        rec.cache, rec.phase, rec.started, rec.ended = "hit", Phase.SUCCEEDED, now, now
         return True
 
     def _write_cache(self, value: Any) -> None:
@@ -222,7 +223,7 @@ class ActionExecution:
         rec.attempts = context.attempt
         if rec.started is None:
             rec.started = time.time()
-        rec.phase = "RUNNING"
+        rec.phase = Phase.RUNNING
         return current_action.set(context)
 
     def succeeded(self, value: Any) -> Any:
@@ -234,7 +235,7 @@ class ActionExecution:
             raise
         if self.cache_key is not None:
             self._write_cache(value)
-        rec.phase, rec.ended = "SUCCEEDED", time.time()
+        rec.phase, rec.ended = Phase.SUCCEEDED, time.time()
         if self.context.report_parts is not None:
             rec.report = "\n".join(self.context.report_parts)
         self._release()
@@ -251,7 +252,7 @@ class ActionExecution:
         ):
             log.info("%s attempt %d failed (%r); retrying", rec.name, context.attempt, error)
             return strategy.delay(context.attempt)
-        rec.phase = "ABORTED" if isinstance(error, asyncio.CancelledError) else "FAILED"
+        rec.phase = Phase.ABORTED if isinstance(error, asyncio.CancelledError) else Phase.FAILED
         rec.ended = time.time()
         rec.error = f"{type(error).__qualname__}: {error}"
         if isinstance(error, Exception) and not isinstance(error, LoomError):

@@ -15,6 +15,7 @@ from .._settings import Settings
 from .._sync import run_sync
 from ..errors import ApiError, ConfigError
 from ..remote import Client
+from ..wire import Phase
 
 T = TypeVar("T")
 
@@ -68,12 +69,12 @@ def took(start: datetime | None, end: datetime | None) -> str:
     return f"{(end - start).total_seconds():.2f} s"
 
 
-PHASE_STYLE = {
-    "SUCCEEDED": "green",
-    "FAILED": "red",
-    "ABORTED": "yellow",
-    "RUNNING": "cyan",
-    "INTERACTIVE": "bold blue",
-    "RETRYING": "magenta",
-    "QUEUED": "dim",
+PHASE_STYLE: dict[str, str] = {
+    Phase.SUCCEEDED: "green",
+    Phase.FAILED: "red",
+    Phase.ABORTED: "yellow",
+    Phase.RUNNING: "cyan",
+    Phase.INTERACTIVE: "bold blue",
+    Phase.RETRYING: "magenta",
+    Phase.QUEUED: "dim",
 }

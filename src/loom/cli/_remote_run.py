@@ -19,6 +19,7 @@ from .._run_remote import submit
 from .._task import TaskTemplate
 from ..errors import ApiError
 from ..remote import Client
+from ..wire import Phase
 from ._common import call_server, settings_for
 
 
@@ -38,7 +39,7 @@ def run_remote(task: TaskTemplate[Any, Any], inputs: dict[str, Any], opts: dict[
             return handle.info, None, None
         root = await _follow(client, handle.name, err, show=not as_json and sys.stderr.isatty())
         value = None
-        if root.phase == "SUCCEEDED":
+        if root.phase == Phase.SUCCEEDED:
             value = (await client.get_outputs(handle.name, ROOT_ACTION)).value
         return await client.get_run(handle.name), root, value
 
@@ -81,7 +82,7 @@ async def _watch(client: Client, run: str, err: Console, status: Status | None) 
                 if event.kind != "action" or event.action is None:
                     continue
                 phases[event.action] = event.phase
-                if event.phase == "INTERACTIVE":
+                if event.phase == Phase.INTERACTIVE:
                     await _announce(client, run, event.action, err, announced)
                 if status is not None:
                     counts = collections.Counter(phases.values())
@@ -95,7 +96,7 @@ async def _watch(client: Client, run: str, err: Console, status: Status | None) 
 async def _announce(client: Client, run: str, name: str, err: Console, announced: set[str]) -> None:
     action = await client.get_action(run, name)
     session = action.session
-    if action.phase == "INTERACTIVE" and session and session.id not in announced:
+    if action.phase == Phase.INTERACTIVE and session and session.id not in announced:
         announced.add(session.id)
         try:  # a one-time link into it: sessions have their own origin and sign-in
             link = (await client.open_session(run, name)).url
@@ -120,12 +121,12 @@ def _print_result(
 ) -> None:
     if as_json:
         doc: dict[str, Any] = {"run": run.name, "task": task.name, "phase": root.phase}
-        if root.phase == "SUCCEEDED":
+        if root.phase == Phase.SUCCEEDED:
             doc["outputs"] = value
         elif root.error is not None:
             doc["error"] = root.error.model_dump(exclude={"pickled"})
         click.echo(json.dumps(doc, indent=2, default=str))
-    elif root.phase == "SUCCEEDED":
+    elif root.phase == Phase.SUCCEEDED:
         decoded = task.interface.output.decode(value, None)
         if decoded is not None:
             click.echo(decoded if isinstance(decoded, str) else repr(decoded))
@@ -136,5 +137,5 @@ def _print_result(
         message = f"{root.error.type}: {root.error.message}" if root.error else root.phase
         err.print(f"[red]run {run.name} {root.phase.lower()}: {message}[/]", highlight=False)
         err.print(f"see the logs with `loom get logs {run.name}`")
-    if root.phase != "SUCCEEDED":
+    if root.phase != Phase.SUCCEEDED:
         raise SystemExit(1)

@@ -28,6 +28,7 @@ from ..errors import (
 from ..io._remote import remote_store
 from ..remote import Client
 from ..remote._bundle import extract_bundle
+from ..wire import ErrorKind
 from ._heartbeat import Heartbeats
 
 #: How a warm worker reports results: many attempts' in one request (see ``_worker``).
@@ -198,6 +199,6 @@ async def _execute(
         if isinstance(e, KeyboardInterrupt | SystemExit | asyncio.CancelledError):
             raise  # a cancelled attempt reports nothing: the server decided its outcome
         # failures another attempt cannot fix are "system" errors, which the server never retries
-        kind = "system" if isinstance(e, _NOT_RETRYABLE) else "user"
+        kind = ErrorKind.SYSTEM if isinstance(e, _NOT_RETRYABLE) else "user"
         return wire.AttemptResult(error=error_info(e, kind))
     return wire.AttemptResult(outputs=wire.Outputs(value=encoded))

@@ -24,6 +24,7 @@ from sqlalchemy.orm import aliased
 
 from .. import wire
 from ..executors import Capacity
+from ..wire import Phase
 from ._errors import NotFoundError
 from ._models import Action, Project, Run, utcnow
 from ._requests import Requests, Room
@@ -47,7 +48,7 @@ _BUSY = select(
     func.sum(Action.memory_request),
     func.sum(Action.gpu_request),
 ).where(
-    Action.phase == "RUNNING",
+    Action.phase == Phase.RUNNING,
     ~exists().where(
         _child.run_id == Action.run_id,
         _child.parent == Action.name,
@@ -83,8 +84,8 @@ _CLAIMABLE = (
     .where(
         Action.id > bindparam("after"),
         or_(
-            (Action.phase == "QUEUED") & (Action.cache != "waiting"),
-            (Action.phase == "RETRYING") & (Action.retry_at <= bindparam("now")),
+            (Action.phase == Phase.QUEUED) & (Action.cache != "waiting"),
+            (Action.phase == Phase.RETRYING) & (Action.retry_at <= bindparam("now")),
         ),
     )
     .order_by(Action.id)
@@ -92,7 +93,7 @@ _CLAIMABLE = (
 )
 #: When the next backoff (after ``:now``) ends.
 _NEXT_DUE = select(func.min(Action.retry_at)).where(
-    Action.phase == "RETRYING", Action.retry_at > bindparam("now")
+    Action.phase == Phase.RETRYING, Action.retry_at > bindparam("now")
 )
 
 

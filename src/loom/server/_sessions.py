@@ -40,6 +40,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from .. import wire
+from ..wire import ErrorKind, Phase
 from ._db import Database
 from ._errors import BadRequestError, ConflictError, NotFoundError, ServerError
 from ._events import EventBus
@@ -178,7 +179,7 @@ class SessionService:
                     "has no InteractiveSpec); only interactive actions have sessions"
                 )
             self._runs.current_attempt(tx.s, run, action, spec.attempt)
-            if action.phase not in ("RUNNING", "INTERACTIVE"):
+            if action.phase not in (Phase.RUNNING, Phase.INTERACTIVE):
                 raise ConflictError(
                     f"action {action_name!r} of run {run_name!r} is {action.phase}; a session "
                     "opens only while its attempt runs"
@@ -241,7 +242,7 @@ class SessionService:
                 return wire.SessionCommand(command="abort"), None
             if row.command is not None:
                 return wire.SessionCommand(command=row.command, id=row.command_id), None  # type: ignore[arg-type]
-            if row.max_idle_seconds is None or action.phase != "INTERACTIVE":
+            if row.max_idle_seconds is None or action.phase != Phase.INTERACTIVE:
                 return None, None
             deadline = self._last_activity(row) + timedelta(seconds=row.max_idle_seconds)
             remaining = (deadline - utcnow()).total_seconds()
@@ -265,7 +266,7 @@ class SessionService:
             row.last_activity_at = utcnow()  # the idle clock restarts after a try
             if command == "resume" and not outcome.ok:
                 row.state = "ready"
-                if action.phase == "RUNNING":
+                if action.phase == Phase.RUNNING:
                     self._runs.set_interactive(tx, run, action, True)
             tx.fx.changed.add((run.name, action.name))
 
@@ -303,7 +304,7 @@ class SessionService:
             row = self._latest(tx.s, action)
             if row is not None and row.ended_at is None and row.command == wanted:
                 return Request(row.id, row.command_id, fail)
-            if action.phase != "INTERACTIVE":
+            if action.phase != Phase.INTERACTIVE:
                 raise ConflictError(
                     f"action {action_name!r} of run {run_name!r} is {action.phase}, not "
                     "INTERACTIVE: there is no session waiting to be resumed"
@@ -346,8 +347,8 @@ class SessionService:
             attempt_over = attempt is None or attempt.phase in TERMINAL
             if not (attempt_over or row.ended_at is not None or action.phase in TERMINAL):
                 return None
-            wanted = "FAILED" if req.fail else "SUCCEEDED"
-            if action.phase == wanted or (req.fail and action.phase == "ABORTED"):
+            wanted = Phase.FAILED if req.fail else Phase.SUCCEEDED
+            if action.phase == wanted or (req.fail and action.phase == Phase.ABORTED):
                 return wire.ResumeOutcome(id=req.id, ok=True)
             error = _error(action.error) or (_error(attempt.error) if attempt else None)
             if error is None:
@@ -355,7 +356,7 @@ class SessionService:
                     type="SessionEnded",
                     message="the session ended before its runtime answered"
                     + (f": {row.end_reason}" if row.end_reason else ""),
-                    kind="system",
+                    kind=ErrorKind.SYSTEM,
                 )
             return wire.ResumeOutcome(id=req.id, ok=False, error=error)
 

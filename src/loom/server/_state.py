@@ -26,16 +26,23 @@ from __future__ import annotations
 
 from .. import wire
 from ..executors import Capacity
+from ..wire import ErrorKind, Phase
 
 ROOT_ACTION = "a0"
 TERMINAL = wire.TERMINAL_PHASES
-RETRYABLE_KINDS = frozenset({"user", "timeout", "worker_lost", "oom"})
+RETRYABLE_KINDS = frozenset(
+    {ErrorKind.USER, ErrorKind.TIMEOUT, ErrorKind.WORKER_LOST, ErrorKind.OOM}
+)
 
-ALLOWED: dict[str, frozenset[str]] = {
-    "QUEUED": frozenset({"RUNNING", "SUCCEEDED", "FAILED", "ABORTED"}),
-    "RUNNING": frozenset({"INTERACTIVE", "SUCCEEDED", "FAILED", "RETRYING", "ABORTED"}),
-    "RETRYING": frozenset({"RUNNING", "FAILED", "ABORTED"}),
-    "INTERACTIVE": frozenset({"RUNNING", "SUCCEEDED", "FAILED", "RETRYING", "ABORTED"}),
+ALLOWED: dict[str, frozenset[Phase]] = {
+    Phase.QUEUED: frozenset({Phase.RUNNING, Phase.SUCCEEDED, Phase.FAILED, Phase.ABORTED}),
+    Phase.RUNNING: frozenset(
+        {Phase.INTERACTIVE, Phase.SUCCEEDED, Phase.FAILED, Phase.RETRYING, Phase.ABORTED}
+    ),
+    Phase.RETRYING: frozenset({Phase.RUNNING, Phase.FAILED, Phase.ABORTED}),
+    Phase.INTERACTIVE: frozenset(
+        {Phase.RUNNING, Phase.SUCCEEDED, Phase.FAILED, Phase.RETRYING, Phase.ABORTED}
+    ),
 }
 
 
@@ -43,7 +50,7 @@ class IllegalTransition(RuntimeError):
     """A bug: the server tried a transition the state machine does not have."""
 
 
-def check_transition(current: str, new: str) -> None:
+def check_transition(current: str, new: Phase) -> None:
     if new not in ALLOWED.get(current, frozenset()):
         raise IllegalTransition(f"illegal action transition {current} -> {new}")
 
@@ -57,7 +64,7 @@ def job_timeout_s(task: wire.TaskSpec) -> float | None:
 
 #: Failures of the infrastructure, not of the task: retried from the server's own allowance
 #: (``LOOM_SYSTEM_RETRIES``), never charged to the task's ``retries``.
-INFRASTRUCTURE_KINDS = frozenset({"worker_lost"})
+INFRASTRUCTURE_KINDS = frozenset({ErrorKind.WORKER_LOST})
 
 
 def may_retry(
@@ -120,4 +127,4 @@ def resources_error(resources: wire.ResourceSpec, capacity: Capacity) -> wire.Er
         )
     if message is None:
         return None
-    return wire.ErrorInfo(type="InsufficientResourcesError", message=message, kind="system")
+    return wire.ErrorInfo(type="InsufficientResourcesError", message=message, kind=ErrorKind.SYSTEM)

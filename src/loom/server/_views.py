@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import shlex
-import typing
 from typing import Any
 
 from sqlalchemy import func, select
 
 from .. import wire
-from ..wire import value_kind
+from ..wire import Phase, value_kind
 from ._data import DataRef, parse_data_uri
 from ._db import Database
 from ._errors import BadRequestError, ConflictError, NotFoundError
@@ -135,7 +134,7 @@ class ViewService:
         original = self._runs.get_run(run)
         inputs = _value_view(json.dumps(spec.inputs, separators=(",", ":")).encode())
         outputs = None
-        if info.phase == "SUCCEEDED":
+        if info.phase == Phase.SUCCEEDED:
             try:
                 outputs = _value_view(self._runs.outputs_json(run, action), wrapped=True)
             except ConflictError:  # ended in between: none to show
@@ -194,7 +193,7 @@ class ViewService:
         return self._runs.create_run(body, created_by=created_by)
 
 
-_PHASES: tuple[str, ...] = typing.get_args(wire.Phase)
+_PHASES: tuple[str, ...] = tuple(Phase)
 
 
 def _error(data: dict[str, Any] | None) -> wire.ErrorInfo | None:

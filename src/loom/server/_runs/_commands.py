@@ -11,6 +11,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from ... import wire
+from ...wire import ErrorKind, Phase
 from .. import _state as state
 from .._errors import (
     BadRequestError,
@@ -78,7 +79,7 @@ class Commands(Queries):
                 project_id=project.id,
                 domain=spec.domain,
                 task=root.task.name,
-                phase="QUEUED",
+                phase=Phase.QUEUED,
                 bundle=digest,
                 env_vars=dict(spec.env_vars),
                 overwrite_cache=spec.overwrite_cache,
@@ -87,7 +88,7 @@ class Commands(Queries):
             )
             tx.s.add(run)
             tx.s.flush()
-            self._event(tx, "run", run.name, None, "QUEUED")
+            self._event(tx, "run", run.name, None, Phase.QUEUED)
             self._insert_action(tx, run, root, inputs_key)
             return run_info(run, project.name, 1)
 
@@ -105,7 +106,9 @@ class Commands(Queries):
             run = self._run_row(tx.s, name)
             if run.phase not in TERMINAL:
                 error = wire.ErrorInfo(
-                    type="RunAborted", message=f"run {name!r} aborted by {by!r}", kind="aborted"
+                    type="RunAborted",
+                    message=f"run {name!r} aborted by {by!r}",
+                    kind=ErrorKind.ABORTED,
                 )
                 for action in tx.s.scalars(
                     select(Action)
@@ -124,7 +127,7 @@ class Commands(Queries):
                 error = wire.ErrorInfo(
                     type="ActionAborted",
                     message=f"action {action_name!r} of run {run_name!r} aborted by {by!r}",
-                    kind="aborted",
+                    kind=ErrorKind.ABORTED,
                 )
                 self._abort_one(tx, run, action, error)
                 self._abort_descendants(tx, run, action)
@@ -234,14 +237,14 @@ class Commands(Queries):
                     "task": task.name,
                     "spec": task.model_dump(mode="json"),
                     "inputs_key": inputs_key,
-                    "phase": "QUEUED",
+                    "phase": Phase.QUEUED,
                     "attempts": 0,
                     "cache": "disabled",
                     **Requests.of(task, self.defaults).columns(),
                     "created_at": now,
                 }
             )
-            self._event(tx, "action", run.name, spec.name, "QUEUED")
+            self._event(tx, "action", run.name, spec.name, Phase.QUEUED)
             tx.fx.schedule = True
             info = wire.ActionInfo(
                 run=run.name,
@@ -249,7 +252,7 @@ class Commands(Queries):
                 parent=spec.parent,
                 group=list(spec.group),
                 task=task.name,
-                phase="QUEUED",
+                phase=Phase.QUEUED,
                 created_at=now,
             )
         created[spec.name] = info  # a repeat later in the batch gets this one
@@ -265,17 +268,17 @@ class Commands(Queries):
             task=task.name,
             spec=task.model_dump(mode="json"),
             inputs_key=inputs_key,
-            phase="QUEUED",
+            phase=Phase.QUEUED,
             attempts=0,
             cache="disabled" if task.cache is None else "miss",
             **Requests.of(task, self.defaults).columns(),
             created_at=utcnow(),
         )
         tx.s.add(action)
-        self._event(tx, "action", run.name, action.name, "QUEUED")
+        self._event(tx, "action", run.name, action.name, Phase.QUEUED)
         too_big = state.resources_error(task.resources, self.capacity)
         if too_big is not None:
-            self._set_phase(tx, run, action, "FAILED", error=too_big)
+            self._set_phase(tx, run, action, Phase.FAILED, error=too_big)
             return action
         if task.cache is not None and not run.overwrite_cache:
             digest = _digest(task.cache.key)
@@ -290,7 +293,7 @@ class Commands(Queries):
                 action.cache = "hit"
                 action.outputs_key = entry.object_key
                 action.started_at = utcnow()
-                self._set_phase(tx, run, action, "SUCCEEDED")
+                self._set_phase(tx, run, action, Phase.SUCCEEDED)
                 return action
             if task.cache.serialize:
                 # (looked up before this action has its digest: it must not find itself)

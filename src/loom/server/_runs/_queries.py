@@ -12,6 +12,7 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from ... import wire
+from ...wire import Phase
 from .._errors import (
     ConflictError,
     NotFoundError,
@@ -234,7 +235,7 @@ class Queries(Transitions):
         unless the action is running (nothing else needs its secrets)."""
         with self._db.read() as s:
             run, action = self._load(s, run_name, action_name)
-            if action.phase not in ("RUNNING", "INTERACTIVE"):
+            if action.phase not in (Phase.RUNNING, Phase.INTERACTIVE):
                 raise ConflictError(
                     f"action {action_name!r} of run {run_name!r} is {action.phase}: only a "
                     "running action gets its secrets"
@@ -247,7 +248,7 @@ class Queries(Transitions):
         """The action's outputs as the JSON of ``wire.Outputs`` (built without re-parsing)."""
         with self._db.read() as s:
             _, action = self._load(s, run_name, action_name)
-            if action.phase != "SUCCEEDED" or action.outputs_key is None:
+            if action.phase != Phase.SUCCEEDED or action.outputs_key is None:
                 raise ConflictError(
                     f"action {action_name!r} of run {run_name!r} is {action.phase}; it has "
                     "outputs once it SUCCEEDED"
@@ -314,7 +315,7 @@ class Queries(Transitions):
             phase, error, key = ended.pop(name)
             head = json.dumps({"name": name, "phase": phase, "error": error})[:-1].encode()
             value = None
-            if phase == "SUCCEEDED" and key is not None and budget > 0:
+            if phase == Phase.SUCCEEDED and key is not None and budget > 0:
                 try:
                     value = self._store.get_bytes(key)
                 except NotFoundError:

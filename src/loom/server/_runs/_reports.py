@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from ... import wire
 from ...executors import job_id
+from ...wire import ErrorKind, Phase
 from .._errors import (
     BadRequestError,
     NotFoundError,
@@ -84,11 +85,11 @@ def _exit_error(exit: ProcessExit, memory_limit: int | None = None) -> wire.Erro
             type="TaskTimeoutError",
             message=f"attempt {exit.attempt} of action {exit.action!r} exceeded its timeout and "
             "was killed",
-            kind="timeout",
+            kind=ErrorKind.TIMEOUT,
         )
     if exit.reason == "cancelled":
         return wire.ErrorInfo(
-            type="ActionAborted", message="the attempt was cancelled", kind="aborted"
+            type="ActionAborted", message="the attempt was cancelled", kind=ErrorKind.ABORTED
         )
     if exit.reason == "oom":
         peak = f" (it held {_mib(exit.peak_bytes)})" if exit.peak_bytes else ""
@@ -97,21 +98,21 @@ def _exit_error(exit: ProcessExit, memory_limit: int | None = None) -> wire.Erro
             message=f"attempt {exit.attempt} of action {exit.action!r} used more memory than "
             f"its limit, {_mib(memory_limit)}{peak}, and was killed: ask for more with "
             "Resources(memory=...), or use less",
-            kind="oom",
+            kind=ErrorKind.OOM,
         )
     code = exit.returncode
     if code is None:  # adopted after a restart: not our child, so no exit status
         return wire.ErrorInfo(
             type="WorkerLostError",
             message="worker lost: its process ended without reporting its result",
-            kind="worker_lost",
+            kind=ErrorKind.WORKER_LOST,
         )
     detail = f"worker lost: process exited with code {code}"
     if code is not None and code < 0:
         detail += f" (killed by signal {-code})"
     if code == 0:
         detail += " without reporting its result"
-    return wire.ErrorInfo(type="WorkerLostError", message=detail, kind="worker_lost")
+    return wire.ErrorInfo(type="WorkerLostError", message=detail, kind=ErrorKind.WORKER_LOST)
 
 
 def _status(error: ServerError) -> wire.ItemStatus:
@@ -370,7 +371,7 @@ class Reports(Transitions):
 
     def launch_failed(self, run_name: str, action_name: str, number: int, message: str) -> None:
         """The executor could not start the attempt: a system error, not retried."""
-        error = wire.ErrorInfo(type="LaunchError", message=message, kind="system")
+        error = wire.ErrorInfo(type="LaunchError", message=message, kind=ErrorKind.SYSTEM)
         self._end_by_server(run_name, action_name, number, error)
 
     def process_exited(
@@ -493,7 +494,7 @@ class Reports(Transitions):
                 )
                 .join(Action, Action.id == Attempt.action_id)
                 .join(Run, Run.id == Action.run_id)
-                .where(Attempt.phase == "RUNNING")
+                .where(Attempt.phase == Phase.RUNNING)
                 .order_by(Attempt.id)
             ).all()
         return [
@@ -511,7 +512,7 @@ class Reports(Transitions):
                     tx.s.execute(
                         update(Attempt)
                         .where(
-                            Attempt.phase == "RUNNING",
+                            Attempt.phase == Phase.RUNNING,
                             Attempt.number == a.attempt,
                             Attempt.action_id
                             == select(Action.id)
@@ -532,7 +533,7 @@ class Reports(Transitions):
         must not keep the others running, nor stop the next sweep."""
         now = utcnow()
         heard = func.coalesce(Attempt.heartbeat_at, Attempt.runtime_started_at, Attempt.started_at)
-        silent = Attempt.phase == "RUNNING", heard < now - timedelta(seconds=timeout_s)
+        silent = Attempt.phase == Phase.RUNNING, heard < now - timedelta(seconds=timeout_s)
         with self._db.read() as s:
             ids = s.scalars(select(Attempt.id).where(*silent).order_by(Attempt.id)).all()
         lost = 0
@@ -554,7 +555,7 @@ class Reports(Transitions):
                         message=f"worker lost: no heartbeat from attempt {attempt.number} for "
                         f"{silence:.0f} s (the limit is {timeout_s:g} s): its process was "
                         "stopped, hung or cut off from the server, and was killed",
-                        kind="worker_lost",
+                        kind=ErrorKind.WORKER_LOST,
                     )
                     tx.fx.cancel.append(job_id(run.name, action.name, attempt.number))
                     self._end_attempt(tx, run, action, attempt, error, log_key=None)
@@ -569,6 +570,6 @@ class Reports(Transitions):
             type="WorkerLostError",
             message=f"worker lost: the server restarted while attempt {attempt.attempt} was "
             "running",
-            kind="worker_lost",
+            kind=ErrorKind.WORKER_LOST,
         )
         self._end_by_server(attempt.run, attempt.action, attempt.attempt, error, log_key=log_key)

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from ... import wire
 from ...executors import Capacity, job_id
+from ...wire import ErrorKind, Phase
 from .. import _state as state
 from .._db import Database
 from .._errors import (
@@ -140,7 +141,7 @@ class Transitions:
     def set_interactive(self, tx: Tx, run: Run, action: Action, interactive: bool) -> None:
         """Move ``action`` between RUNNING and INTERACTIVE (a session opened, a resume began
         or failed); a no-op if it is there already."""
-        phase = "INTERACTIVE" if interactive else "RUNNING"
+        phase = Phase.INTERACTIVE if interactive else Phase.RUNNING
         if action.phase != phase:
             self._set_phase(tx, run, action, phase)
             # an INTERACTIVE action holds no executor slot: one may be free now
@@ -202,7 +203,7 @@ class Transitions:
         tx: _Tx,
         run: Run,
         action: Action,
-        phase: str,
+        phase: Phase,
         *,
         error: wire.ErrorInfo | None = None,
         cascade: bool = True,
@@ -211,9 +212,9 @@ class Transitions:
         state.check_transition(action.phase, phase)
         now = utcnow()
         action.phase = phase
-        if phase == "RUNNING" and action.started_at is None:
+        if phase == Phase.RUNNING and action.started_at is None:
             action.started_at = now
-        if phase != "RETRYING":
+        if phase != Phase.RETRYING:
             action.retry_at = None
         if phase in TERMINAL:
             action.ended_at = now
@@ -238,7 +239,7 @@ class Transitions:
         in its place, and the rest wait for that one, as they would locally."""
         assert leader.cache_digest is not None
         waiting = _serialized(run, leader.cache_digest, waiting=True)
-        if leader.phase != "SUCCEEDED":
+        if leader.phase != Phase.SUCCEEDED:
             follower = _first(tx.s, waiting)
             if follower is not None:
                 follower.cache = "miss"
@@ -253,7 +254,7 @@ class Transitions:
             follower.outputs_key = leader.outputs_key
             follower.started_at = utcnow()
             tx.no_open_children.add(follower.id)  # it never ran
-            self._set_phase(tx, follower_run, follower, "SUCCEEDED")
+            self._set_phase(tx, follower_run, follower, Phase.SUCCEEDED)
 
     def _abort_descendants(self, tx: _Tx, run: Run, action: Action) -> None:
         """Nobody waits for the children of an ended action: abort what is still going."""
@@ -283,7 +284,7 @@ class Transitions:
         error = wire.ErrorInfo(
             type="ActionAborted",
             message=f"aborted: its parent action {action.name!r} ended ({action.phase})",
-            kind="aborted",
+            kind=ErrorKind.ABORTED,
         )
         pending = list(children.get(action.name, ()))
         while pending:
@@ -295,12 +296,12 @@ class Transitions:
         if action.attempts:
             attempt = self._attempt_row(tx.s, run, action, action.attempts)
             if attempt.phase not in TERMINAL:
-                attempt.phase = "ABORTED"
+                attempt.phase = Phase.ABORTED
                 attempt.ended_at = utcnow()
                 attempt.error = _dump(error)
                 tx.fx.cancel.append(job_id(run.name, action.name, attempt.number))
         self._close_sessions(tx, run, action, error.message)
-        self._set_phase(tx, run, action, "ABORTED", error=error, cascade=False)
+        self._set_phase(tx, run, action, Phase.ABORTED, error=error, cascade=False)
 
     @staticmethod
     def _check_current(run: Run, action: Action, attempt: Attempt) -> None:
@@ -318,13 +319,13 @@ class Transitions:
         if not rows:
             return
         for row, _ in rows:
-            state.check_transition(row.action_phase, "SUCCEEDED")
-            self._event(tx, "action", row.run, row.action, "SUCCEEDED")
+            state.check_transition(row.action_phase, Phase.SUCCEEDED)
+            self._event(tx, "action", row.run, row.action, Phase.SUCCEEDED)
         _update_by_id(
             tx.s,
             _ATTEMPTS,
             [
-                {"_id": row.attempt_id, "phase": "SUCCEEDED", "ended_at": now, "reported": True}
+                {"_id": row.attempt_id, "phase": Phase.SUCCEEDED, "ended_at": now, "reported": True}
                 for row, _ in rows
             ],
         )
@@ -334,7 +335,7 @@ class Transitions:
             [
                 {
                     "_id": row.action_id,
-                    "phase": "SUCCEEDED",
+                    "phase": Phase.SUCCEEDED,
                     "ended_at": now,
                     "error": None,
                     "outputs_key": key,
@@ -367,7 +368,7 @@ class Transitions:
     def _succeed(
         self, tx: _Tx, run: Run, action: Action, attempt: Attempt, outputs_key: str
     ) -> None:
-        attempt.phase = "SUCCEEDED"
+        attempt.phase = Phase.SUCCEEDED
         attempt.ended_at = utcnow()
         action.outputs_key = outputs_key
         if action.spec.get("cache") is not None:
@@ -375,7 +376,7 @@ class Transitions:
             assert cache is not None
             self._store_cache(tx, run, action, cache, outputs_key)
             action.cache = "overwritten" if run.overwrite_cache else "miss"
-        self._set_phase(tx, run, action, "SUCCEEDED")
+        self._set_phase(tx, run, action, Phase.SUCCEEDED)
 
     @staticmethod
     def _store_cache(
@@ -403,7 +404,7 @@ class Transitions:
     ) -> None:
         """End the attempt with ``error``; retry the action if its policy allows."""
         now = utcnow()
-        attempt.phase = "FAILED"
+        attempt.phase = Phase.FAILED
         attempt.ended_at = now
         attempt.error = _dump(error)
         retries = task_spec(action.spec).retries
@@ -419,10 +420,10 @@ class Transitions:
                 else state.backoff_s(retries, attempt.number - action.lost_attempts)
             )
             action.retry_at = now + timedelta(seconds=backoff)
-            self._set_phase(tx, run, action, "RETRYING")
+            self._set_phase(tx, run, action, Phase.RETRYING)
             tx.fx.schedule = True
         else:
-            self._set_phase(tx, run, action, "FAILED", error=error)
+            self._set_phase(tx, run, action, Phase.FAILED, error=error)
 
     def start_attempts(self, tx: _Tx, rows: Sequence[Any], now: datetime) -> list[Launch]:
         """QUEUED or RETRYING -> RUNNING with a new attempt, for the rows the scheduler
@@ -435,7 +436,7 @@ class Transitions:
         attempts: list[dict[str, Any]] = []
         tasks: list[wire.TaskSpec] = []
         for row in rows:
-            state.check_transition(row.phase, "RUNNING")
+            state.check_transition(row.phase, Phase.RUNNING)
             task = task_spec(row.spec)
             tasks.append(task)
             number = row.attempts + 1
@@ -443,7 +444,7 @@ class Transitions:
             actions.append(
                 {
                     "_id": row.id,
-                    "phase": "RUNNING",
+                    "phase": Phase.RUNNING,
                     "attempts": number,
                     "started_at": started_at,
                     "retry_at": None,
@@ -453,26 +454,26 @@ class Transitions:
                 {
                     "action_id": row.id,
                     "number": number,
-                    "phase": "RUNNING",
+                    "phase": Phase.RUNNING,
                     "started_at": now,
                     "timeout_s": state.job_timeout_s(task),
                     "reported": False,
                 }
             )
             run_name = row.run_name
-            self._event(tx, "action", run_name, row.name, "RUNNING")
+            self._event(tx, "action", run_name, row.name, Phase.RUNNING)
             if row.name == ROOT_ACTION:  # a run's phase is its root action's
                 s.execute(
                     update(Run)
                     .where(Run.id == row.run_id)
                     .values(
-                        phase="RUNNING",
+                        phase=Phase.RUNNING,
                         started_at=started_at,
                         ended_at=row.ended_at,
                         error=row.error,
                     )
                 )
-                self._event(tx, "run", run_name, None, "RUNNING")
+                self._event(tx, "run", run_name, None, Phase.RUNNING)
         _update_by_id(s, _ACTIONS, actions)
         ids = s.scalars(_INSERT_ATTEMPTS, attempts).all()
         return [
@@ -511,14 +512,14 @@ class Transitions:
             reason = f"attempt {number} ended ({attempt.phase}) and its process exited"
             self._close_sessions(tx, run, action, reason, attempt=number)
             return
-        if error.kind == "timeout" and attempt.timeout_s is not None:
+        if error.kind == ErrorKind.TIMEOUT and attempt.timeout_s is not None:
             error = error.model_copy(
                 update={
                     "message": f"attempt {number} of action {action.name!r} timed out "
                     f"after {attempt.timeout_s:g}s and was killed"
                 }
             )
-        if error.kind == "aborted":
+        if error.kind == ErrorKind.ABORTED:
             self._abort_one(tx, run, action, error)
             return
         self._close_sessions(tx, run, action, error.message, attempt=number)
