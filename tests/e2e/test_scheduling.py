@@ -86,8 +86,9 @@ def test_a_hundred_sleeping_tasks_take_about_one_sleep(server: Any, flow: Path) 
     doc = remote_run(server, str(flow), "fan_out", "--n", "100", "--seconds", str(SLEEP_S))
     took = time.monotonic() - started
     assert doc["phase"] == "SUCCEEDED" and doc["outputs"] == 100, doc
-    # two at a time (one per CPU) would take 50 sleeps; all at once, one and start-up
-    assert took < 3 * SLEEP_S, f"100 sleeps of {SLEEP_S} s took {took:.1f} s"
+    # two at a time (one per CPU) would take 50 sleeps; all at once, one and start-up (about
+    # 9 s on an idle 2-core machine: the bound leaves room for a loaded one, as in CI)
+    assert took < 5 * SLEEP_S, f"100 sleeps of {SLEEP_S} s took {took:.1f} s"
 
 
 def test_warm_replicas_are_honoured_up_to_capacity(server: Any, flow: Path) -> None:
@@ -95,7 +96,7 @@ def test_warm_replicas_are_honoured_up_to_capacity(server: Any, flow: Path) -> N
     doc = remote_run(server, str(flow), "warm_fan_out", "--n", "20", "--seconds", str(SLEEP_S))
     took = time.monotonic() - started
     assert doc["phase"] == "SUCCEEDED" and doc["outputs"] == 20, doc
-    assert took < 3 * SLEEP_S, f"20 warm sleeps of {SLEEP_S} s took {took:.1f} s"
+    assert took < 5 * SLEEP_S, f"20 warm sleeps of {SLEEP_S} s took {took:.1f} s"  # not 20
 
 
 def test_each_attempt_sees_only_its_own_gpus(server: Any, flow: Path) -> None:

@@ -21,7 +21,6 @@ import asyncio
 import collections
 import contextlib
 import itertools
-import json
 import logging
 import shutil
 import tempfile
@@ -77,7 +76,7 @@ class _Worker:
     log_path: Path
     jobs: dict[str, _PooledJob] = field(default_factory=dict)
     writer: asyncio.StreamWriter | None = None
-    outbox: list[str] = field(default_factory=list)  # lines
+    outbox: list[bytes] = field(default_factory=list)  # lines
     idle_timer: asyncio.TimerHandle | None = None
     stopping: bool = False
     # jobs it was asked to cancel that have not ended: until they do, it may be hung (a
@@ -85,18 +84,17 @@ class _Worker:
     cancelling: set[str] = field(default_factory=set)
     handle: str = ""  # the executor's handle of its jobs
 
-    def send(self, message: dict[str, Any], raw: str = "") -> None:
+    def send(
+        self, message: wire.WorkerJob | wire.WorkerCancel | wire.WorkerStop, raw: str = ""
+    ) -> None:
         """Send ``message``, with ``raw`` (JSON members, already serialised) added to it."""
-        line = json.dumps(message)
-        if raw:
-            line = line[:-1] + ", " + raw + "}"
-        self.send_line(line)
+        self.send_line(wire.encode(message, raw))
 
-    def send_line(self, line: str) -> None:
+    def send_line(self, line: bytes) -> None:
         if self.writer is None:
             self.outbox.append(line)  # not connected yet: sent on hello
         else:
-            self.writer.write((line + "\n").encode())
+            self.writer.write(line)
 
 
 @dataclass
@@ -117,7 +115,6 @@ class WorkerPools:
 
     def __init__(
         self,
-        endpoint_argv: Callable[[Job], list[str]],
         start_process: StartProcess,
         kill_group: KillGroup,
         on_exit: Callable[[JobExit], Awaitable[None]],
@@ -127,7 +124,6 @@ class WorkerPools:
         #: where the pools' directory goes (socket, workers' work dirs and logs): a private
         #: directory of the server's, where the next server process finds what a crash left
         self._root = root
-        self._endpoint_argv = endpoint_argv
         self._identify = identify
         self._start_process = start_process
         self._kill_group = kill_group
@@ -181,7 +177,7 @@ class WorkerPools:
             if pooled.reason == "exited":
                 pooled.reason = reason
             where.cancelling.add(job_id)
-            where.send({"cancel": job_id})
+            where.send(wire.WorkerCancel(cancel=job_id))
             # a sync task in a thread cannot be cancelled: then the worker goes, whole
             self._later(CANCEL_GRACE_S, self._kill_if_running, where, job_id)
 
@@ -235,14 +231,7 @@ class WorkerPools:
         workdir = self._dir / worker_id
         workdir.mkdir()
         log_path = self._dir / f"{worker_id}.log"
-        argv = [
-            *self._endpoint_argv(job),
-            "--worker",
-            "--socket",
-            str(self._dir / "s"),
-            "--worker-id",
-            worker_id,
-        ]
+        argv = wire.WorkerArgs(job.endpoint, str(self._dir / "s"), worker_id).argv()
         try:
             process = await self._start_process(argv, pool.env, workdir, log_path)
         except (OSError, JobStartError) as e:
@@ -273,21 +262,21 @@ class WorkerPools:
                 self._log_dirs.clear()
             job.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log_dirs.add(job.log_path.parent)
-        message: dict[str, Any] = {
-            "job": job.id,
-            "run": job.run,
-            "action": job.action,
-            "attempt": job.attempt,
-            "log": str(job.log_path),
-            "credential": job.credential,  # the attempt's own: the worker holds no other
-        }
+        message = wire.WorkerJob(
+            job=job.id,
+            run=job.run,
+            action=job.action,
+            attempt=job.attempt,
+            log=str(job.log_path),
+            credential=job.credential,  # the attempt's own: the worker holds no other
+        )
         # with the spec, the worker starts the attempt without asking the server
         worker.send(message, "" if job.spec is None else f'"spec": {job.spec.model_dump_json()}')
 
     async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         worker: _Worker | None = None
         try:
-            hello = json.loads(await reader.readline() or b"{}")
+            hello = wire.decode(await reader.readline() or b"{}")
             worker = self._workers.get(str(hello.get("hello")))
             if worker is None or worker.writer is not None:
                 writer.close()
@@ -297,7 +286,7 @@ class WorkerPools:
                 worker.send_line(queued)
             worker.outbox.clear()
             async for line in reader:
-                message = json.loads(line)
+                message = wire.decode(line)
                 if "done" in message:
                     self._job_done(worker, message["done"], message.get("code"))
         except (ConnectionError, ValueError) as e:
@@ -332,7 +321,7 @@ class WorkerPools:
         if worker.jobs or worker.stopping:
             return
         worker.stopping = True
-        worker.send({"stop": True})
+        worker.send(wire.WorkerStop(stop=True))
         log.info("worker %s idle for %gs: stopping", worker.id, worker.pool.idle_ttl_s)
 
     async def _watch(self, worker: _Worker) -> None:

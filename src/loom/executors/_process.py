@@ -271,7 +271,6 @@ class LocalProcessExecutor:
         self._memory = MemoryGuard()
         self._gpus = Devices(self._capacity.gpu)
         self._pools = WorkerPools(
-            lambda job: ["--endpoint", job.endpoint],
             self._start,
             kill_group,
             self._recorded_exit,
@@ -302,20 +301,9 @@ class LocalProcessExecutor:
 
     def argv(self, job: Job) -> list[str]:
         """The command line of ``job``."""
-        argv = [
-            *self._command,
-            "--endpoint",
-            job.endpoint,
-            "--run",
-            job.run,
-            "--action",
-            job.action,
-            "--attempt",
-            str(job.attempt),
-        ]
-        if job.spec is not None and self._spec_files:
-            argv += ["--spec-file", str(_spec_file(job))]
-        return argv
+        spec_file = str(_spec_file(job)) if job.spec is not None and self._spec_files else None
+        args = wire.AttemptArgs(job.endpoint, job.run, job.action, job.attempt, spec_file)
+        return [*self._command, *args.argv()]
 
     async def submit(self, job: Job) -> str:
         if self._closing:

@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
+from .. import wire
 from ._errors import JobStartError
 
 log = logging.getLogger("loom.executors")
@@ -41,7 +40,7 @@ class Zygote:
     """One fork-server process and the bookkeeping of the children it forked."""
 
     def __init__(self, command: Sequence[str]) -> None:
-        self._command = [*command, "--zygote"]
+        self._command = [*command, *wire.ZYGOTE_ARGV]
         self._process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
         self._ids = itertools.count()
@@ -61,7 +60,7 @@ class Zygote:
         line = b""
         try:
             line = await asyncio.wait_for(self._process.stdout.readline(), _START_TIMEOUT_S)
-            ready = "ready" in json.loads(line)
+            ready = "ready" in wire.decode(line)
         except (TimeoutError, ValueError):
             ready = False
         if not ready:
@@ -79,7 +78,7 @@ class Zygote:
         assert self._process is not None and self._process.stdout is not None
         try:
             async for line in self._process.stdout:
-                message: dict[str, Any] = json.loads(line)
+                message = wire.decode(line)
                 if "exit" in message:
                     future = self._exit_future(message["exit"])
                     if not future.done():
@@ -113,14 +112,10 @@ class Zygote:
         request_id = str(next(self._ids))
         waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = waiter
-        request = {
-            "id": request_id,
-            "argv": list(argv),
-            "env": dict(env),
-            "cwd": str(cwd),
-            "log": str(log_path),
-        }
-        self._process.stdin.write((json.dumps(request) + "\n").encode())
+        request = wire.SpawnRequest(
+            id=request_id, argv=list(argv), env=dict(env), cwd=str(cwd), log=str(log_path)
+        )
+        self._process.stdin.write(wire.encode(request))
         await self._process.stdin.drain()
         pid = await asyncio.wait_for(waiter, _SPAWN_TIMEOUT_S)
         return ForkedProcess(pid, self._exit_future(pid))

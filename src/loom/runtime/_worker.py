@@ -5,14 +5,10 @@ executor's Unix socket and runs the attempts it is given, up to the environment'
 ``concurrency`` at once (the executor keeps count), each as an asyncio task over one shared API
 client. It pays for start-up, imports and the task module once instead of once per action.
 
-Protocol, one JSON object per line:
-
-- worker to executor: ``{"hello": ID, "pid": N}`` once, then ``{"done": JOB, "code": C}`` as
-  each attempt ends;
-- executor to worker: ``{"job": JOB, "run": ..., "action": ..., "attempt": N, "log": PATH,
-  "credential": C}`` (with ``"spec"``, the attempt's ``wire.ActionSpec``, when the server sent
-  it along: then the attempt starts without a request), ``{"cancel": JOB}``, and
-  ``{"stop": true}`` (finish what runs, then exit).
+Protocol (``loom.wire``), one JSON object per line: the worker says ``WorkerHello`` once, then
+``WorkerDone`` as each attempt ends; the executor sends ``WorkerJob`` (with the attempt's
+``wire.ActionSpec`` when the server sent it along: then the attempt starts without a request),
+``WorkerCancel``, and ``WorkerStop`` (finish what runs, then exit).
 
 The worker holds no key of its own: each attempt talks to the server with its own runtime
 credential ``C``, valid while that attempt runs, and the batched reports and heartbeats carry
@@ -26,7 +22,8 @@ seconds, from a thread of the worker's own (see ``_heartbeat``).
 What each attempt prints goes to its own log file: ``sys.stdout`` and ``sys.stderr`` are routed
 by a context variable that the attempt's task (and the threads it starts through asyncio) carry.
 Output that belongs to no attempt, such as a C library writing to fd 2, lands in the worker's
-own log. When the socket closes, the executor is gone: the worker cancels everything and exits.
+own log. When the socket closes, the executor is gone: the worker finishes the attempts it
+runs, delivers their results (to the next server process, if need be) and exits.
 """
 
 from __future__ import annotations
@@ -34,11 +31,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import json
 import os
 import sys
 from pathlib import Path
-from typing import IO, Any, TextIO
+from typing import IO, Any, TextIO, cast
 
 from .. import wire
 from .._settings import Settings
@@ -144,10 +140,10 @@ class _Worker:
         self._attempts: dict[str, wire.AttemptRef] = {}  # by job, while they run
         self._reports = _Reports(client)
 
-    def _send(self, message: dict[str, Any]) -> None:
-        self._writer.write((json.dumps(message) + "\n").encode())
+    def _send(self, message: wire.WorkerHello | wire.WorkerDone) -> None:
+        self._writer.write(wire.encode(message))
 
-    def start(self, message: dict[str, Any]) -> None:
+    def start(self, message: wire.WorkerJob) -> None:
         job = message["job"]
         ref = wire.AttemptRef(
             run=message["run"],
@@ -168,7 +164,7 @@ class _Worker:
         """The attempts running now (called from the heartbeat thread: a copy is atomic)."""
         return list(self._attempts.copy().values())
 
-    async def _attempt(self, message: dict[str, Any], marker: Path) -> None:
+    async def _attempt(self, message: wire.WorkerJob, marker: Path) -> None:
         code = 1
         log: IO[str] | None = None
         try:
@@ -196,7 +192,7 @@ class _Worker:
             self._running.pop(message["job"], None)
             self._attempts.pop(message["job"], None)
             marker.unlink(missing_ok=True)
-            self._send({"done": message["job"], "code": code})
+            self._send(wire.WorkerDone(done=message["job"], code=code))
 
     def cancel(self, job: str) -> None:
         task = self._running.get(job)
@@ -221,13 +217,13 @@ async def _serve(reader: asyncio.StreamReader, worker: _Worker) -> None:
             return
         if not line:
             return
-        message = json.loads(line)
+        message = wire.decode(line)
         if "job" in message:
             if reader.at_eof():
                 # sent just before the executor went away: a restarted server finds no
                 # mark of it here and runs it again, so it must not run here too
                 continue
-            worker.start(message)
+            worker.start(cast(wire.WorkerJob, message))
         elif "cancel" in message:
             worker.cancel(message["cancel"])
         elif message.get("stop"):
@@ -245,7 +241,7 @@ async def serve_worker(endpoint: str, socket_path: str, worker_id: str) -> int:
         jobs_dir = Path.cwd() / wire.WORKER_JOBS_DIR
         jobs_dir.mkdir(exist_ok=True)
         worker = _Worker(client, settings, writer, jobs_dir)
-        worker._send({"hello": worker_id, "pid": os.getpid()})
+        worker._send(wire.WorkerHello(hello=worker_id, pid=os.getpid()))
         beats = Heartbeats(
             endpoint, settings.api_key, settings.heartbeat_interval_s, worker.running
         )

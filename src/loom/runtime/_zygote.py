@@ -6,10 +6,10 @@ process that has paid for them; each attempt is a ``fork()`` of it, ready in mil
 
 Protocol, one JSON object per line:
 
-- stdin, from the executor: ``{"id": ..., "argv": [...], "env": {...}, "cwd": ..., "log": ...}``
-- stdout, to the executor: ``{"id": ..., "pid": N}`` once the child runs (or
-  ``{"id": ..., "error": "..."}``), and ``{"exit": N, "code": C}`` when child ``N`` ends
-  (``C`` negative for a signal, like ``subprocess``).
+- stdin, from the executor: ``wire.SpawnRequest``;
+- stdout, to the executor: ``wire.ZygoteReady`` once, ``wire.Spawned`` once a child runs
+  (or ``wire.SpawnFailed``), and ``wire.ChildExited`` when a child ends (its code negative
+  for a signal, like ``subprocess``).
 
 Each child leads its own process group (so the executor can kill it whole; the zygote sets it
 before it reports the pid, so there is no window without it), gets
@@ -20,12 +20,13 @@ log file. The zygote stays single-threaded, so forking it is safe.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import select
 import signal
 import sys
-from typing import Any
+from typing import Any, cast
+
+from .. import wire
 
 
 def _preload() -> None:
@@ -41,7 +42,7 @@ def _preload() -> None:
     import loom.types  # noqa: F401
 
 
-def _child(request: dict[str, Any], protocol_fds: tuple[int, ...]) -> None:
+def _child(request: wire.SpawnRequest, protocol_fds: tuple[int, ...]) -> None:
     """In the forked child: become the attempt's process, run it, never return."""
     code = 1
     try:
@@ -75,6 +76,10 @@ def _child(request: dict[str, Any], protocol_fds: tuple[int, ...]) -> None:
             os._exit(code)
 
 
+def _line(message: Any) -> str:
+    return wire.encode(message).decode()
+
+
 def _reap(out: Any) -> None:
     while True:
         try:
@@ -84,7 +89,7 @@ def _reap(out: Any) -> None:
         if pid == 0:
             return
         code = os.waitstatus_to_exitcode(status)
-        out.write(json.dumps({"exit": pid, "code": code}) + "\n")
+        out.write(_line(wire.ChildExited(exit=pid, code=code)))
         out.flush()
 
 
@@ -93,7 +98,7 @@ def serve() -> int:
     _preload()
     stdin, out = sys.stdin.buffer, sys.stdout
     protocol_fds = (stdin.fileno(), out.fileno())
-    out.write(json.dumps({"ready": os.getpid()}) + "\n")
+    out.write(_line(wire.ZygoteReady(ready=os.getpid())))
     out.flush()
     pending = b""
     while True:
@@ -107,25 +112,25 @@ def serve() -> int:
         pending += chunk
         while b"\n" in pending:
             line, pending = pending.split(b"\n", 1)
-            request = json.loads(line)
+            request = cast(wire.SpawnRequest, wire.decode(line))
             sys.stdout.flush()
             sys.stderr.flush()
             try:
                 pid = os.fork()
             except OSError as e:
-                out.write(json.dumps({"id": request["id"], "error": str(e)}) + "\n")
+                out.write(_line(wire.SpawnFailed(id=request["id"], error=str(e))))
                 out.flush()
                 continue
             if pid == 0:
                 _child(request, protocol_fds)
             with contextlib.suppress(OSError):  # also here: no window where the group is missing
                 os.setpgid(pid, pid)
-            out.write(json.dumps({"id": request["id"], "pid": pid}) + "\n")
+            out.write(_line(wire.Spawned(id=request["id"], pid=pid)))
             out.flush()
     while True:  # stdin closed: the executor is gone or shutting down
         try:
             pid, status = os.waitpid(-1, 0)
         except ChildProcessError:
             return 0
-        out.write(json.dumps({"exit": pid, "code": os.waitstatus_to_exitcode(status)}) + "\n")
+        out.write(_line(wire.ChildExited(exit=pid, code=os.waitstatus_to_exitcode(status))))
         out.flush()

@@ -169,6 +169,61 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, GetCoreSchemaHandler
 from pydantic_core import CoreSchema
 
+from ._runtime import (
+    WORKER_JOBS_DIR as WORKER_JOBS_DIR,
+)
+from ._runtime import (
+    ZYGOTE_ARGV as ZYGOTE_ARGV,
+)
+from ._runtime import (
+    AttemptArgs as AttemptArgs,
+)
+from ._runtime import (
+    ChildExited as ChildExited,
+)
+from ._runtime import (
+    Spawned as Spawned,
+)
+from ._runtime import (
+    SpawnFailed as SpawnFailed,
+)
+from ._runtime import (
+    SpawnRequest as SpawnRequest,
+)
+from ._runtime import (
+    WorkerArgs as WorkerArgs,
+)
+from ._runtime import (
+    WorkerCancel as WorkerCancel,
+)
+from ._runtime import (
+    WorkerDone as WorkerDone,
+)
+from ._runtime import (
+    WorkerHello as WorkerHello,
+)
+from ._runtime import (
+    WorkerJob as WorkerJob,
+)
+from ._runtime import (
+    WorkerStop as WorkerStop,
+)
+from ._runtime import (
+    ZygoteReady as ZygoteReady,
+)
+from ._runtime import (
+    decode as decode,
+)
+from ._runtime import (
+    encode as encode,
+)
+from ._runtime import (
+    parse_runtime_argv as parse_runtime_argv,
+)
+from ._runtime import (
+    worker_job_marker as worker_job_marker,
+)
+
 API_VERSION = "v1"
 API_PREFIX = f"/api/{API_VERSION}"
 
@@ -371,16 +426,6 @@ class Role(StrEnum):
 #: Prefix of a per-attempt runtime credential (the server mints one per attempt; it is valid
 #: only while that attempt runs). API keys start with ``loom_``.
 ATTEMPT_CREDENTIAL_PREFIX = "loomat_"
-
-#: A warm worker marks each attempt it runs with a file of this directory (in its working
-#: directory) from before the task's code starts until the attempt ends: after a crash, the
-#: next server process finds there which worker to adopt an attempt from.
-WORKER_JOBS_DIR = ".loom-jobs"
-
-
-def worker_job_marker(run: str, action: str, attempt: int) -> str:
-    """The name of the file marking that attempt in its worker's :data:`WORKER_JOBS_DIR`."""
-    return f"{run}~{action}~{attempt}"
 
 
 class ApiKeyCreate(_Model):
