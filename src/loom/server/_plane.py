@@ -2,7 +2,10 @@
 
 It runs on the server's event loop. Services are synchronous and run in worker threads; what
 they decide to do after a commit (:class:`~loom.server._runs.Effects`) is carried out here, on
-the loop.
+the loop. Its background work lives in modules of its own: the scheduler (``_scheduler``),
+recovery at start-up (``_recovery``), the heartbeat sweep (``_heartbeats``) and the flush of
+session activity (``_sessions``); this module starts and stops them, launches attempts and
+records their processes' exits.
 """
 
 from __future__ import annotations
@@ -17,14 +20,12 @@ import logging
 import os
 import shutil
 import stat
-import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 from anyio import to_thread
 
-from .. import wire
 from ..executors import (
     Executor,
     Job,
@@ -40,16 +41,16 @@ from ._data import DataService
 from ._db import Database
 from ._errors import ConfigurationError, ServerError
 from ._events import EventBus
+from ._heartbeats import HeartbeatSweep
 from ._keys import KeyService
-from ._models import utcnow
 from ._objects import ObjectStore, open_object_store
 from ._projects import ProjectService
+from ._recovery import Recovery
 from ._requests import Defaults
 from ._runs import (
     Effects,
     Launch,
     ProcessExit,
-    RunningAttempt,
     RunService,
     log_key,
     log_path,
@@ -143,11 +144,15 @@ class ControlPlane:
         self._loop = asyncio.get_running_loop()
         self.bus.attach(self._loop)
         await self.executor.start(self._on_exit)
-        await self._recover()
+        await Recovery(
+            self.runs, self.executor, self.work_dir, self.logs_dir, self.endpoint, self._keep_log
+        ).recover()
         _freeze_heap()
         self.scheduler.start()
         self._spawn(flush_activity_forever(self.sessions))
-        self._spawn(self._lose_silent_forever())
+        self._spawn(
+            HeartbeatSweep(self.runs, self.executor, self.settings.heartbeat_timeout_s).forever()
+        )
 
     async def stop(self) -> None:
         """Stop scheduling; leave the action processes running, for the next server process
@@ -339,112 +344,6 @@ class ControlPlane:
             return None
         return key
 
-    async def _recover(self) -> None:
-        """Attempts the database says are running were started by a previous server
-        process. Those whose processes still run are adopted: watched as if started here,
-        their reports taken as they come. The others are lost (and retried from the
-        server's allowance). Queued actions need nothing: the scheduler picks them up."""
-        running: list[RunningAttempt] = await to_thread.run_sync(self.runs.running_attempts)
-        adopted: list[RunningAttempt] = []
-        for attempt in running:
-            try:
-                # (no handle: the server died before it recorded it; the executor looks)
-                if await self.executor.adopt(self._adopted_job(attempt), attempt.handle or ""):
-                    adopted.append(attempt)
-                    continue
-                key = await to_thread.run_sync(
-                    self._keep_log, attempt.run, attempt.action, attempt.attempt
-                )
-                await to_thread.run_sync(self.runs.lose_attempt, attempt, key)
-            except Exception:  # one attempt must not keep the server from starting
-                log.exception(
-                    "cannot recover %s", job_id(attempt.run, attempt.action, attempt.attempt)
-                )
-        await to_thread.run_sync(self._remove_stale_workdirs, adopted)
-        if adopted:
-            await to_thread.run_sync(self.runs.heard_from, adopted)
-            log.warning("adopted %d attempt(s) still running from before a restart", len(adopted))
-        if len(adopted) < len(running):
-            log.warning("recovered %d attempt(s) lost in a restart", len(running) - len(adopted))
-
-    def _remove_stale_workdirs(self, adopted: list[RunningAttempt]) -> None:
-        """Remove what a crash left in the work dir: every attempt's directory but those of
-        the adopted attempts (one whose process ended while no server watched, say)."""
-        keep = {self.work_dir / a.run / a.action / str(a.attempt) for a in adopted}
-        for run in _subdirs(self.work_dir):
-            for action in _subdirs(run):
-                for attempt in _subdirs(action):
-                    if attempt not in keep:
-                        shutil.rmtree(attempt, ignore_errors=True)
-                with contextlib.suppress(OSError):
-                    action.rmdir()  # (unless an adopted attempt's is in it)
-            with contextlib.suppress(OSError):
-                run.rmdir()
-
-    def _adopted_job(self, attempt: RunningAttempt) -> Job:
-        """What the executor needs to watch an attempt it did not start: where its log and
-        work dir are, what it may hold, and what is left of its timeout."""
-        task = attempt.task
-        timeout = None if task is None else state.job_timeout_s(task)
-        if timeout is not None and attempt.started_at is not None:
-            elapsed = (utcnow() - attempt.started_at).total_seconds()
-            timeout = max(0.0, timeout - elapsed)
-        return Job(
-            run=attempt.run,
-            action=attempt.action,
-            attempt=attempt.attempt,
-            endpoint=self.endpoint,
-            env={},
-            log_path=log_path(self.logs_dir, attempt.run, attempt.action, attempt.attempt),
-            workdir=self.work_dir / attempt.run / attempt.action / str(attempt.attempt),
-            timeout_s=timeout,
-            # a warm worker's memory is its attempts', not one attempt's to be held to
-            resources=(
-                task.resources if task is not None and task.reuse is None else wire.ResourceSpec()
-            ),
-        )
-
-    async def _lose_silent_forever(self) -> None:
-        """Declare lost the attempts that stopped sending heartbeats (see
-        :meth:`RunService.lose_silent`), looking a few times per timeout."""
-        timeout = self.settings.heartbeat_timeout_s
-        period = min(10.0, timeout / 3)
-        last = awake_since = time.monotonic()
-        while True:
-            await asyncio.sleep(period)
-            now = time.monotonic()
-            if now - last > period + timeout / 2:
-                # the server itself was not running (suspended, starved): the runtimes'
-                # beats went unheard, so give them a whole timeout to be heard again
-                awake_since = now
-            last = now
-            if now - awake_since < timeout:
-                continue
-            try:
-                await self._vouch_for_queued()
-            except Exception:  # the sweep must go on: at worst a queued job counts as silent
-                log.exception("cannot beat for the attempts queued in the executor")
-            try:
-                lost = await to_thread.run_sync(self.runs.lose_silent, timeout)
-            except Exception:  # the next look may well work
-                log.exception("cannot check the attempts' heartbeats")
-                continue
-            if lost:
-                log.warning("declared %d silent attempt(s) lost", lost)
-
-    async def _vouch_for_queued(self) -> None:
-        """Beat for the attempts that wait in the executor for a worker (a pool's jobs beyond
-        its workers' slots): they are not silent, just not started, and beating for them
-        now keeps a long wait from counting against them once they start."""
-        running = await to_thread.run_sync(self.runs.running_attempts)
-        queued = [
-            wire.AttemptRef(run=a.run, action=a.action, attempt=a.attempt)
-            for a in running
-            if self.executor.status(job_id(a.run, a.action, a.attempt)).state == "queued"
-        ]
-        if queued:
-            await to_thread.run_sync(self.runs.attempts_heartbeat, queued)
-
     def session_dir(self, run: str, action: str, attempt: int) -> Path:
         """Where the IDE of that attempt must put its socket: a private directory the server
         makes when it launches the attempt (short: a socket's path has about 100 bytes)."""
@@ -512,10 +411,3 @@ def _pool_key(launch: Launch, env: dict[str, str]) -> str:
     ]
     digest = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
     return f"{launch.task.environment}-{digest}"
-
-
-def _subdirs(path: Path) -> list[Path]:
-    try:
-        return [p for p in path.iterdir() if p.is_dir()]
-    except OSError:
-        return []
