@@ -1,5 +1,36 @@
 """The transition engine: every phase change of an action, its attempts and its run is made
-here, with the side effects it implies."""
+here, with the rules that follow from it. The legal moves are ``_state.ALLOWED``; nothing
+else in the server writes a phase (commands only create actions, QUEUED).
+
+The transitions, one at a time (ORM rows) or in batches (plain rows, a few statements for many:
+the paths every action of a fan-out takes):
+
+- QUEUED/RETRYING -> RUNNING with a new attempt: :meth:`Transitions.start_attempts` (batch);
+- RUNNING <-> INTERACTIVE: :meth:`Transitions.set_interactive`;
+- -> SUCCEEDED on a runtime's result: :meth:`Transitions._succeed`, and
+  :meth:`Transitions._succeed_rows` (batch);
+- -> RETRYING or FAILED on a failed attempt, the runtime's report or the server's verdict
+  (timeout, lost, out of memory): :meth:`Transitions._fail_attempt`, via
+  :meth:`Transitions._end_attempt` for the server's;
+- -> ABORTED: :meth:`Transitions._abort_one`;
+- any of them, for one action: :meth:`Transitions._set_phase`, which applies the rules.
+
+The rules, what follows from a transition within its transaction (and the effects carried out
+after it commits, :class:`~._common.Effects`):
+
+- every phase change is an event (published to watchers after the commit): ``_event``;
+- a run's phase is its root action's: ``_set_phase``;
+- an action that ends frees what it held: the scheduler is woken (``fx.schedule``);
+- an action that ends aborts its descendants still open, and kills their processes
+  (``fx.cancel``): ``_abort_descendants``;
+- the end of a serialized cache's computation ends its waiters' wait (its result is theirs,
+  or the next of them computes it): ``_end_serialized``;
+- an attempt that ends closes its sessions: ``_close_sessions``;
+- an attempt's credential is valid only while it runs: it is checked against its phase at
+  each request (``_authz``), so ending the attempt revokes it;
+- a failed attempt retries by the task's policy, or from the server's allowance when the
+  infrastructure lost it (``_state.may_retry``).
+"""
 
 from __future__ import annotations
 
