@@ -94,6 +94,22 @@ def test_warm_workers_share_their_environments_requests(api: Api) -> None:
     assert _started(api, 4) == {f"{r}/a0/1" for r in runs[:4]}
 
 
+@sqlite
+def test_a_warm_pool_gets_no_more_than_it_runs_at_once(api: Api) -> None:
+    """A pool runs ``replicas x concurrency`` attempts at once: more would only wait in the
+    pool (where a restart of the server loses them), so they wait in the queue. Another
+    pool's actions, and plain ones, pass them by."""
+    reuse = {"max_replicas": 2, "concurrency": 3}
+    warm = [api.create_run(task_spec(reuse=reuse))["name"] for _ in range(8)]
+    other = api.create_run(task_spec(environment="other", reuse=reuse))["name"]
+    plain = api.create_run()["name"]
+    started = _started(api, 8)
+    assert started == {f"{r}/a0/1" for r in [*warm[:6], other, plain]}
+    _done(api, warm[0])
+    api.job(warm[6], "a0", 1)
+    assert f"{warm[7]}/a0/1" not in _started(api, 9)
+
+
 def test_requests_fill_in_defaults_and_split_by_concurrency() -> None:
     from loom import wire
 

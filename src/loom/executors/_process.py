@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ log = logging.getLogger("loom.executors")
 
 _KEEP_FINISHED = 10_000
 _STALE_SWEEP_S = 2.0
+_PROCESSES_FRESH_S = 2.0  # how long one scan of the processes serves adoptions
 DEFAULT_COMMAND: tuple[str, ...] = (sys.executable, "-m", "loom.runtime")
 
 
@@ -127,12 +129,13 @@ def _working_dirs() -> list[tuple[str, int]]:
     return found
 
 
-def _working_in(workdir: Path) -> tuple[int, str] | None:
+def _working_in(workdir: Path, dirs: list[tuple[str, int]] | None = None) -> tuple[int, str] | None:
     """The process working in an attempt's work dir (each attempt has its own; the one that
     leads its process group, not a child it started), with its identity: an attempt whose
-    handle was not recorded yet when the server died."""
+    handle was not recorded yet when the server died. ``dirs``: :func:`_working_dirs`, if
+    just taken."""
     target = str(workdir.resolve())
-    for cwd, pid in _working_dirs():
+    for cwd, pid in _working_dirs() if dirs is None else dirs:
         with contextlib.suppress(OSError):
             if cwd == target and os.getpgid(pid) == pid:
                 return pid, process_identity(pid) or ""
@@ -252,6 +255,7 @@ class LocalProcessExecutor:
         #: where the next server process finds what a crash left behind
         self._scratch_dir = scratch_dir
         self._stale_dirs: list[Path] = []
+        self._processes_seen: tuple[float, list[tuple[str, int]]] | None = None
         self._sweeping: asyncio.Task[None] | None = None
         # Fork attempts from a warm runtime process; only the real runtime speaks its protocol.
         use_zygote = self._command == DEFAULT_COMMAND if fork_server is None else fork_server
@@ -444,13 +448,21 @@ class LocalProcessExecutor:
         if self._stale_dirs and isinstance(process, _Adopted):
             self._remove_stale_dirs()
 
+    def _processes(self) -> list[tuple[str, int]]:
+        """:func:`_working_dirs`, looked up once for the many adoptions of a recovery (the
+        processes it looks for were there before it began)."""
+        now = time.monotonic()
+        if self._processes_seen is None or now - self._processes_seen[0] > _PROCESSES_FRESH_S:
+            self._processes_seen = (now, _working_dirs())
+        return self._processes_seen[1]
+
     def _pool_worker_of(self, job: Job) -> tuple[int, str] | None:
         """The worker of a previous server process's pool that runs ``job`` (it marks the
         attempts it runs, see ``loom.wire.WORKER_JOBS_DIR``)."""
         marker = wire.worker_job_marker(job.run, job.action, job.attempt)
         for pools in self._stale_dirs:
             for mark in pools.glob(f"*/{wire.WORKER_JOBS_DIR}/{marker}"):
-                return _working_in(mark.parent.parent)
+                return _working_in(mark.parent.parent, self._processes())
         return None
 
     async def _sweep_stale_dirs(self) -> None:
@@ -502,7 +514,7 @@ class LocalProcessExecutor:
         # waited in a pool, or its handle was not recorded yet, the marks are all there is
         parsed = self._pool_worker_of(job)
         if parsed is None and not handle.startswith(WORKER_HANDLE):
-            parsed = parse_handle(handle) or _working_in(job.workdir)
+            parsed = parse_handle(handle) or _working_in(job.workdir, self._processes())
         # (a worker's handle, unmarked: it ran the attempt to its end, or never began it)
         current = None if parsed is None else process_identity(parsed[0])
         if parsed is None or current is None or (parsed[1] and current != parsed[1]):

@@ -149,6 +149,8 @@ class Action(Base):
     # attempts the infrastructure lost (worker lost, server restarted): retried from the
     # server's allowance, not from the task's retries
     lost_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # the warm pool its attempts run in (see ``_requests.pool_of``), if its task is reusable
+    pool: Mapped[str | None] = mapped_column(String(64), default=None)
     retry_at: Mapped[datetime | None]  # when a RETRYING action may start its next attempt
     # disabled, miss, hit, overwritten, or waiting: QUEUED behind an identical call of a
     # serialized cache (not claimable until that one ends)

@@ -54,6 +54,7 @@ class Recovery:
         server's allowance). Queued actions need nothing: the scheduler picks them up."""
         running: list[RunningAttempt] = await to_thread.run_sync(self._runs.running_attempts)
         adopted: list[RunningAttempt] = []
+        lost: list[tuple[RunningAttempt, str | None]] = []
         for attempt in running:
             try:
                 # (no handle: the server died before it recorded it; the executor looks)
@@ -63,11 +64,18 @@ class Recovery:
                 key = await to_thread.run_sync(
                     self._keep_log, attempt.run, attempt.action, attempt.attempt
                 )
-                await to_thread.run_sync(self._runs.lose_attempt, attempt, key)
+                lost.append((attempt, key))
             except Exception:  # one attempt must not keep the server from starting
-                log.exception(
-                    "cannot recover %s", job_id(attempt.run, attempt.action, attempt.attempt)
-                )
+                log.exception("cannot recover %s", _job_of(attempt))
+        try:
+            await to_thread.run_sync(self._runs.lose_attempts, lost)  # one transaction
+        except Exception:
+            log.exception("cannot record the lost attempts at once; one at a time")
+            for one in lost:
+                try:
+                    await to_thread.run_sync(self._runs.lose_attempts, [one])
+                except Exception:  # it stays RUNNING: the heartbeat sweep loses it later
+                    log.exception("cannot record %s as lost", _job_of(one[0]))
         await to_thread.run_sync(self._remove_stale_workdirs, adopted)
         if adopted:
             await to_thread.run_sync(self._runs.heard_from, adopted)
@@ -118,3 +126,7 @@ def _subdirs(path: Path) -> list[Path]:
         return [p for p in path.iterdir() if p.is_dir()]
     except OSError:
         return []
+
+
+def _job_of(attempt: RunningAttempt) -> str:
+    return job_id(attempt.run, attempt.action, attempt.attempt)

@@ -6,6 +6,10 @@ default (``LOOM_DEFAULT_CPU``, ``LOOM_DEFAULT_MEMORY``): I/O-bound fan-outs run 
 machine's memory still bounds how many processes start. An attempt in a warm worker holds
 ``1/concurrency`` of its environment's requests, as the worker runs that many at once.
 
+Warm pools bound their own attempts: a pool runs at most ``replicas x concurrency`` at once,
+so the scheduler starts no more than that of its actions (see :func:`pool_of`); the others wait
+in the queue, where a restart of the server does not touch them, rather than in the pool.
+
 The scheduler takes waiting actions in creation order. One that does not fit keeps its
 place: what it needs is held for it, so later, smaller ones only use what is left beyond it
 and it cannot be starved (they still pass it by where it waits for a resource they do not
@@ -14,6 +18,8 @@ use, such as a GPU).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -111,3 +117,28 @@ class Room:
     def full(self) -> bool:
         """Nothing more can start: every attempt holds a slot, some CPU and some memory."""
         return self.slots <= _EPSILON or self.cpu <= _EPSILON or self.memory <= _EPSILON
+
+
+def pool_of(
+    task: wire.TaskSpec, project_id: int, domain: str, bundle: str, run_env: dict[str, str]
+) -> str | None:
+    """The warm pool attempts of ``task`` in that run run in (``None``: each in a process of
+    its own): what makes workers interchangeable, as the executor keys its pools (the
+    server's own environment, the same for all, aside)."""
+    if task.reuse is None or task.interactive is not None:
+        return None
+    identity = [
+        project_id,
+        domain,
+        task.environment,
+        bundle,
+        task.reuse.model_dump(mode="json"),
+        sorted(task.env_vars.items()),
+        sorted(run_env.items()),
+    ]
+    return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:32]
+
+
+def pool_size(task: wire.TaskSpec) -> int:
+    """How many attempts of ``task``'s pool run at once, at most."""
+    return 0 if task.reuse is None else task.reuse.max_replicas * task.reuse.concurrency

@@ -27,8 +27,8 @@ from ..executors import Capacity
 from ..wire import Phase
 from ._errors import NotFoundError
 from ._models import Action, Project, Run, utcnow
-from ._requests import Requests, Room
-from ._runs import Launch, RunService
+from ._requests import Requests, Room, pool_size
+from ._runs import Launch, RunService, task_spec
 from ._state import TERMINAL
 
 log = logging.getLogger("loom.server")
@@ -67,6 +67,7 @@ _CLAIMABLE = (
         Action.cpu_request,
         Action.memory_request,
         Action.gpu_request,
+        Action.pool,
         Action.attempts,
         Action.started_at,
         Action.ended_at,
@@ -90,6 +91,16 @@ _CLAIMABLE = (
     )
     .order_by(Action.id)
     .limit(_CLAIM_BATCH)
+)
+#: The claimable actions but those of the warm pools ``:full``.
+_CLAIMABLE_OUTSIDE = _CLAIMABLE.where(
+    or_(Action.pool.is_(None), Action.pool.not_in(bindparam("full", expanding=True)))
+)
+#: How many attempts run in each warm pool.
+_IN_POOLS = (
+    select(Action.pool, func.count())
+    .where(Action.phase == Phase.RUNNING, Action.pool.is_not(None))
+    .group_by(Action.pool)
 )
 #: When the next backoff (after ``:now``) ends.
 _NEXT_DUE = select(func.min(Action.retry_at)).where(
@@ -125,15 +136,29 @@ class Claims:
             # (statements built once: building and keying them costs more than running them)
             busy = s.execute(_BUSY).one()
             room = Room.left(self._capacity, Requests(*(float(v or 0) for v in busy)))
+            in_pools = {p: n for p, n in s.execute(_IN_POOLS) if p is not None}
+            full: list[str] = []  # pools that run all they can: their actions wait here
             after = 0
             while not room.full:
                 # plain rows, not ORM objects: this is the hot path of every action
-                rows = s.execute(_CLAIMABLE, {"now": now, "after": after}).all()
+                params = {"now": now, "after": after}
+                if full:
+                    rows = s.execute(_CLAIMABLE_OUTSIDE, {**params, "full": full}).all()
+                else:
+                    rows = s.execute(_CLAIMABLE, params).all()
                 taken = []
                 for row in rows:
+                    if row.pool is not None:
+                        if row.pool in full:
+                            continue
+                        if in_pools.get(row.pool, 0) >= pool_size(task_spec(row.spec)):
+                            full.append(row.pool)  # (holds nothing of the machine's)
+                            continue
                     need = Requests.of_row(row)
                     if room.fits(need):
                         taken.append(row)
+                        if row.pool is not None:
+                            in_pools[row.pool] = in_pools.get(row.pool, 0) + 1
                     # one that does not fit keeps its place: what it needs is held for it
                     room = room.minus(need)
                     if room.full:

@@ -28,7 +28,7 @@ from .._models import (
     Run,
     utcnow,
 )
-from .._requests import Requests
+from .._requests import Requests, pool_of
 from .._state import ROOT_ACTION, TERMINAL
 from ._common import (
     _ACTIONS,
@@ -241,6 +241,7 @@ class Commands(Queries):
                     "attempts": 0,
                     "cache": "disabled",
                     **Requests.of(task, self.defaults).columns(),
+                    "pool": pool_of(task, run.project_id, run.domain, run.bundle, run.env_vars),
                     "created_at": now,
                 }
             )
@@ -272,6 +273,7 @@ class Commands(Queries):
             attempts=0,
             cache="disabled" if task.cache is None else "miss",
             **Requests.of(task, self.defaults).columns(),
+            pool=pool_of(task, run.project_id, run.domain, run.bundle, run.env_vars),
             created_at=utcnow(),
         )
         tx.s.add(action)

@@ -564,12 +564,17 @@ class Reports(Transitions):
                 log.exception("cannot declare the silent attempt (row %d) lost", attempt_id)
         return lost
 
-    def lose_attempt(self, attempt: RunningAttempt, log_key: str | None) -> None:
-        """The server restarted while ``attempt`` ran: it is lost (and retried per policy)."""
-        error = wire.ErrorInfo(
-            type="WorkerLostError",
-            message=f"worker lost: the server restarted while attempt {attempt.attempt} was "
-            "running",
-            kind=ErrorKind.WORKER_LOST,
-        )
-        self._end_by_server(attempt.run, attempt.action, attempt.attempt, error, log_key=log_key)
+    def lose_attempts(self, lost: Sequence[tuple[RunningAttempt, str | None]]) -> None:
+        """The server restarted while these attempts ran, and their processes are gone: each
+        is lost (and retried per policy), with its log's key; one transaction for all."""
+        with self._tx() as tx:
+            for attempt, log_key in lost:
+                error = wire.ErrorInfo(
+                    type="WorkerLostError",
+                    message="worker lost: the server restarted while attempt "
+                    f"{attempt.attempt} was running",
+                    kind=ErrorKind.WORKER_LOST,
+                )
+                run, action = self._load(tx.s, attempt.run, attempt.action)
+                row = self._attempt_row(tx.s, run, action, attempt.attempt)
+                self._end_attempt(tx, run, action, row, error, log_key=log_key)
