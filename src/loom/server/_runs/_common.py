@@ -17,6 +17,7 @@ from sqlalchemy import Select, Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from ... import wire
+from ...wire import Phase
 from .._errors import (
     BadRequestError,
     ConflictError,
@@ -202,7 +203,7 @@ def _error(data: dict[str, Any] | None) -> wire.ErrorInfo | None:
 def attempt_info(a: Attempt) -> wire.AttemptInfo:
     return wire.AttemptInfo(
         number=a.number,
-        phase=a.phase,  # type: ignore[arg-type]
+        phase=Phase(a.phase),
         started_at=a.started_at,
         ended_at=a.ended_at,
         error=_error(a.error),
@@ -221,7 +222,7 @@ def action_info(
         parent=a.parent,
         group=list(a.group),
         task=a.task,
-        phase=a.phase,  # type: ignore[arg-type]
+        phase=Phase(a.phase),
         attempts=[attempt_info(t) for t in sorted(attempts, key=lambda t: t.number)],
         created_at=a.created_at,
         started_at=a.started_at,
@@ -278,7 +279,7 @@ def run_info(r: Run, project: str, actions: int) -> wire.RunInfo:
         project=project,
         domain=r.domain,
         task=r.task,
-        phase=r.phase,  # type: ignore[arg-type]
+        phase=Phase(r.phase),
         created_at=r.created_at,
         started_at=r.started_at,
         ended_at=r.ended_at,

@@ -150,7 +150,7 @@ class Queries(Transitions):
             attempts[t.action_id].append(
                 wire.AttemptInfo.model_construct(
                     number=t.number,
-                    phase=t.phase,
+                    phase=Phase(t.phase),
                     started_at=t.started_at,
                     ended_at=t.ended_at,
                     error=_error(t.error),
@@ -199,7 +199,7 @@ class Queries(Transitions):
                 parent=a.parent,
                 group=list(a.group),
                 task=a.task,
-                phase=a.phase,
+                phase=Phase(a.phase),
                 attempts=attempts.get(a.id, []),
                 created_at=a.created_at,
                 started_at=a.started_at,
@@ -360,7 +360,12 @@ class Queries(Transitions):
         with self._db.read() as s:
             return [
                 wire.Event.model_construct(
-                    seq=e.seq, kind=e.kind, run=e.run, action=e.action, phase=e.phase, at=e.at
+                    seq=e.seq,
+                    kind=e.kind,
+                    run=e.run,
+                    action=e.action,
+                    phase=Phase(e.phase),
+                    at=e.at,
                 )
                 for e in s.execute(query.order_by(Event.seq).limit(limit))
             ]
