@@ -43,6 +43,28 @@ async def careful(mib: int) -> str:
 @roomy.task
 def modest() -> int:
     return len(bytearray(50 << 20))
+
+
+# two attempts at once in one worker: it may hold 2 x 150 MiB
+warm = loom.TaskEnvironment(
+    "mem-warm",
+    resources=loom.Resources(memory="150Mi"),
+    reusable=loom.ReusePolicy(replicas=1, concurrency=2),
+)
+
+
+@warm.task
+async def warm_hog(mib: int) -> int:
+    import asyncio
+
+    block = bytearray(mib << 20)
+    await asyncio.sleep(10)  # (killed long before)
+    return len(block)
+
+
+@warm.task
+async def warm_modest() -> int:
+    return len(bytearray(50 << 20))
 """
 
 
@@ -63,6 +85,21 @@ def test_an_attempt_over_its_memory_limit_fails_naming_the_limit(
     assert remote_run(server, str(flow), "modest")["outputs"] == 50 << 20
     shown = run_cli("get", "action", doc["run"], "a0", "-o", "json", env=server.env)
     assert json.loads(shown.stdout)["error"]["type"] == "OOMError"
+
+
+def test_a_warm_worker_over_its_attempts_limits_fails_them_naming_the_limit(
+    server: Any, tmp_path: Path
+) -> None:
+    """A warm worker runs ``concurrency`` attempts in one process, so it may hold that many
+    times the task's request; past that it is killed, and its attempts fail as over their
+    limit."""
+    flow = write_module(tmp_path / "mem_flow.py", FLOW)
+    doc = remote_run(server, str(flow), "warm_hog", "--mib", "500")
+    assert doc["phase"] == "FAILED", doc
+    error = doc["error"]
+    assert error["type"] == "OOMError" and error["kind"] == "oom", error
+    assert "300 MiB" in error["message"] and "warm worker" in error["message"], error
+    assert remote_run(server, str(flow), "warm_modest")["outputs"] == 50 << 20
 
 
 def test_group_rss_sums_a_process_group() -> None:

@@ -10,7 +10,9 @@ Workers talk to the executor over one Unix socket in a private directory (see
 :mod:`loom.runtime._worker` for the protocol). A timeout or cancel asks the worker to cancel the
 attempt, and the worker gets no new job until it has; if it has not ended within a grace
 period, the whole worker is killed and its other attempts are lost (the server retries them
-per policy). A worker that dies takes its attempts
+per policy). A worker of a task with a memory request may hold ``concurrency`` times it (it
+runs that many attempts); over that, it is killed, and its attempts fail as over their limit
+(``OOMError``). A worker that dies takes its attempts
 with it: each is reported as exited with the worker's code, and the worker's last output is
 appended to their logs so "worker lost" can be explained.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import itertools
 import logging
 import shutil
@@ -31,6 +34,7 @@ from typing import Any, Protocol
 
 from .. import wire
 from ._errors import JobStartError
+from ._memory import MemoryGuard
 from ._protocol import ExitReason, Job, JobExit
 
 log = logging.getLogger("loom.executors")
@@ -66,6 +70,7 @@ class _PooledJob:
     job: Job
     reason: ExitReason = "exited"
     timer: asyncio.TimerHandle | None = None
+    peak_bytes: int | None = None  # its worker's, where the worker's memory was watched
 
 
 @dataclass
@@ -120,11 +125,13 @@ class WorkerPools:
         on_exit: Callable[[JobExit], Awaitable[None]],
         identify: Callable[[int], str | None] = lambda pid: "",
         root: Path | None = None,
+        memory: MemoryGuard | None = None,
     ) -> None:
         #: where the pools' directory goes (socket, workers' work dirs and logs): a private
         #: directory of the server's, where the next server process finds what a crash left
         self._root = root
         self._identify = identify
+        self._memory = memory  # what watches workers' memory, if it is
         self._start_process = start_process
         self._kill_group = kill_group
         self._on_exit = on_exit
@@ -243,6 +250,12 @@ class WorkerPools:
         self._workers[worker_id] = worker
         self._spawn(self._watch(worker))
         self._later(_HELLO_TIMEOUT_S, self._check_hello, worker)
+        # a worker runs `concurrency` attempts at once: it may hold that many requests
+        limit = job.resources.memory_bytes
+        if limit and self._memory is not None:
+            self._memory.watch(
+                process.pid, limit * pool.spec.concurrency, functools.partial(self._over, worker)
+            )
         log.info("started worker %s (pid %d) for pool %s", worker_id, process.pid, pool.key)
         return worker
 
@@ -327,6 +340,8 @@ class WorkerPools:
     async def _watch(self, worker: _Worker) -> None:
         code = await worker.process.wait()
         self._kill_group(worker.process.pid)  # whatever its tasks started goes with it
+        if self._memory is not None:
+            self._memory.unwatch(worker.process.pid)
         pool = worker.pool
         pool.workers.remove(worker)
         self._workers.pop(worker.id, None)
@@ -349,7 +364,7 @@ class WorkerPools:
             self._jobs.pop(pooled.job.id, None)
             if pooled.timer is not None:
                 pooled.timer.cancel()
-            self._report(JobExit(pooled.job.id, code, pooled.reason))
+            self._report(JobExit(pooled.job.id, code, pooled.reason, pooled.peak_bytes))
         with contextlib.suppress(OSError):
             worker.log_path.unlink()
         shutil.rmtree(worker.log_path.with_suffix(""), ignore_errors=True)
@@ -372,6 +387,15 @@ class WorkerPools:
                 return
             job = pool.waiting.popleft()
             self._assign(worker, job)
+
+    def _over(self, worker: _Worker, peak: int) -> None:
+        """The worker holds more memory than its attempts may: it goes, and every attempt it
+        ran fails as over the limit (one process: which of them took it cannot be told)."""
+        log.warning("worker %s holds %d bytes, over its limit: killing it", worker.id, peak)
+        for pooled in worker.jobs.values():
+            pooled.reason = "oom"
+            pooled.peak_bytes = peak
+        self._kill_group(worker.process.pid)
 
     def _check_hello(self, worker: _Worker) -> None:
         if worker.writer is None and worker.id in self._workers:

@@ -280,6 +280,7 @@ class LocalProcessExecutor:
             self._recorded_exit,
             process_identity,
             root=scratch_dir,
+            memory=self._memory,
         )
 
     def capacity(self) -> Capacity:

@@ -77,9 +77,8 @@ _OPEN_PARENTS = (
 )
 
 
-def _exit_error(exit: ProcessExit, memory_limit: int | None = None) -> wire.ErrorInfo:
-    """How an attempt whose process ended without reporting failed (``memory_limit``: its
-    task's request, which the executor enforces)."""
+def _exit_error(exit: ProcessExit, task: wire.TaskSpec | None = None) -> wire.ErrorInfo:
+    """How an attempt of ``task`` whose process ended without reporting failed."""
     if exit.reason == "timeout":
         return wire.ErrorInfo(
             type="TaskTimeoutError",
@@ -92,12 +91,25 @@ def _exit_error(exit: ProcessExit, memory_limit: int | None = None) -> wire.Erro
             type="ActionAborted", message="the attempt was cancelled", kind=ErrorKind.ABORTED
         )
     if exit.reason == "oom":
+        limit = None if task is None else task.resources.memory_bytes
         peak = f" (it held {_mib(exit.peak_bytes)})" if exit.peak_bytes else ""
+        if task is not None and task.reuse is not None:  # a warm worker's, shared
+            n = task.reuse.concurrency
+            limit = None if limit is None else limit * n
+            what = (
+                f"the warm worker running attempt {exit.attempt} of action {exit.action!r} "
+                f"(up to {n} attempts at once) used more memory than its limit, {n} x "
+                f"the task's request: {_mib(limit)}{peak}, and was killed with every "
+                "attempt it ran"
+            )
+        else:
+            what = (
+                f"attempt {exit.attempt} of action {exit.action!r} used more memory than "
+                f"its limit, {_mib(limit)}{peak}, and was killed"
+            )
         return wire.ErrorInfo(
             type="OOMError",
-            message=f"attempt {exit.attempt} of action {exit.action!r} used more memory than "
-            f"its limit, {_mib(memory_limit)}{peak}, and was killed: ask for more with "
-            "Resources(memory=...), or use less",
+            message=f"{what}: ask for more with Resources(memory=...), or use less",
             kind=ErrorKind.OOM,
         )
     code = exit.returncode
@@ -444,7 +456,7 @@ class Reports(Transitions):
                     results[i] = row_
                     continue
                 run, action, attempt = row_
-                error = _exit_error(exit, task_spec(action.spec).resources.memory_bytes)
+                error = _exit_error(exit, task_spec(action.spec))
                 self._end_attempt(tx, run, action, attempt, error, log_key=exit.log_key)
         return results
 
