@@ -244,7 +244,8 @@ class WorkerPools:
         except (OSError, JobStartError) as e:
             raise JobStartError(f"cannot start a worker for {job.id}: {e}") from e
         worker = _Worker(worker_id, pool, process, log_path)
-        # what recovery kills after a crash: this very process, not a later one with its pid
+        # what recovery finds its attempts by after a crash: this very process, not a later
+        # one with its pid
         worker.handle = f"{WORKER_HANDLE}{process.pid}:{self._identify(process.pid) or ''}"
         pool.workers.append(worker)
         self._workers[worker_id] = worker
