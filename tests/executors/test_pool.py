@@ -4,6 +4,7 @@ what a worker is sent, and the handle recovery would kill it by."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import sys
@@ -24,6 +25,7 @@ WORKER = """
 import asyncio, json, os, sys
 
 async def main():
+    await asyncio.sleep(float(os.environ.get("SLOW_START", "0")))  # a loaded machine
     socket = sys.argv[sys.argv.index("--socket") + 1]
     worker = sys.argv[sys.argv.index("--worker-id") + 1]
     reader, writer = await asyncio.open_unix_connection(socket, limit=2**20)
@@ -143,3 +145,29 @@ def test_a_worker_that_does_not_cancel_gets_no_new_job(
     assert exits["r1/later/1"].returncode == 0
     ran = json.loads((tmp_path / "logs" / "r1" / "later.1.log.json").read_text())
     assert str(ran["pid"]) != hung.split(":")[1]  # a new worker ran it
+
+
+def test_a_job_counts_as_queued_until_its_worker_has_started(tmp_path: Path) -> None:
+    script = tmp_path / "worker.py"
+    script.write_text(textwrap.dedent(WORKER))
+    done = asyncio.Event()
+
+    async def on_exit(exit: JobExit) -> None:
+        done.set()
+
+    async def main() -> tuple[str, str]:
+        executor = LocalProcessExecutor([sys.executable, str(script)], slots=2)
+        await executor.start(on_exit)
+        job = dataclasses.replace(_job(tmp_path, "a1"), env={"SLOW_START": "2"})
+        try:
+            await executor.submit(job)
+            # the server beats for a queued job: its worker cannot, not having started
+            starting = executor.status(job.id).state
+            await asyncio.wait_for(done.wait(), 30)
+            return starting, executor.status(job.id).state
+        finally:
+            await executor.shutdown()
+
+    starting, ended = asyncio.run(main())
+    assert starting == "queued"
+    assert ended == "exited"

@@ -151,8 +151,11 @@ class WorkerPools:
         return job_id in self._jobs
 
     def queued(self, job_id: str) -> bool:
-        """Whether the job waits in its pool for a worker's free slot."""
-        return isinstance(self._jobs.get(job_id), _Pool)
+        """Whether the job waits for a worker: for a free slot in its pool, or for the worker
+        it was given to to start (a loaded machine may take longer to start one than an
+        attempt may be silent for)."""
+        where = self._jobs.get(job_id)
+        return isinstance(where, _Pool) or (where is not None and where.writer is None)
 
     async def submit(self, job: Job, pool_key: str, spec: wire.ReuseSpec) -> str:
         """Hand ``job`` to a worker of its pool (starting one if needed), or queue it there."""
