@@ -607,3 +607,46 @@ def test_lost_attempts_are_retried_from_the_servers_allowance_not_the_tasks(api:
     api.finish(other, "a0", 3, error=error_info())
     api.exit(f"{other}/a0/3", 1)
     assert len(api.wait_phase(other, "a0", "FAILED")["attempts"]) == 3
+
+
+def test_a_credential_is_refused_as_soon_as_its_attempt_ends_however_it_ends(api: Api) -> None:
+    """The server keeps live credentials in memory: each way an attempt ends must revoke."""
+
+    def works(credential: str, run: str) -> bool:
+        r = api.anon.get(f"/api/v1/runs/{run}", headers={"Authorization": f"Bearer {credential}"})
+        assert r.status_code in (200, 401), r.text
+        return r.status_code == 200
+
+    def live(run: str, action: str, attempt: int) -> str:
+        credential = api.job(run, action, attempt).credential
+        assert works(credential, run)  # (now known live: remembered)
+        return credential
+
+    # reported: alone, and in a batch (a child without cache: the batch's fast path)
+    run = api.create_run()["name"]
+    root = live(run, "a0", 1)
+    api.create_child(run, "c1")
+    child = live(run, "c1", 1)
+    item = {"run": run, "action": "c1", "attempt": 1, "result": {"outputs": {"value": 1}}}
+    r = api.anon.post(
+        "/api/v1/attempts:finish", json=[item], headers={"Authorization": f"Bearer {child}"}
+    )
+    assert r.status_code == 200 and r.json()[0]["status"] == 200, r.text
+    assert not works(child, run)
+    assert api.finish(run, "a0", 1, value=1).status_code == 200
+    assert not works(root, run)
+    # failed and retried: the next attempt has a credential of its own
+    run = api.create_run(task_spec(retries={"count": 1}))["name"]
+    first = live(run, "a0", 1)
+    assert api.finish(run, "a0", 1, error=error_info()).status_code == 200
+    assert not works(first, run)
+    second = live(run, "a0", 2)
+    # lost: its process exited without a report (and the server's allowance retries it)
+    api.exit(f"{run}/a0/2", 1)
+    api.job(run, "a0", 3)
+    assert not works(second, run)
+    # aborted
+    run = api.create_run()["name"]
+    aborted = live(run, "a0", 1)
+    assert api.client.post(f"/api/v1/runs/{run}/abort").status_code == 200
+    assert not works(aborted, run)

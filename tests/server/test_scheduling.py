@@ -110,6 +110,40 @@ def test_a_warm_pool_gets_no_more_than_it_runs_at_once(api: Api) -> None:
     assert f"{warm[7]}/a0/1" not in _started(api, 9)
 
 
+@sqlite
+def test_room_freed_with_nothing_waiting_costs_no_scheduling_pass(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    passes: list[float] = []
+    claims = api.plane.scheduler._claims
+    claim = claims.claim
+
+    def counted(*args: Any) -> Any:
+        passes.append(time.monotonic())
+        return claim(*args)
+
+    monkeypatch.setattr(claims, "claim", counted)
+    runs = [api.create_run()["name"] for _ in range(5)]
+    _started(api, 5)
+    before = len(passes)
+    for run in runs:  # each end frees room, but nothing waits for it
+        _done(api, run)
+        api.wait_phase(run, "a0", "SUCCEEDED")
+    time.sleep(0.3)
+    assert passes[before:] == []
+    waiting = api.create_run()["name"]  # what is queued is looked at at once
+    api.job(waiting, "a0", 1)
+
+
+@sqlite
+def test_room_freed_starts_what_waited_for_it(api: Api) -> None:
+    runs = [api.create_run(_task(cpu=2.0))["name"] for _ in range(3)]
+    for i, run in enumerate(runs):
+        api.job(run, "a0", 1)
+        assert len(api.executor.jobs) == i + 1
+        _done(api, run)
+
+
 def test_requests_fill_in_defaults_and_split_by_concurrency() -> None:
     from loom import wire
 

@@ -102,6 +102,7 @@ class ControlPlane:
         self.sessions = SessionService(self.db, self.runs, self.session_dir)
         self.secrets = SecretService(self.db, settings.data_dir / "secrets-key")
         self.scopes = ScopeService(self.db)
+        self.runs.attempts_ended = self.scopes.attempts_ended
         # the login cookie's signing secret (and the root of attempt credentials) lives next
         # to the data, readable by the server only
         self.auth = Authenticator(
@@ -184,6 +185,8 @@ class ControlPlane:
             self.bus.publish(fx.changed)
         if fx.schedule or fx.cancel:
             self.scheduler.wake()
+        elif fx.freed:
+            self.scheduler.wake(freed=True)
         for job in fx.cancel:
             self._spawn(self.executor.cancel(job))
 

@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -108,6 +108,17 @@ _NEXT_DUE = select(func.min(Action.retry_at)).where(
 )
 
 
+@dataclass(frozen=True)
+class Pass:
+    """What one scheduling pass did."""
+
+    launches: list[Launch]  # the attempts it started, to hand to the executor
+    next_due: datetime | None  # when the next backoff ends (to look again then)
+    #: whether it left claimable actions waiting (for room, or for their warm pool): if not,
+    #: room freed later starts nothing, and needs no pass until more work comes
+    backlog: bool
+
+
 class Claims:
     """Which waiting actions start now: those that fit in what the running ones leave of the
     executor's ``capacity``, in creation order (``read``: a stored value's bytes)."""
@@ -117,12 +128,9 @@ class Claims:
         self._capacity = capacity
         self._read = read
 
-    def claim(
-        self, handles: Sequence[tuple[int, str]] = ()
-    ) -> tuple[list[Launch], datetime | None]:
+    def claim(self, handles: Sequence[tuple[int, str]] = ()) -> Pass:
         """Start attempts for the waiting actions that fit in what the running ones leave of
-        the executor's capacity, in creation order (see ``_requests``). Returns them and when
-        the next backoff ends (to wake up then).
+        the executor's capacity, in creation order (see ``_requests``).
 
         ``handles`` are the executor's handles of attempts the previous pass started, as
         ``(Launch.attempt_id, handle)``: recorded in the same transaction (which saves one per
@@ -130,12 +138,14 @@ class Claims:
         now = utcnow()
         launches: list[Launch] = []
         claimed: list[Any] = []  # the rows, by launch
+        backlog = False  # whether claimable actions may have been left waiting
         with self._runs.transaction() as tx:
             s = tx.s
             self._runs.record_handles(tx, handles)
             # (statements built once: building and keying them costs more than running them)
             busy = s.execute(_BUSY).one()
             room = Room.left(self._capacity, Requests(*(float(v or 0) for v in busy)))
+            backlog = room.full  # (full: whatever waits, it waits for room)
             in_pools = {p: n for p, n in s.execute(_IN_POOLS) if p is not None}
             full: list[str] = []  # pools that run all they can: their actions wait here
             after = 0
@@ -150,18 +160,23 @@ class Claims:
                 for row in rows:
                     if row.pool is not None:
                         if row.pool in full:
+                            backlog = True
                             continue
                         if in_pools.get(row.pool, 0) >= pool_size(task_spec(row.spec)):
                             full.append(row.pool)  # (holds nothing of the machine's)
+                            backlog = True
                             continue
                     need = Requests.of_row(row)
                     if room.fits(need):
                         taken.append(row)
                         if row.pool is not None:
                             in_pools[row.pool] = in_pools.get(row.pool, 0) + 1
+                    else:
+                        backlog = True
                     # one that does not fit keeps its place: what it needs is held for it
                     room = room.minus(need)
                     if room.full:
+                        backlog = True  # (more may wait behind)
                         break
                 launches.extend(self._runs.start_attempts(tx, taken, now))
                 claimed.extend(taken)
@@ -169,10 +184,15 @@ class Claims:
                     break
                 after = rows[-1].id
             next_due = s.scalar(_NEXT_DUE, {"now": now})
-            tx.fx.schedule = False  # we are the scheduler: no need to wake ourselves
+            # we are the scheduler: no need to wake ourselves
+            tx.fx.schedule = tx.fx.freed = False
         # after the commit: every attempt gets its spec with the job (a warm worker in its
         # message, a process in a file), read here rather than asked for by each runtime
-        for i, row in enumerate(claimed):
+        return Pass(self._with_specs(launches, claimed), next_due, backlog)
+
+    def _with_specs(self, launches: list[Launch], rows: list[Any]) -> list[Launch]:
+        """``launches`` with their specs, from their claimed ``rows`` (and stored inputs)."""
+        for i, row in enumerate(rows):
             launch = launches[i]
             try:
                 inputs = json.loads(self._read(row.inputs_key))
@@ -194,7 +214,7 @@ class Claims:
                     overwrite_cache=row.overwrite_cache,
                 ),
             )
-        return launches, next_due
+        return launches
 
     def record_handles(self, handles: Sequence[tuple[int, str]]) -> None:
         """Record the executor's handles of attempts, as ``(Launch.attempt_id, handle)``."""
@@ -206,6 +226,9 @@ class Claims:
 class Scheduler:
     """One loop on the server's event loop; :meth:`wake` makes it look at the queue now.
 
+    Room freed (an action ended) only matters to actions left waiting: when the last pass
+    left none, and nothing was queued since, :meth:`wake` with ``freed`` alone is ignored.
+
     ``launch`` starts one claimed attempt and returns the executor's handle for it (``None``
     if it could not start); the handles are recorded by the next pass's transaction.
     """
@@ -215,13 +238,18 @@ class Scheduler:
         self._launch = launch
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._backlog = True  # (unknown until the first pass)
+        self._passing = False
 
     def start(self) -> None:
         self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._loop(), name="loom scheduler")
 
-    def wake(self) -> None:
-        """Call on the event loop."""
+    def wake(self, *, freed: bool = False) -> None:
+        """Look at the queue now: something was queued, or (``freed``, only) room was freed.
+        Call on the event loop."""
+        if freed and not self._backlog and not self._passing:
+            return  # nothing waits for room (a pass under way might leave some: it looks)
         self._wake.set()
 
     async def stop(self) -> None:
@@ -239,7 +267,12 @@ class Scheduler:
             self._wake.clear()
             try:
                 recorded, handles = handles, []
-                launches, next_due = await to_thread.run_sync(self._claims.claim, recorded)
+                self._passing = True
+                try:
+                    done = await to_thread.run_sync(self._claims.claim, recorded)
+                finally:
+                    self._passing = False
+                launches, next_due, self._backlog = done.launches, done.next_due, done.backlog
                 for launch in launches:
                     handle = await self._launch(launch)
                     if handle is not None and launch.attempt_id:
@@ -252,6 +285,7 @@ class Scheduler:
             except Exception:  # keep scheduling; the next pass may well succeed
                 log.exception("scheduling pass failed")
                 next_due = None
+                self._backlog = True
                 await asyncio.sleep(1.0)
             # what frees a slot or queues an action wakes us (also while a pass runs): a pass
             # that used every slot, or found nothing more, has nothing to follow up

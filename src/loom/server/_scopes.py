@@ -1,13 +1,16 @@
 """Where a resource belongs: the project (and domain) that authorisation decides by.
 
-A run's project, domain and bundle never change, so they are cached by run name; an attempt's
-liveness changes all the time, so it is read every time it is asked for (one indexed query).
+A run's project, domain and bundle never change, so they are cached by run name. An attempt is
+live from its start until it ends, and only the run service's transitions end it: they tell
+:meth:`ScopeService.attempts_ended` once that has committed, so a live attempt is cached too,
+and every request of a runtime does not cost a query.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -19,6 +22,10 @@ from ._models import Action, Attempt, Project, Run
 from ._state import TERMINAL
 
 _CACHED_RUNS = 10_000
+_CACHED_ATTEMPTS = 10_000
+
+#: (run, action, attempt number)
+AttemptKey = tuple[str, str, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +42,10 @@ class ScopeService:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._runs: OrderedDict[str, RunScope] = OrderedDict()
+        self._live: OrderedDict[AttemptKey, AttemptScope] = OrderedDict()
+        # bumped as attempts end: a lookup that read the database before an end committed
+        # must not cache what it read after the end was forgotten
+        self._ends = 0
         self._lock = threading.Lock()
 
     def run(self, name: str) -> RunScope:
@@ -61,6 +72,12 @@ class ScopeService:
     def live_attempt(self, run: str, action: str, number: int) -> AttemptScope | None:
         """Attempt ``number`` of the action, if it is the action's current attempt and has not
         ended; ``None`` otherwise (a runtime credential is valid exactly that long)."""
+        key = (run, action, number)
+        with self._lock:
+            cached = self._live.get(key)
+            ends = self._ends
+        if cached is not None:
+            return cached
         with self._db.read() as s:
             row = s.execute(
                 select(Attempt.phase, Action.attempts, Project.name, Run.domain, Run.bundle)
@@ -71,7 +88,20 @@ class ScopeService:
             ).first()
         if row is None or row[0] in TERMINAL or row[1] != number:
             return None
-        return AttemptScope(run, action, number, row[2], row[3], row[4])
+        scope = AttemptScope(run, action, number, row[2], row[3], row[4])
+        with self._lock:
+            if self._ends == ends:  # (else it may have ended since it was read)
+                self._live[key] = scope
+                if len(self._live) > _CACHED_ATTEMPTS:
+                    self._live.popitem(last=False)
+        return scope
+
+    def attempts_ended(self, attempts: Iterable[AttemptKey]) -> None:
+        """These attempts ended (committed): their credentials are no longer valid."""
+        with self._lock:
+            self._ends += 1
+            for key in attempts:
+                self._live.pop(key, None)
 
     def bundle_used_in(self, digest: str, projects: frozenset[str]) -> bool:
         """Whether a run of one of ``projects`` uses the code bundle ``digest`` (who may see

@@ -43,10 +43,13 @@ class Effects:
 
     changed: set[tuple[str, str]] = field(default_factory=set)  # (run, action) phase changes
     cancel: list[str] = field(default_factory=list)  # executor job ids to kill
-    schedule: bool = False  # something may start now
+    schedule: bool = False  # something was queued: it may start now
+    freed: bool = False  # room was freed: what waits for room may start now
+    #: attempts that ended, as (run, action, number): their credentials are revoked
+    ended: set[tuple[str, str, int]] = field(default_factory=set)
 
     def __bool__(self) -> bool:
-        return bool(self.changed or self.cancel or self.schedule)
+        return bool(self.changed or self.cancel or self.schedule or self.freed)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,14 +20,16 @@ after it commits, :class:`~._common.Effects`):
 
 - every phase change is an event (published to watchers after the commit): ``_event``;
 - a run's phase is its root action's: ``_set_phase``;
-- an action that ends frees what it held: the scheduler is woken (``fx.schedule``);
+- an action that ends frees what it held: the scheduler is woken (``fx.freed``) if some
+  action waits for room; one queued or due for a retry wakes it anyway (``fx.schedule``);
 - an action that ends aborts its descendants still open, and kills their processes
   (``fx.cancel``): ``_abort_descendants``;
 - the end of a serialized cache's computation ends its waiters' wait (its result is theirs,
   or the next of them computes it): ``_end_serialized``;
 - an attempt that ends closes its sessions: ``_close_sessions``;
 - an attempt's credential is valid only while it runs: it is checked against its phase at
-  each request (``_authz``), so ending the attempt revokes it;
+  each request (``_authz``), so ending the attempt revokes it; the live ones are cached, and
+  every end is told to the cache as it commits (``fx.ended``, ``attempts_ended``);
 - a failed attempt retries by the task's policy, or from the server's allowance when the
   infrastructure lost it (``_state.may_retry``).
 """
@@ -112,6 +114,9 @@ class Transitions:
         #: attempts the infrastructure may lose, per action, before it fails (see ``_state``)
         self.system_retries = system_retries
         self.dispatch: Callable[[Effects], None] = lambda fx: None
+        #: told of the attempts that ended as soon as that committed (before anything else
+        #: runs on this thread): what caches live credentials forgets them
+        self.attempts_ended: Callable[[set[tuple[str, str, int]]], None] = lambda ended: None
         #: a session's activity newer than its row (the session service keeps it in memory)
         self.activity: Callable[[str], datetime | None] = lambda session_id: None
         #: a session's own origin (the control plane knows where sessions are served)
@@ -125,6 +130,8 @@ class Transitions:
             yield tx
             if tx.events:  # one multi-row insert, not an ORM object per event
                 s.execute(_INSERT_EVENTS, tx.events)
+        if fx.ended:
+            self.attempts_ended(fx.ended)
         if fx:
             self.dispatch(fx)
 
@@ -176,7 +183,7 @@ class Transitions:
         if action.phase != phase:
             self._set_phase(tx, run, action, phase)
             # an INTERACTIVE action holds no executor slot: one may be free now
-            tx.fx.schedule = tx.fx.schedule or interactive
+            tx.fx.freed = tx.fx.freed or interactive
 
     @staticmethod
     def _close_sessions(
@@ -250,7 +257,7 @@ class Transitions:
         if phase in TERMINAL:
             action.ended_at = now
             action.error = None if error is None else _dump(error)
-            tx.fx.schedule = True
+            tx.fx.freed = True
         self._event(tx, "action", run.name, action.name, phase)
         if action.name == ROOT_ACTION:
             # a run's phase is its root action's
@@ -328,6 +335,7 @@ class Transitions:
             attempt = self._attempt_row(tx.s, run, action, action.attempts)
             if attempt.phase not in TERMINAL:
                 attempt.phase = Phase.ABORTED
+                tx.fx.ended.add((run.name, action.name, attempt.number))
                 attempt.ended_at = utcnow()
                 attempt.error = _dump(error)
                 tx.fx.cancel.append(job_id(run.name, action.name, attempt.number))
@@ -352,6 +360,7 @@ class Transitions:
         for row, _ in rows:
             state.check_transition(row.action_phase, Phase.SUCCEEDED)
             self._event(tx, "action", row.run, row.action, Phase.SUCCEEDED)
+            tx.fx.ended.add((row.run, row.action, row.number))
         _update_by_id(
             tx.s,
             _ATTEMPTS,
@@ -375,7 +384,7 @@ class Transitions:
                 for row, key in rows
             ],
         )
-        tx.fx.schedule = True
+        tx.fx.freed = True
 
     def _finish(
         self,
@@ -401,6 +410,7 @@ class Transitions:
     ) -> None:
         attempt.phase = Phase.SUCCEEDED
         attempt.ended_at = utcnow()
+        tx.fx.ended.add((run.name, action.name, attempt.number))
         action.outputs_key = outputs_key
         if action.spec.get("cache") is not None:
             cache = task_spec(action.spec).cache
@@ -438,6 +448,7 @@ class Transitions:
         attempt.phase = Phase.FAILED
         attempt.ended_at = now
         attempt.error = _dump(error)
+        tx.fx.ended.add((run.name, action.name, attempt.number))
         retries = task_spec(action.spec).retries
         if error.kind in state.INFRASTRUCTURE_KINDS:
             action.lost_attempts += 1
