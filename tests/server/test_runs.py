@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -478,6 +479,34 @@ def test_logs_are_served_live_then_from_the_object_store(api: Api) -> None:
     r = api.client.get(f"/api/v1/runs/{name}/actions/a0/logs?attempt=1&follow=true")
     assert r.text == "hello\n" and r.headers["content-type"].startswith("text/plain")
     assert api.client.get(f"/api/v1/runs/{name}/actions/a0/logs?attempt=2").status_code == 404
+
+
+def test_the_exit_of_an_attempt_that_reported_records_nothing(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorded: list[str] = []
+    exited = api.plane.runs.processes_exited
+
+    def spy(exits: Any) -> Any:
+        recorded.extend(f"{e.run}/{e.action}/{e.attempt}" for e in exits)
+        return exited(exits)
+
+    monkeypatch.setattr(api.plane.runs, "processes_exited", spy)
+    reported = api.create_run()["name"]
+    job = api.job(reported, "a0", 1)
+    job.log_path.parent.mkdir(parents=True, exist_ok=True)
+    job.log_path.write_text("said\n")
+    api.finish(reported, "a0", 1, value=1)
+    api.exit(job.id, 0)
+    assert recorded == []  # nothing to record: the log moved to its key, which says where
+    assert not job.log_path.exists()
+    assert api.client.get(f"/api/v1/runs/{reported}/actions/a0/logs").text == "said\n"
+    # an exit without a report is the attempt's end: recorded
+    silent = api.create_run()["name"]
+    api.job(silent, "a0", 1)
+    api.exit(f"{silent}/a0/1", 0)
+    assert recorded == [f"{silent}/a0/1"]
+    assert api.action(silent, "a0")["attempts"][0]["error"]["kind"] == "worker_lost"
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import stat
+import threading
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,7 @@ class ControlPlane:
         self.sessions = SessionService(self.db, self.runs, self.session_dir)
         self.secrets = SecretService(self.db, settings.data_dir / "secrets-key")
         self.scopes = ScopeService(self.db)
-        self.runs.attempts_ended = self.scopes.attempts_ended
+        self.runs.attempts_ended = self._attempts_ended
         # the login cookie's signing secret (and the root of attempt credentials) lives next
         # to the data, readable by the server only
         self.auth = Authenticator(
@@ -131,6 +132,13 @@ class ControlPlane:
         self._recording_exits = False
         # a fan-out's actions share their task spec and run: their environment and pool too
         self._job_envs: dict[tuple[int, str], tuple[Launch, dict[str, str], str]] = {}
+        # jobs this process launched whose exit, once their attempt has ended, changes nothing
+        # in the database (not interactive: a session may outlive the attempt's report)...
+        self._plain_jobs: set[str] = set()
+        # ...and those of them whose attempt has ended (a transition committed): their exit
+        # only moves the log to the object store
+        self._ended_jobs: set[str] = set()
+        self._jobs_lock = threading.Lock()  # (the two change on different threads)
 
     def prepare(self) -> None:
         """Synchronous start-up work: migrate the schema, make the directories."""
@@ -171,6 +179,16 @@ class ControlPlane:
         self._loop = None
 
     # -- after a commit -------------------------------------------------------------------
+
+    def _attempts_ended(self, ended: set[tuple[str, str, int]]) -> None:
+        """Attempts ended (just committed, on the committing thread): their credentials are
+        revoked, and their processes' exits need no transaction of their own."""
+        self.scopes.attempts_ended(ended)
+        with self._jobs_lock:
+            for run, action, number in ended:
+                job = job_id(run, action, number)
+                if job in self._plain_jobs:
+                    self._ended_jobs.add(job)
 
     def _dispatch(self, fx: Effects) -> None:
         """Carry out ``fx`` on the loop (called from any thread)."""
@@ -256,10 +274,15 @@ class ControlPlane:
             spec=launch.spec,
             credential=self.auth.attempts.mint(launch.run, launch.action, launch.attempt),
         )
+        if launch.task.interactive is None:
+            with self._jobs_lock:
+                self._plain_jobs.add(job.id)
         try:
             return await self.executor.submit(job)
         except Exception as e:
             log.warning("cannot start %s: %s", job.id, e)
+            with self._jobs_lock:
+                self._plain_jobs.discard(job.id)
             await to_thread.run_sync(
                 self.runs.launch_failed, launch.run, launch.action, launch.attempt, str(e)
             )
@@ -319,19 +342,30 @@ class ControlPlane:
             self._recording_exits = False
 
     def _exited(self, exits: list[JobExit]) -> list[Exception | None]:
-        """Store the ended attempts' logs, then record the exits in one transaction."""
+        """Store the ended attempts' logs, then record the exits in one transaction. The
+        exit of an attempt that has ended already (it reported) is not recorded: the log's
+        key says where it went (see ``RunService.log_source``)."""
         done: list[ProcessExit] = []
         for exit in exits:
             run, action, number = exit.job_id.rsplit("/", 2)
             key = self._keep_log(run, action, int(number))
+            with self._jobs_lock:
+                plain = exit.job_id in self._plain_jobs
+                ended = exit.job_id in self._ended_jobs
+                self._plain_jobs.discard(exit.job_id)
+                self._ended_jobs.discard(exit.job_id)
+            if plain and ended:
+                continue
             done.append(
                 ProcessExit(
                     run, action, int(number), exit.returncode, exit.reason, key, exit.peak_bytes
                 )
             )
-            # an interactive attempt's socket directory goes with it (most have none)
-            shutil.rmtree(self.session_dir(run, action, int(number)), ignore_errors=True)
-        return list(self.runs.processes_exited(done))
+            if not plain:  # an interactive attempt's socket directory goes with it
+                shutil.rmtree(self.session_dir(run, action, int(number)), ignore_errors=True)
+        errors = iter(self.runs.processes_exited(done) if done else ())
+        recorded = {job_id(e.run, e.action, e.attempt) for e in done}
+        return [next(errors) if e.job_id in recorded else None for e in exits]
 
     def _keep_log(self, run: str, action: str, number: int) -> str | None:
         """Move an ended attempt's log into the object store; return its key."""

@@ -31,6 +31,7 @@ from ._common import (
     _chunks,
     _error,
     action_info,
+    log_key,
     run_info,
     session_info,
     task_spec,
@@ -337,7 +338,12 @@ class Queries(Transitions):
             if number == 0:
                 return LogSource(0, action.phase in TERMINAL, None)
             attempt = self._attempt_row(s, run, action, number)
-            return LogSource(number, attempt.phase in TERMINAL, attempt.log_key)
+        ended = attempt.phase in TERMINAL
+        key = attempt.log_key
+        if ended and key is None and self._store.exists(log_key(run_name, action_name, number)):
+            # its process exited after it reported: the log went to its key unrecorded
+            key = log_key(run_name, action_name, number)
+        return LogSource(number, ended, key)
 
     def events_after(
         self, seq: int, run: str | None, limit: int = 500, projects: frozenset[str] | None = None
