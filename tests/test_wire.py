@@ -88,3 +88,16 @@ def test_a_message_is_one_line_of_json_and_a_spec_goes_along_unparsed() -> None:
     }
     with pytest.raises(ValueError, match="JSON object"):
         wire.decode(b"[1, 2]")
+
+
+def test_a_worker_ledger_says_what_runs() -> None:
+    one, two = wire.worker_job_marker("r", "a", 1), wire.worker_job_marker("r", "b", 1)
+    ledger = (
+        wire.ledger_line(one, running=True)
+        + wire.ledger_line(two, running=True)
+        + wire.ledger_line(one, running=False)
+    )
+    assert wire.ledger_running(ledger) == {two}
+    # a line cut short by a crash as it was written is not read
+    assert wire.ledger_running(ledger + wire.ledger_line(one, running=True)[:-1]) == {two}
+    assert wire.ledger_running(b"") == set()

@@ -285,10 +285,16 @@ def test_a_restarted_executor_adopts_what_a_warm_worker_marked_and_nothing_else(
     runs others, is not killed for it."""
     scratch = tmp_path / "scratch"
     worker_dir = scratch / "loom-workers-crashed" / "w1"
-    (worker_dir / wire.WORKER_JOBS_DIR).mkdir(parents=True)
+    worker_dir.mkdir(parents=True)
     marked = dataclasses.replace(_job(tmp_path, attempt=1), workdir=tmp_path / "work" / "1")
     unmarked = dataclasses.replace(_job(tmp_path, attempt=2), workdir=tmp_path / "work" / "2")
-    (worker_dir / wire.WORKER_JOBS_DIR / wire.worker_job_marker("r1", "a0", 1)).touch()
+    # attempt 2 ran there, and ended; attempt 1 runs; a third's line was cut short by a kill
+    (worker_dir / wire.WORKER_LEDGER).write_bytes(
+        wire.ledger_line(wire.worker_job_marker("r1", "a0", 2), running=True)
+        + wire.ledger_line(wire.worker_job_marker("r1", "a0", 1), running=True)
+        + wire.ledger_line(wire.worker_job_marker("r1", "a0", 2), running=False)
+        + wire.ledger_line(wire.worker_job_marker("r1", "a0", 3), running=True)[:-1]
+    )
     worker = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(60)"],
         cwd=worker_dir,

@@ -679,3 +679,37 @@ def test_a_credential_is_refused_as_soon_as_its_attempt_ends_however_it_ends(api
     aborted = live(run, "a0", 1)
     assert api.client.post(f"/api/v1/runs/{run}/abort").status_code == 200
     assert not works(aborted, run)
+
+
+def test_small_values_are_kept_in_their_key_and_large_ones_in_the_store(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stored: list[str] = []
+    put = api.plane.store.put_content
+    monkeypatch.setattr(
+        api.plane.store, "put_content", lambda key, data: (stored.append(key), put(key, data))
+    )
+    large = "x" * 300
+    name = api.create_run(inputs={"x": 1})["name"]
+    job = api.job(name, "a0", 1)
+    assert job.spec is not None and job.spec.inputs == {"x": 1}
+    api.create_child(name, "small", inputs={"n": 2})
+    api.create_child(name, "large", inputs={"s": large})
+    assert len(stored) == 1  # the large inputs only
+    runtime = {"Authorization": f"Bearer {api.job(name, 'small', 1).credential}"}
+    spec = api.anon.get(f"/api/v1/runs/{name}/actions/small/spec", headers=runtime).json()
+    assert spec["inputs"] == {"n": 2}
+    api.job(name, "large", 1)
+    assert api.finish(name, "small", 1, value=[1, "two"]).status_code == 200
+    assert api.finish(name, "large", 1, value=large).status_code == 200
+    assert len(stored) == 2
+    for action, value in (("small", [1, "two"]), ("large", large)):
+        r = api.client.get(f"/api/v1/runs/{name}/actions/{action}/outputs")
+        assert r.json() == {"value": value}
+    waited = api.client.post(
+        f"/api/v1/runs/{name}/actions:wait", json={"names": ["small", "large"], "timeout": 5}
+    ).json()
+    assert {a["name"]: a["outputs"]["value"] for a in waited["actions"]} == {
+        "small": [1, "two"],
+        "large": large,
+    }

@@ -256,6 +256,7 @@ class LocalProcessExecutor:
         self._scratch_dir = scratch_dir
         self._stale_dirs: list[Path] = []
         self._processes_seen: tuple[float, list[tuple[str, int]]] | None = None
+        self._ledgers_read: tuple[float, dict[Path, set[str]]] | None = None
         self._sweeping: asyncio.Task[None] | None = None
         # Fork attempts from a warm runtime process; only the real runtime speaks its protocol.
         use_zygote = self._command == DEFAULT_COMMAND if fork_server is None else fork_server
@@ -458,13 +459,26 @@ class LocalProcessExecutor:
         return self._processes_seen[1]
 
     def _pool_worker_of(self, job: Job) -> tuple[int, str] | None:
-        """The worker of a previous server process's pool that runs ``job`` (it marks the
-        attempts it runs, see ``loom.wire.WORKER_JOBS_DIR``)."""
-        marker = wire.worker_job_marker(job.run, job.action, job.attempt)
-        for pools in self._stale_dirs:
-            for mark in pools.glob(f"*/{wire.WORKER_JOBS_DIR}/{marker}"):
-                return _working_in(mark.parent.parent, self._processes())
+        """The worker of a previous server process's pool that runs ``job`` (it keeps a
+        ledger of the attempts it runs, see ``loom.wire.WORKER_LEDGER``)."""
+        mark = wire.worker_job_marker(job.run, job.action, job.attempt)
+        for worker_dir, running in self._ledgers().items():
+            if mark in running:
+                return _working_in(worker_dir, self._processes())
         return None
+
+    def _ledgers(self) -> dict[Path, set[str]]:
+        """What the stale pools' workers say they run, by worker directory (read once for
+        the adoptions of one recovery: a second's old news is news enough)."""
+        now = time.monotonic()
+        if self._ledgers_read is None or now - self._ledgers_read[0] > _PROCESSES_FRESH_S:
+            found: dict[Path, set[str]] = {}
+            for pools in self._stale_dirs:
+                for ledger in pools.glob(f"*/{wire.WORKER_LEDGER}"):
+                    with contextlib.suppress(OSError):
+                        found[ledger.parent] = wire.ledger_running(ledger.read_bytes())
+            self._ledgers_read = (now, found)
+        return self._ledgers_read[1]
 
     async def _sweep_stale_dirs(self) -> None:
         """Workers left idle by a crash exit on their own, adopted by nobody: look again."""

@@ -129,7 +129,8 @@ async def attempt_with(
             return 0
     elif spec.attempt != attempt:
         spec = spec.model_copy(update={"attempt": attempt})
-    _say(f"run {run} action {action} attempt {attempt}: {spec.task.name}")
+    if not shared:  # (in a warm worker: nothing, so that a quiet attempt makes no log file)
+        _say(f"run {run} action {action} attempt {attempt}: {spec.task.name}")
     beats = None
     if heartbeat:
         ref = wire.AttemptRef(run=run, action=action, attempt=attempt)
@@ -144,7 +145,8 @@ async def attempt_with(
         if beats is not None:
             beats.stop()
     outcome = "succeeded" if result.error is None else f"failed: {result.error.type}"
-    _say(f"attempt {attempt} {outcome} after {time.monotonic() - started:.2f} s")
+    if not shared or result.error is not None:
+        _say(f"attempt {attempt} {outcome} after {time.monotonic() - started:.2f} s")
     item = wire.AttemptReport(
         run=run, action=action, attempt=attempt, result=result, credential=client.api_key
     )

@@ -33,8 +33,7 @@ import contextlib
 import contextvars
 import os
 import sys
-from pathlib import Path
-from typing import IO, Any, TextIO, cast
+from typing import Any, TextIO, cast
 
 from .. import wire
 from .._settings import Settings
@@ -46,7 +45,42 @@ from ._process import attempt_with
 _REPORT_BATCH = 500
 _REPORT_BYTES = 8 * 1024 * 1024
 
-_attempt_log: contextvars.ContextVar[TextIO | None] = contextvars.ContextVar(
+#: Once the ledger holds this many bytes and no attempt runs, it starts again from empty.
+_LEDGER_BYTES = 1 << 20
+
+
+class _AttemptLog:
+    """An attempt's log file, made on its first write: most attempts of a warm worker print
+    nothing, and making a file costs more than running a small task."""
+
+    encoding = "utf-8"
+    errors = "strict"
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._file: TextIO | None = None
+
+    def _opened(self) -> TextIO:
+        if self._file is None:
+            self._file = open(self._path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+        return self._file
+
+    def write(self, text: str) -> int:
+        return self._opened().write(text)
+
+    def writelines(self, lines: Any) -> None:
+        self._opened().writelines(lines)
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+_attempt_log: contextvars.ContextVar[_AttemptLog | None] = contextvars.ContextVar(
     "loom_attempt_log", default=None
 )
 
@@ -57,7 +91,7 @@ class _RoutedStream:
     def __init__(self, fallback: TextIO) -> None:
         self._fallback = fallback
 
-    def _target(self) -> TextIO:
+    def _target(self) -> TextIO | _AttemptLog:
         return _attempt_log.get() or self._fallback
 
     def write(self, text: str) -> int:
@@ -130,10 +164,11 @@ class _Worker:
         client: Client,
         settings: Settings,
         writer: asyncio.StreamWriter,
-        jobs_dir: Path,
+        ledger: int,
     ) -> None:
         self._client = client
-        self._jobs_dir = jobs_dir
+        self._ledger = ledger  # (a file descriptor, opened for appending)
+        self._ledger_bytes = 0
         self._settings = settings
         self._writer = writer
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -153,22 +188,28 @@ class _Worker:
         )
         self._attempts[job] = ref
         # before its code starts: a restarted server adopts the attempt from this worker
-        marker = self._jobs_dir / wire.worker_job_marker(ref.run, ref.action, ref.attempt)
-        with contextlib.suppress(OSError):
-            marker.touch()
+        mark = wire.worker_job_marker(ref.run, ref.action, ref.attempt)
+        self._note(wire.ledger_line(mark, running=True))
         self._running[job] = asyncio.create_task(
-            self._attempt(message, marker), name=f"attempt {job}"
+            self._attempt(message, mark), name=f"attempt {job}"
         )
+
+    def _note(self, line: bytes) -> None:
+        """Append ``line`` to the ledger; an empty one starts again when nothing runs."""
+        with contextlib.suppress(OSError):
+            if not self._running and self._ledger_bytes > _LEDGER_BYTES:
+                os.ftruncate(self._ledger, 0)
+                self._ledger_bytes = 0
+            self._ledger_bytes += os.write(self._ledger, line)
 
     def running(self) -> list[wire.AttemptRef]:
         """The attempts running now (called from the heartbeat thread: a copy is atomic)."""
         return list(self._attempts.copy().values())
 
-    async def _attempt(self, message: wire.WorkerJob, marker: Path) -> None:
+    async def _attempt(self, message: wire.WorkerJob, mark: str) -> None:
         code = 1
-        log: IO[str] | None = None
+        log = _AttemptLog(message["log"])
         try:
-            log = open(message["log"], "a", buffering=1, encoding="utf-8")  # noqa: SIM115
             _attempt_log.set(log)  # this task's context only, and the threads it starts
             spec = message.get("spec")
             code = await attempt_with(
@@ -187,11 +228,10 @@ class _Worker:
         except Exception as e:  # the executor must hear that this attempt ended, whatever it was
             print(f"[loom] worker: attempt failed to run: {type(e).__name__}: {e}", file=sys.stderr)
         finally:
-            if log is not None:
-                log.close()
+            log.close()
             self._running.pop(message["job"], None)
             self._attempts.pop(message["job"], None)
-            marker.unlink(missing_ok=True)
+            self._note(wire.ledger_line(mark, running=False))
             self._send(wire.WorkerDone(done=message["job"], code=code))
 
     def cancel(self, job: str) -> None:
@@ -237,10 +277,9 @@ async def serve_worker(endpoint: str, socket_path: str, worker_id: str) -> int:
     settings = Settings.load()
     reader, writer = await asyncio.open_unix_connection(socket_path, limit=2**20)
     async with Client(endpoint, settings.api_key, patience_s=settings.server_patience_s) as client:
-        # the attempts' marks go in the worker's own directory (a task may change the cwd)
-        jobs_dir = Path.cwd() / wire.WORKER_JOBS_DIR
-        jobs_dir.mkdir(exist_ok=True)
-        worker = _Worker(client, settings, writer, jobs_dir)
+        # the ledger is in the worker's own directory (a task may change the cwd)
+        ledger = os.open(wire.WORKER_LEDGER, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        worker = _Worker(client, settings, writer, ledger)
         worker._send(wire.WorkerHello(hello=worker_id, pid=os.getpid()))
         beats = Heartbeats(
             endpoint, settings.api_key, settings.heartbeat_interval_s, worker.running
@@ -252,6 +291,7 @@ async def serve_worker(endpoint: str, socket_path: str, worker_id: str) -> int:
         # adopts this worker after a restart; nothing new comes
         await worker.drain()
         beats.stop()
+        os.close(ledger)
         with contextlib.suppress(ConnectionError):
             await writer.drain()
         writer.close()

@@ -63,6 +63,7 @@ from ._secrets import SecretService
 from ._session_access import SessionAccess, session_host_label
 from ._sessions import SessionService, flush_activity_forever
 from ._settings import ServerSettings
+from ._values import read_value
 
 log = logging.getLogger("loom.server")
 
@@ -116,7 +117,12 @@ class ControlPlane:
         self.runs.session_origin = self.origin_of_session
         self.bus = EventBus()
         self.scheduler = Scheduler(
-            Claims(self.runs, self.executor.capacity(), self.store.get_bytes), self._launch
+            Claims(
+                self.runs,
+                self.executor.capacity(),
+                functools.partial(read_value, self.store),
+            ),
+            self._launch,
         )
         self.logs_dir = settings.data_dir / "logs"
         self.work_dir = settings.data_dir / "work"

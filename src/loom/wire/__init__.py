@@ -170,7 +170,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, GetCoreSchem
 from pydantic_core import CoreSchema
 
 from ._runtime import (
-    WORKER_JOBS_DIR as WORKER_JOBS_DIR,
+    WORKER_LEDGER as WORKER_LEDGER,
 )
 from ._runtime import (
     ZYGOTE_ARGV as ZYGOTE_ARGV,
@@ -216,6 +216,12 @@ from ._runtime import (
 )
 from ._runtime import (
     encode as encode,
+)
+from ._runtime import (
+    ledger_line as ledger_line,
+)
+from ._runtime import (
+    ledger_running as ledger_running,
 )
 from ._runtime import (
     parse_runtime_argv as parse_runtime_argv,

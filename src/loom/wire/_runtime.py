@@ -22,15 +22,33 @@ from typing import Any, NotRequired, TypedDict
 #: The fork server's command line (after the runtime's command).
 ZYGOTE_ARGV = ("--zygote",)
 
-#: A warm worker marks each attempt it runs with a file of this directory (in its working
-#: directory) from before the task's code starts until the attempt ends: after a crash, the
-#: next server process finds there which worker to adopt an attempt from.
-WORKER_JOBS_DIR = ".loom-jobs"
+#: A warm worker keeps a ledger of the attempts it runs in this file of its working directory:
+#: a line ``+MARK`` before the task's code starts, ``-MARK`` once the attempt has ended (one
+#: append each, not a file per attempt: making files costs more than running a small task).
+#: After a crash, the next server process reads there which worker to adopt an attempt from.
+WORKER_LEDGER = ".loom-jobs"
 
 
 def worker_job_marker(run: str, action: str, attempt: int) -> str:
-    """The name of the file marking that attempt in its worker's :data:`WORKER_JOBS_DIR`."""
+    """The mark of that attempt in its worker's :data:`WORKER_LEDGER`."""
     return f"{run}~{action}~{attempt}"
+
+
+def ledger_line(mark: str, *, running: bool) -> bytes:
+    """The ledger's line saying that the attempt ``mark`` started (``running``) or ended."""
+    return f"{'+' if running else '-'}{mark}\n".encode()
+
+
+def ledger_running(data: bytes) -> set[str]:
+    """The marks of the attempts a ledger says are running (a last line cut short by a crash
+    while it was written is not read)."""
+    running: set[str] = set()
+    for line in data.decode(errors="replace").split("\n")[:-1]:
+        if line.startswith("+"):
+            running.add(line[1:])
+        elif line.startswith("-"):
+            running.discard(line[1:])
+    return running
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from .._models import (
     Run,
 )
 from .._state import TERMINAL
+from .._values import read_value
 from ._common import (
     LogSource,
     _chunks,
@@ -228,7 +229,7 @@ class Queries(Transitions):
                 "env_vars": run.env_vars,
                 "overwrite_cache": run.overwrite_cache,
             }
-        result["inputs"] = json.loads(self._store.get_bytes(inputs_key))
+        result["inputs"] = json.loads(read_value(self._store, inputs_key))
         return wire.ActionSpec.model_validate(result)
 
     def secret_scope(self, run_name: str, action_name: str) -> tuple[list[str], str, str]:
@@ -255,7 +256,7 @@ class Queries(Transitions):
                     "outputs once it SUCCEEDED"
                 )
             key = action.outputs_key
-        return b'{"value":' + self._store.get_bytes(key) + b"}"
+        return b'{"value":' + read_value(self._store, key) + b"}"
 
     def ended_json(
         self, run_name: str, names: Sequence[str], *, after: int | None = None, check: bool = True
@@ -318,7 +319,7 @@ class Queries(Transitions):
             value = None
             if phase == Phase.SUCCEEDED and key is not None and budget > 0:
                 try:
-                    value = self._store.get_bytes(key)
+                    value = read_value(self._store, key)
                 except NotFoundError:
                     value = None  # the client's GET .../outputs will say what is wrong
                 if value is not None and len(value) > budget:

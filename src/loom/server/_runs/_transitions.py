@@ -36,7 +36,6 @@ after it commits, :class:`~._common.Effects`):
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -66,6 +65,7 @@ from .._models import (
 from .._objects import ObjectStore
 from .._requests import Defaults
 from .._state import ROOT_ACTION, TERMINAL
+from .._values import put_value
 from ._common import (
     _ACTIONS,
     _ATTEMPTS,
@@ -140,11 +140,7 @@ class Transitions:
         return self._tx()
 
     def _put_value(self, data: bytes) -> str:
-        # content-addressed: identical inputs or outputs are stored once, and a key never
-        # changes meaning, so a re-submitted action can never clobber another's inputs
-        key = f"values/{hashlib.sha256(data).hexdigest()}.json"
-        self._store.put_content(key, data)
-        return key
+        return put_value(self._store, data)
 
     @staticmethod
     def _run_row(s: Session, name: str) -> Run:
