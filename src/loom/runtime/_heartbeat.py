@@ -45,16 +45,20 @@ class Heartbeats:
         self._stop.set()
 
     def _run(self) -> None:
+        if self._stop.wait(self._interval_s):
+            return  # over before its first beat, as most attempts are: no loop, no client
         # one loop for the thread's life: the client's connections belong to it
         with asyncio.Runner() as runner:
             # a beat that takes much longer than the interval is as good as lost: the next one goes
             client = Client(self._endpoint, self._api_key, timeout=2 * self._interval_s)
             try:
-                while not self._stop.wait(self._interval_s):
+                while True:
                     refs = self._attempts()
                     if refs:
                         # the server down for a moment, or the attempt already over: beat on
                         with contextlib.suppress(ApiError):
                             runner.run(client.heartbeats(refs))
+                    if self._stop.wait(self._interval_s):
+                        break
             finally:
                 runner.run(client.aclose())

@@ -39,6 +39,7 @@ def _preload() -> None:
     import httpcore._backends.anyio  # noqa: F401
 
     import loom.io
+    import loom.runtime.__main__
     import loom.runtime._process
     import loom.types  # noqa: F401
 
