@@ -42,6 +42,11 @@ def _preload() -> None:
     import loom.runtime.__main__
     import loom.runtime._process
     import loom.types  # noqa: F401
+    from loom.remote import warm_up
+
+    warm_up()  # and what the children build first, once for all of them
+    wire.parse_runtime_argv(["--endpoint", "http://127.0.0.1", "--worker", "--socket", "s",
+                             "--worker-id", "w"])  # fmt: skip
 
 
 def _child(request: wire.SpawnRequest, protocol_fds: tuple[int, ...]) -> None:

@@ -15,6 +15,7 @@ Each message is one JSON object per line (:func:`encode`, :func:`decode`).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any, NotRequired, TypedDict
@@ -94,6 +95,7 @@ class _Parser(argparse.ArgumentParser):
         raise _ArgumentError(message)
 
 
+@functools.cache  # (a fork server builds it once for all its children)
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m loom.runtime", add_help=False)
     parser.add_argument("--endpoint", required=True)
