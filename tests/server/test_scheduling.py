@@ -157,3 +157,32 @@ def test_requests_fill_in_defaults_and_split_by_concurrency() -> None:
     room = Room.left(Capacity(slots=None, cpu=1.0, memory_bytes=1000), Requests(0, 0, 0, 0))
     assert room.fits(Requests.of(plain, defaults)) and not room.fits(Requests.of(pooled, defaults))
     assert room.minus(Requests(1, 1, 0, 0)).full
+
+
+@sqlite
+def test_handles_go_with_the_next_pass_not_in_a_transaction_of_their_own(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import select
+
+    from loom.server._models import Attempt
+
+    alone: list[int] = []
+    claims = api.plane.scheduler._claims
+    record = claims.record_handles
+
+    def counted(handles: Any) -> None:
+        alone.append(len(handles))
+        record(handles)
+
+    monkeypatch.setattr(claims, "record_handles", counted)
+    runs = []
+    for _ in range(5):  # one after the other, as a chain's steps come
+        runs.append(api.create_run()["name"])
+        api.job(runs[-1], "a0", 1)
+    with api.plane.db.read() as s:  # each pass recorded the previous pass's handle...
+        recorded = s.scalars(select(Attempt.handle).where(Attempt.handle.is_not(None))).all()
+    assert len(recorded) >= 4
+    assert alone == []
+    # ...and the last one's, with no pass to follow, soon gets a transaction of its own
+    api.wait_for(lambda: alone == [1], timeout=5)

@@ -35,6 +35,9 @@ log = logging.getLogger("loom.server")
 
 #: Look again at least this often, whatever happens (cheap insurance against a lost wake-up).
 _MAX_SLEEP_S = 5.0
+#: How long the executor's handles of a pass's launches wait for the next pass's transaction
+#: before they get one of their own.
+_HANDLES_WAIT_S = 0.5
 
 
 _CLAIM_BATCH = 200  # queued actions looked at per query when claiming
@@ -261,12 +264,14 @@ class Scheduler:
 
     async def _loop(self) -> None:
         # the executor's handles of the last pass's launches: recorded (for crash recovery) by
-        # the next pass's transaction if one follows at once, as in a fan-out, else on their own
+        # the next pass's transaction if one follows soon, as in a fan-out or a chain, else on
+        # their own (a crash before finds the attempts by their work dirs and workers' ledgers)
         handles: list[tuple[int, str]] = []
+        loop = asyncio.get_running_loop()
         while True:
             self._wake.clear()
+            recorded, handles = handles, []
             try:
-                recorded, handles = handles, []
                 self._passing = True
                 try:
                     done = await to_thread.run_sync(self._claims.claim, recorded)
@@ -277,20 +282,37 @@ class Scheduler:
                     handle = await self._launch(launch)
                     if handle is not None and launch.attempt_id:
                         handles.append((launch.attempt_id, handle))
-                if handles and not self._wake.is_set():
-                    recorded, handles = handles, []
-                    await to_thread.run_sync(self._claims.record_handles, recorded)
             except asyncio.CancelledError:
                 raise
             except Exception:  # keep scheduling; the next pass may well succeed
                 log.exception("scheduling pass failed")
+                handles[:0] = recorded
                 next_due = None
                 self._backlog = True
                 await asyncio.sleep(1.0)
             # what frees a slot or queues an action wakes us (also while a pass runs): a pass
             # that used every slot, or found nothing more, has nothing to follow up
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), _sleep_s(next_due))
+            look_at = loop.time() + _sleep_s(next_due)
+            while True:
+                timeout = look_at - loop.time()
+                if handles:
+                    timeout = min(timeout, _HANDLES_WAIT_S)
+                try:
+                    await asyncio.wait_for(self._wake.wait(), max(0.0, timeout))
+                    break
+                except TimeoutError:
+                    pass
+                if not handles:
+                    break
+                recorded, handles = handles, []
+                try:
+                    await to_thread.run_sync(self._claims.record_handles, recorded)
+                except Exception:  # the next pass records them
+                    log.exception("cannot record the executor's handles")
+                    handles[:0] = recorded
+                    break
+                if loop.time() >= look_at:
+                    break
 
 
 def _sleep_s(next_due: datetime | None) -> float:
