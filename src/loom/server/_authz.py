@@ -67,7 +67,8 @@ _cookie = APIKeyCookie(
 )
 
 
-def plane(request: Request) -> ControlPlane:
+async def plane(request: Request) -> ControlPlane:
+    # (async: a plain function would cost every request a trip to a worker thread)
     p: ControlPlane = request.app.state.plane
     return p
 
