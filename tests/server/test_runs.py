@@ -509,6 +509,19 @@ def test_the_exit_of_an_attempt_that_reported_records_nothing(
     assert api.action(silent, "a0")["attempts"][0]["error"]["kind"] == "worker_lost"
 
 
+def test_the_log_of_an_attempt_that_printed_nothing_is_empty_at_once(api: Api) -> None:
+    # (a warm worker makes an attempt's log file on its first write: a quiet one has none)
+    name = api.create_run()["name"]
+    job = api.job(name, "a0", 1)
+    api.finish(name, "a0", 1, value=1)
+    api.exit(job.id, 0)
+    time.sleep(0.5)  # the exit is handled
+    started = time.monotonic()
+    r = api.client.get(f"/api/v1/runs/{name}/actions/a0/logs")
+    assert r.status_code == 200 and r.text == ""
+    assert time.monotonic() - started < 1  # not the grace given to a log on its way
+
+
 @pytest.fixture
 def capacity_small() -> Capacity:
     return Capacity(slots=1, cpu=1.0, memory_bytes=1 << 30)

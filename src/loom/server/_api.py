@@ -585,6 +585,7 @@ async def _log_chunks(
 ) -> AsyncIterator[bytes]:
     offset = 0
     missing_since: float | None = None
+    kept = False
     loop = asyncio.get_running_loop()
     while True:
         if number == 0:  # no attempt yet: wait for the first, unless the action ended
@@ -610,6 +611,11 @@ async def _log_chunks(
         if p.bus.stopping.is_set():
             return
         if source.ended and not path.exists():
+            if p.log_kept(run, action, number):
+                if kept:
+                    return  # its process exited without a log: it printed nothing
+                kept = True
+                continue  # look once more: the log may have been stored since
             # the log is on its way to the object store (moved, its key not yet recorded), or
             # there never was one (the process did not start): give the former a moment, then
             # stop; with or without follow, or a reader in that moment would get nothing

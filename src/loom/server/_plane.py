@@ -21,6 +21,7 @@ import os
 import shutil
 import stat
 import threading
+from collections import OrderedDict
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,9 @@ class ControlPlane:
         # only moves the log to the object store
         self._ended_jobs: set[str] = set()
         self._jobs_lock = threading.Lock()  # (the two change on different threads)
+        # jobs whose exit this process has handled: their log is in the store, or there is
+        # none (a warm attempt that printed nothing makes no log file)
+        self._logs_kept: OrderedDict[str, None] = OrderedDict()
 
     def prepare(self) -> None:
         """Synchronous start-up work: migrate the schema, make the directories."""
@@ -356,6 +360,10 @@ class ControlPlane:
             run, action, number = exit.job_id.rsplit("/", 2)
             key = self._keep_log(run, action, int(number))
             with self._jobs_lock:
+                self._logs_kept[exit.job_id] = None
+                if len(self._logs_kept) > _LOGS_KEPT_REMEMBERED:
+                    self._logs_kept.popitem(last=False)
+            with self._jobs_lock:
                 plain = exit.job_id in self._plain_jobs
                 ended = exit.job_id in self._ended_jobs
                 self._plain_jobs.discard(exit.job_id)
@@ -400,6 +408,15 @@ class ControlPlane:
     def live_log(self, run: str, action: str, number: int) -> Path:
         return log_path(self.logs_dir, run, action, number)
 
+    def log_kept(self, run: str, action: str, number: int) -> bool:
+        """Whether that attempt's process exited and its log (if it had one) was stored, as
+        far as this server process knows: no need to wait for the log to arrive."""
+        with self._jobs_lock:
+            return job_id(run, action, number) in self._logs_kept
+
+
+#: How many handled exits :meth:`ControlPlane.log_kept` remembers.
+_LOGS_KEPT_REMEMBERED = 10_000
 
 #: How soon an exit that could not be recorded is tried again, and the longest wait between.
 _RECORD_RETRY_FIRST_S = 0.2
