@@ -363,7 +363,6 @@ class ControlPlane:
                 self._logs_kept[exit.job_id] = None
                 if len(self._logs_kept) > _LOGS_KEPT_REMEMBERED:
                     self._logs_kept.popitem(last=False)
-            with self._jobs_lock:
                 plain = exit.job_id in self._plain_jobs
                 ended = exit.job_id in self._ended_jobs
                 self._plain_jobs.discard(exit.job_id)
