@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -34,6 +35,21 @@ def _done(api: Api, run: str) -> None:
     """The run's attempt reports and exits (one that exits without a report is retried)."""
     api.finish(run, "a0", 1, value=1)
     api.exit(f"{run}/a0/1")
+
+
+def _calls(
+    monkeypatch: pytest.MonkeyPatch, obj: Any, method: str, note: Callable[..., Any]
+) -> list[Any]:
+    """What ``note`` says of each call of ``obj.method`` from now on (the call still runs)."""
+    seen: list[Any] = []
+    real = getattr(obj, method)
+
+    def spy(*args: Any) -> Any:
+        seen.append(note(*args))
+        return real(*args)
+
+    monkeypatch.setattr(obj, method, spy)
+    return seen
 
 
 def _task(**resources: Any) -> dict[str, Any]:
@@ -114,15 +130,7 @@ def test_a_warm_pool_gets_no_more_than_it_runs_at_once(api: Api) -> None:
 def test_room_freed_with_nothing_waiting_costs_no_scheduling_pass(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    passes: list[float] = []
-    claims = api.plane.scheduler._claims
-    claim = claims.claim
-
-    def counted(*args: Any) -> Any:
-        passes.append(time.monotonic())
-        return claim(*args)
-
-    monkeypatch.setattr(claims, "claim", counted)
+    passes = _calls(monkeypatch, api.plane.scheduler._claims, "claim", lambda *_: 1)
     runs = [api.create_run()["name"] for _ in range(5)]
     _started(api, 5)
     before = len(passes)
@@ -167,15 +175,8 @@ def test_handles_go_with_the_next_pass_not_in_a_transaction_of_their_own(
 
     from loom.server._models import Attempt
 
-    alone: list[int] = []
     claims = api.plane.scheduler._claims
-    record = claims.record_handles
-
-    def counted(handles: Any) -> None:
-        alone.append(len(handles))
-        record(handles)
-
-    monkeypatch.setattr(claims, "record_handles", counted)
+    alone = _calls(monkeypatch, claims, "record_handles", len)
     runs = []
     for _ in range(5):  # one after the other, as a chain's steps come
         runs.append(api.create_run()["name"])
