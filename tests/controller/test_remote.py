@@ -11,7 +11,7 @@ from loom import wire
 from loom._context import TaskContext
 from loom._controller._remote import RemoteRun, error_info, rebuild_error, task_spec
 from loom._settings import Settings
-from loom.errors import RemoteTaskError
+from loom.errors import RemoteTaskError, RuntimeUserError
 from loom.remote import Client
 
 env = loom.TaskEnvironment(
@@ -54,7 +54,9 @@ def test_errors_survive_the_trip_with_their_type() -> None:
     assert info.type == f"{__name__}.Custom" and info.message == "quota exceeded"
     assert "raise Custom" in info.traceback
     rebuilt = rebuild_error(info, "child-1")
-    assert type(rebuilt) is Custom and str(rebuilt) == "quota exceeded"
+    assert isinstance(rebuilt, Custom) and str(rebuilt) == "quota exceeded"
+    assert type(rebuilt).__name__ == "Custom" and isinstance(rebuilt, RuntimeUserError)
+    assert rebuilt.code == "Custom"
     assert any("remote traceback of action child-1" in n for n in rebuilt.__notes__)
 
 
@@ -63,6 +65,7 @@ def test_unrebuildable_errors_keep_type_name_and_message() -> None:
     rebuilt = rebuild_error(info, "a1")
     assert isinstance(rebuilt, RemoteTaskError)
     assert str(rebuilt) == "gone.Missing: boom" and rebuilt.type_name == "gone.Missing"
+    assert isinstance(rebuilt, RuntimeUserError) and rebuilt.code == "Missing"
 
 
 def _remote_host() -> RemoteRun:

@@ -32,6 +32,7 @@ from ..errors import (
     OOMError,
     RemoteTaskError,
     TaskTimeoutError,
+    as_user_error,
 )
 from ..io._remote import remote_store
 from ..remote import Client
@@ -153,6 +154,7 @@ def rebuild_error(info: wire.ErrorInfo | None, action: str) -> BaseException:
         error = OOMError(info.message)
     if not isinstance(error, BaseException):
         error = RemoteTaskError(info.type, info.message, info.traceback)
+    error = as_user_error(error)
     if info.traceback:
         error.add_note(f"[loom] remote traceback of action {action}:\n{info.traceback.rstrip()}")
     return error

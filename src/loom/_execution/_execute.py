@@ -24,12 +24,14 @@ from ..errors import (
     InputError,
     LoomError,
     MissingSecretError,
+    NonRecoverableError,
     OutputTypeError,
     SerializationError,
     TaskDefinitionError,
     TaskTimeoutError,
+    as_user_error,
 )
-from ..wire import Phase
+from ..wire import VALUE_TAG, Phase, ValueKind
 from ._environ import install_environ_overlay
 
 if TYPE_CHECKING:
@@ -39,7 +41,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("loom")
 
 # Failures that another attempt cannot fix.
-_NOT_RETRYABLE = (InputError, MissingSecretError, OutputTypeError, TaskDefinitionError)
+_NOT_RETRYABLE = (
+    InputError,
+    MissingSecretError,
+    NonRecoverableError,
+    OutputTypeError,
+    TaskDefinitionError,
+)
 
 
 @dataclass(slots=True)
@@ -98,9 +106,24 @@ def cache_key(task: TaskTemplate[Any, Any], encoded_inputs: Mapping[str, Any]) -
     import hashlib
 
     ignored = task.cache.ignored_inputs
-    inputs = {n: v for n, v in encoded_inputs.items() if n not in ignored}
+    inputs = {n: _keyed(v) for n, v in encoded_inputs.items() if n not in ignored}
     payload = json.dumps([task.name, task.cache_version, inputs], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+_HASHED_KINDS = (ValueKind.FILE.value, ValueKind.DIR.value)
+
+
+def _keyed(value: Any) -> Any:
+    """An encoded value as the cache key sees it: a ``File``/``Dir`` with a ``hash`` (its
+    ``hash_method`` or ``*_cache_key``) counts by that hash, not by its content."""
+    if isinstance(value, dict):
+        if value.get(VALUE_TAG) in _HASHED_KINDS and value.get("hash") is not None:
+            return {VALUE_TAG: value[VALUE_TAG], "hash": value["hash"]}
+        return {k: _keyed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_keyed(v) for v in value]
+    return value
 
 
 class ActionExecution:
@@ -299,7 +322,9 @@ async def execute_async(ex: ActionExecution) -> Any:
             current_action.reset(token)
             delay = ex.failed(e)
             if delay is None:
-                raise
+                if (error := as_user_error(e)) is e:
+                    raise
+                raise error from e.__cause__
             await asyncio.sleep(delay)
             continue
         current_action.reset(token)
@@ -325,7 +350,9 @@ def execute_sync(ex: ActionExecution) -> Any:
             current_action.reset(token)
             delay = ex.failed(e)
             if delay is None:
-                raise
+                if (error := as_user_error(e)) is e:
+                    raise
+                raise error from e.__cause__
             time.sleep(delay)
             continue
         current_action.reset(token)

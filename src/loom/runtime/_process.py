@@ -21,6 +21,7 @@ from ..errors import (
     InputError,
     LoomError,
     MissingSecretError,
+    NonRecoverableError,
     OutputTypeError,
     TaskDefinitionError,
     TaskLoadError,
@@ -201,6 +202,8 @@ async def _execute(
         if isinstance(e, KeyboardInterrupt | SystemExit | asyncio.CancelledError):
             raise  # a cancelled attempt reports nothing: the server decided its outcome
         # failures another attempt cannot fix are "system" errors, which the server never retries
-        kind = ErrorKind.SYSTEM if isinstance(e, _NOT_RETRYABLE) else "user"
+        kind = ErrorKind.SYSTEM if isinstance(e, _NOT_RETRYABLE) else ErrorKind.USER
+        if isinstance(e, NonRecoverableError):
+            kind = ErrorKind.NON_RECOVERABLE
         return wire.AttemptResult(error=error_info(e, kind))
     return wire.AttemptResult(outputs=wire.Outputs(value=encoded))

@@ -306,6 +306,7 @@ class ErrorKind(StrEnum):
     WORKER_LOST = "worker_lost"  # its process died, or the server lost it in a restart
     ABORTED = "aborted"  # somebody aborted it, or its parent ended
     OOM = "oom"  # it held more memory than its limit
+    NON_RECOVERABLE = "non_recoverable"  # the task raised NonRecoverableError: never retried
 
 
 # -- what every model accepts: checked at the wire, before anything is stored -------------

@@ -1,0 +1,126 @@
+"""Flyte 2 programs on loom: loom's own scripts, written the way Flyte 2 users write theirs
+(``import loom as flyte``, ``flyte.init_from_config()``, ``flyte.run(main)``), each run as a
+plain ``python script.py`` locally and against a real server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ServerProcess, start_server
+
+MODES = ["local", "remote"]
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    root = tmp_path_factory.mktemp("flyte-compat")
+    proc = start_server(root / "server-data", home=root / "home")
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def run_script(
+    mode: str, server: ServerProcess, tmp_path: Path, source: str, *, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run ``source`` as ``python script.py``: against ``server`` when ``mode`` is remote."""
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(source))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOM_")}
+    env["LOOM_IDE_DIR"] = os.environ.get("LOOM_IDE_DIR", "")
+    if mode == "remote":
+        env.update(server.env)
+    else:
+        env["LOOM_HOME"] = str(tmp_path / "home")
+    return subprocess.run(
+        [sys.executable, script.name],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def check(result: subprocess.CompletedProcess[str], *expected: str) -> str:
+    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    for line in expected:
+        assert line in result.stdout, f"{line!r} not in:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture(params=MODES)
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+ERRORS = """
+    import asyncio
+    import loom as flyte
+    import loom.errors
+
+    env = flyte.TaskEnvironment(name="errs")
+    tries = []
+
+    class QuotaError(Exception):
+        pass
+
+    @env.task
+    async def fails(x: int) -> int:
+        raise ValueError(f"bad {x}")
+
+    @env.task
+    async def quota() -> int:
+        raise QuotaError("over quota")
+
+    @env.task(retries=3)
+    async def hopeless() -> int:
+        raise flyte.errors.NonRecoverableError(f"gave up in attempt {flyte.ctx().attempt}")
+
+    @env.task
+    async def main() -> str:
+        seen = []
+        try:
+            await fails(1)
+        except flyte.errors.RuntimeUserError as e:
+            seen.append(f"code={e.code} msg={e}")
+        try:
+            await fails(2)
+        except ValueError as e:  # loom's own style keeps working
+            seen.append(f"value-error={e}")
+        try:
+            await quota()
+        except QuotaError as e:
+            seen.append(f"quota={e.code}")
+        try:
+            await hopeless()
+        except flyte.errors.NonRecoverableError as e:
+            seen.append(f"non-recoverable={e.code} {e}")
+        return "|".join(seen)
+
+    if __name__ == "__main__":
+        flyte.init_from_config()
+        run = flyte.run(main)
+        run.wait()
+        print("RESULT", run.outputs())
+"""
+
+
+def test_user_errors_are_runtime_user_errors_with_a_code(
+    mode: str, shared_server: ServerProcess, tmp_path: Path
+) -> None:
+    check(
+        run_script(mode, shared_server, tmp_path, ERRORS),
+        "code=ValueError msg=bad 1",
+        "value-error=bad 2",
+        "quota=QuotaError",
+        "non-recoverable=NonRecoverableError gave up in attempt 1\n",  # spent no retry
+    )
