@@ -19,7 +19,7 @@ async def write_report(lines: list[str], out_dir: Dir) -> File:
 @env.task
 async def count_words(report: File) -> int:
     async with report.open("r") as f:
-        return len(f.read().split())
+        return len((await f.read()).split())
 
 
 @env.task

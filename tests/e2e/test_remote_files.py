@@ -39,7 +39,7 @@ async def produce(text: str, where: str) -> File:
 @env.task
 async def consume(report: File) -> str:
     async with report.open("r") as handle:
-        return handle.read()
+        return await handle.read()
 
 
 @env.task
@@ -232,3 +232,202 @@ with report.open("r") as handle:
     assert result.returncode == 0, result.stderr
     path, content = result.stdout.splitlines()
     assert path.startswith(wire.DATA_URI_PREFIX) and content == "via python"
+
+
+# -- the File/Dir API Flyte 2 programs use, remotely ------------------------------------------
+
+FLYTE_IO = """
+import hashlib
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from pydantic import BaseModel
+
+import loom
+from loom.io import Dir, File, HashFunction
+
+env = loom.TaskEnvironment("flyte-io")
+
+
+class Report(BaseModel):
+    title: str
+    body: File
+
+
+class Bundle(BaseModel):
+    reports: list[Report]
+    tree: Dir | None = None
+
+
+@env.task
+async def make_bundle(where: str) -> Bundle:
+    root = Path(where)
+    (root / "tree" / "sub").mkdir(parents=True)
+    (root / "tree" / "sub" / "t.txt").write_text("tree file")
+    (root / "body.txt").write_text("model body")
+    body = await File.from_local(root / "body.txt", hash_method="body-hash")
+    return Bundle(reports=[Report(title="r", body=body)], tree=await Dir.from_local(root / "tree"))
+
+
+@env.task
+async def bundle_pipeline(where: str) -> list[str]:
+    bundle = await make_bundle(where)
+    shutil.rmtree(where)  # the producer's files go: the reader must get what the store holds
+    report = bundle.reports[0]
+    async with report.body.open("r") as fh:
+        body = await fh.read()
+    assert bundle.tree is not None
+    inner = await bundle.tree.get_file("sub/t.txt")
+    assert inner is not None
+    tree_text = Path(inner.download_sync()).read_text()
+    return [report.body.path, str(report.body.hash), body, bundle.tree.path, tree_text]
+
+
+@env.task
+async def write_new(text: str) -> File:
+    digest = HashFunction.from_fn(lambda data: hashlib.sha256(data).hexdigest()[:12])
+    f = File.new_remote("greeting.txt", hash_method=digest)
+    async with f.open("wb") as fh:
+        await fh.write(text.encode())
+    return f
+
+
+@env.task
+def write_new_sync(text: str) -> File:
+    f = File.new_remote()
+    with f.open_sync("w") as fh:
+        fh.write(text.upper())
+    return f
+
+
+@env.task
+def make_dir() -> Dir:
+    d = Dir.new_remote("made")
+    (Path(d.path) / "sub").mkdir()
+    (Path(d.path) / "a.txt").write_text("A")
+    (Path(d.path) / "sub" / "b.txt").write_text("B")
+    return d
+
+
+@env.task
+async def inspect_dir(d: Dir) -> dict[str, str]:
+    got = await d.get_file("sub/b.txt")
+    assert got is not None
+    async with got.open("r") as fh:
+        content = await fh.read()
+    return {
+        "exists": str(await d.exists()),
+        "walk": ",".join([f.name async for f in d.walk()]),
+        "walk_sync": ",".join(f.name for f in d.walk_sync()),
+        "list_files": ",".join(f.name for f in await d.list_files()),
+        "list_files_sync": ",".join(f.name for f in d.list_files_sync()),
+        "sub/b.txt": content,
+        "missing": str(await d.get_file("nope.txt")),
+    }
+
+
+@env.task
+async def new_remote_pipeline(text: str) -> dict[str, str]:
+    f = await write_new(text)
+    g = await write_new_sync.aio(text)
+    async with f.open("rb") as fh:
+        first = bytes(await fh.read()).decode()
+    with g.open_sync("r") as fh:
+        second = fh.read()
+    d = await make_dir.aio()
+    return {
+        "path": f.path,
+        "hash": str(f.hash),
+        "first": first,
+        "second": second,
+        "second_path": g.path,
+        "dir": d.path,
+        **await inspect_dir(d),
+    }
+
+
+@env.task
+async def read_existing(uri: str, tree_uri: str) -> list[str]:
+    f = File.from_existing_remote(uri, file_cache_key="k")
+    d = Dir.from_existing_remote(tree_uri)
+    async with f.open("rb") as fh:
+        data = bytes(await fh.read()).decode()
+    names = ",".join(x.name for x in d.walk_sync())
+    return [data, str(await f.exists()), str(d.exists_sync()), names, str(f.hash)]
+
+
+@env.task(cache=loom.Cache("override", version_override="v1"))
+async def token_for(f: File) -> str:
+    return uuid.uuid4().hex
+
+
+@env.task
+async def hashed_pipeline(where: str) -> list[str]:
+    one, two = Path(where) / "one.txt", Path(where) / "two.txt"
+    one.write_text("first content")
+    two.write_text("different content")
+    return [
+        await token_for(await File.from_local(one, hash_method="same")),
+        await token_for(await File.from_local(two, hash_method="same")),
+        await token_for(await File.from_local(two)),
+    ]
+"""
+
+
+@pytest.fixture
+def flyte_io(tmp_path: Path) -> Path:
+    return write_module(tmp_path / "flyte_io.py", FLYTE_IO)
+
+
+def test_files_inside_a_pydantic_model_are_uploaded(
+    server: ServerProcess, flyte_io: Path, tmp_path: Path
+) -> None:
+    where = tmp_path / "producer"
+    where.mkdir()
+    doc = remote(server, str(flyte_io), "bundle_pipeline", "--where", str(where))
+    body_path, body_hash, body, tree_path, inner = doc["outputs"]
+    assert body_path.startswith(wire.DATA_URI_PREFIX) and body_path.endswith("/body.txt")
+    assert (body_hash, body, inner) == ("body-hash", "model body", "tree file")
+    assert stored(server, body_path) == b"model body"
+    assert tree_path.startswith(wire.DATA_URI_PREFIX) and tree_path.endswith("/tree/")
+    # the model as the child action's output: references, not the producer's paths
+    children = {a["task"]: a for a in run_actions(server, doc["run"]) if a["parent"]}
+    out = api(
+        server, f"/runs/{doc['run']}/actions/{children['flyte-io.make_bundle']['name']}/outputs"
+    )
+    assert out["value"]["reports"][0]["body"]["path"] == body_path
+    assert out["value"]["tree"]["path"] == tree_path
+
+
+def test_new_remote_files_and_dirs_and_walking_them(server: ServerProcess, flyte_io: Path) -> None:
+    doc = remote(server, str(flyte_io), "new_remote_pipeline", "--text", "hello")
+    out = doc["outputs"]
+    assert out["path"].startswith(wire.DATA_URI_PREFIX) and out["path"].endswith("/greeting.txt")
+    assert out["hash"] == hashlib.sha256(b"hello").hexdigest()[:12]
+    assert (out["first"], out["second"]) == ("hello", "HELLO")
+    assert stored(server, out["path"]) == b"hello"
+    assert stored(server, out["second_path"]) == b"HELLO"
+    assert out["dir"].startswith(wire.DATA_URI_PREFIX) and out["dir"].endswith("/made/")
+    assert out["exists"] == "True"
+    assert out["walk"] == out["walk_sync"] == "a.txt,b.txt"
+    assert out["list_files"] == out["list_files_sync"] == "a.txt"
+    assert (out["sub/b.txt"], out["missing"]) == ("B", "None")
+    # references from one run, read in another with from_existing_remote
+    again = remote(
+        server, str(flyte_io), "read_existing", "--uri", out["path"], "--tree-uri", out["dir"]
+    )
+    assert again["outputs"] == ["hello", "True", "True", "a.txt,b.txt", "k"]
+
+
+def test_a_file_hash_keys_the_remote_cache(
+    server: ServerProcess, flyte_io: Path, tmp_path: Path
+) -> None:
+    where = tmp_path / "hashed"
+    where.mkdir()
+    first, same_hash, by_content = remote(
+        server, str(flyte_io), "hashed_pipeline", "--where", str(where)
+    )["outputs"]
+    assert first == same_hash  # other content, the same hash: a cache hit
+    assert by_content != first

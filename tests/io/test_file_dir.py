@@ -150,7 +150,7 @@ def test_file_open_async_with(tmp_path: Path) -> None:
 
     async def read() -> tuple[list[str], bool]:
         async with f.open("r") as handle:
-            lines = handle.read().splitlines()
+            lines = (await handle.read()).splitlines()
         return lines, handle.closed
 
     assert asyncio.run(read()) == (["line1", "line2"], True)
@@ -198,8 +198,11 @@ def test_dir_walk_and_list_files_find_nested_files(tree: Path) -> None:
     by_name = {f.name: f for f in files}
     with by_name["two.bin"].open() as handle:
         assert handle.read() == b"\x00two"
-    assert d.list_files_sync() == files
-    assert asyncio.run(d.list_files()) == files
+    # list_files is the top level only, as Flyte documents it
+    top = [f for f in files if Path(f.path).parent == tree.resolve()]
+    assert [f.name for f in top] == ["top.txt", "z.txt"]
+    assert d.list_files_sync() == top
+    assert asyncio.run(d.list_files()) == top
 
 
 def test_dir_list_files_of_an_empty_directory(tmp_path: Path) -> None:
@@ -294,7 +297,7 @@ def test_dir_codec_with_store_copies_the_tree(tree: Path, store: LocalBlobStore)
     assert result.name == "tree"
     assert Path(result.path).is_relative_to(store.root)
     shutil.rmtree(tree)
-    contents = {f.name: Path(f.path).read_bytes() for f in result.list_files_sync()}
+    contents = {f.name: Path(f.path).read_bytes() for f in result.walk_sync()}
     assert contents == {
         "top.txt": b"top",
         "z.txt": b"zed",

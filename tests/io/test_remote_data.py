@@ -227,7 +227,7 @@ def test_a_file_goes_up_once_and_comes_down_on_demand(
 
         async def read_async() -> str:
             async with decoded.open("r") as handle:
-                return str(handle.read())
+                return str(await handle.read())
 
         assert asyncio.run(read_async()) == "the report"
         assert asyncio.run(decoded.download()) == str(local)
@@ -291,7 +291,7 @@ def test_a_dir_travels_as_one_archive(live: ServerProcess, tmp_path: Path, count
         tree = Path(decoded.download_sync())
         assert (tree / "a" / "b" / "two.bin").read_bytes() == b"\x00two"
         assert (tree / "empty").is_dir() and os.access(tree / "run.sh", os.X_OK)
-        files = decoded.list_files_sync()
+        files = list(decoded.walk_sync())
         assert sorted(f.name for f in files) == ["one.txt", "run.sh", "top.txt", "two.bin"]
         copy = tmp_path / "mine"
         decoded.download_sync(copy)

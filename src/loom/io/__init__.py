@@ -4,5 +4,6 @@ from . import _codecs  # noqa: F401  (registers the io codecs with the type engi
 from ._dataframe import DataFrame
 from ._dir import Dir
 from ._file import File
+from ._hashing import HashFunction
 
-__all__ = ["DataFrame", "Dir", "File"]
+__all__ = ["DataFrame", "Dir", "File", "HashFunction"]

@@ -18,6 +18,7 @@ class _RefCodec(Codec):
     remote mode, the server's object store: ``path`` becomes a ``loom://data/`` reference)."""
 
     __slots__ = ()
+    by_reference = True
 
     def check(self, value: Any) -> bool:
         return isinstance(value, self.tp)
@@ -28,10 +29,21 @@ class _RefCodec(Codec):
         if store is not None and not is_data_uri(path):
             path = store.put_file(path) if self.tp is File else store.put_dir(path)
         kind = ValueKind.FILE if self.tp is File else ValueKind.DIR
-        return {VALUE_TAG: kind.value, "path": path, "name": value.name}
+        data = {VALUE_TAG: kind.value, "path": path, "name": value.name}
+        # only when set: the values (and cache keys) of plain files stay as they were
+        if value.format:
+            data["format"] = value.format
+        if value.hash is not None:
+            data["hash"] = value.hash
+        return data
 
     def decode(self, data: Any, store: BlobStore | None) -> Any:
-        return self.tp(path=data["path"], name=data.get("name"))
+        return self.tp(
+            path=data["path"],
+            name=data.get("name"),
+            format=data.get("format", ""),
+            hash=data.get("hash"),
+        )
 
 
 class _FrameCodec(Codec):

@@ -10,6 +10,7 @@ is pickled with cloudpickle.
 from __future__ import annotations
 
 import base64
+import copy
 import dataclasses
 import datetime as dt
 import enum
@@ -60,6 +61,10 @@ class Codec:
     """Checks, encodes and decodes values of one declared type."""
 
     __slots__ = ("tp",)
+
+    #: Whether values travel by reference to content in the store (``File``, ``Dir``): found
+    #: and stored inside values other codecs cannot see into (pydantic models).
+    by_reference = False
 
     def __init__(self, tp: Any) -> None:
         self.tp = tp
@@ -499,16 +504,107 @@ class FieldsCodec(Codec):
 
 
 class PydanticCodec(Codec):
-    __slots__ = ()
+    """Pydantic models as their JSON dump. ``File``/``Dir`` values inside (which pydantic
+    dumps as plain fields) are stored first, so the dump holds references to stored content."""
+
+    __slots__ = ("_refs",)
+
+    def __init__(self, tp: Any) -> None:
+        super().__init__(tp)
+        self._refs: bool | None = None  # whether the model's fields can hold a File or Dir
 
     def check(self, value: Any) -> bool:
         return isinstance(value, self.tp)
 
     def encode(self, value: Any, store: BlobStore | None) -> Json:
+        if store is not None:
+            if self._refs is None:
+                self._refs = _may_hold_refs(self.tp, set())
+            if self._refs:
+                value = _store_refs(value, store)
         return value.model_dump(mode="json")
 
     def decode(self, data: Json, store: BlobStore | None) -> Any:
         return self.tp.model_validate(data)
+
+
+_PLAIN = frozenset({str, int, float, bool, bytes, type(None), *_STRING_FORMS})
+
+
+def _may_hold_refs(tp: Any, seen: set[Any]) -> bool:
+    """Whether a value of annotation ``tp`` can contain a by-reference value (decided once per
+    model, so models without files cost nothing more to encode)."""
+    if tp is Any or tp is object or isinstance(tp, typing.TypeVar):
+        return True
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Annotated:
+        return _may_hold_refs(args[0], seen)
+    if origin is typing.Literal:
+        return False
+    if origin is not None:
+        return not args or any(_may_hold_refs(a, seen) for a in args if a is not Ellipsis)
+    if not isinstance(tp, type) or tp in _PLAIN or issubclass(tp, enum.Enum):
+        return False
+    if tp in seen:
+        return False
+    seen.add(tp)
+    if tp in (list, tuple, set, frozenset, dict):
+        return True
+    try:
+        if _is_pydantic_model(tp):
+            fields = typing.cast(Any, tp).model_fields.values()
+            return any(_may_hold_refs(f.annotation, seen) for f in fields)
+        if dataclasses.is_dataclass(tp) or (issubclass(tp, tuple) and hasattr(tp, "_fields")):
+            if codec_for(tp).by_reference:
+                return True
+            return any(_may_hold_refs(h, seen) for h in typing.get_type_hints(tp).values())
+    except Exception:  # an annotation that does not resolve: look at the values instead
+        return True
+    return False
+
+
+def _store_refs(value: Any, store: BlobStore) -> Any:
+    """``value`` with every by-reference value inside it stored and replaced by the stored
+    reference (the same object where nothing changed)."""
+    tp = type(value)
+    if tp in _PLAIN:
+        return value
+    if tp in (list, tuple, set, frozenset):
+        items = [_store_refs(v, store) for v in value]
+        changed = any(a is not b for a, b in zip(items, value, strict=True))
+        return tp(items) if changed else value
+    if tp is dict:
+        pairs = {k: _store_refs(v, store) for k, v in value.items()}
+        return pairs if any(pairs[k] is not v for k, v in value.items()) else value
+    if _is_pydantic_model(tp):
+        update = {}
+        for name in tp.model_fields:
+            item = getattr(value, name, None)
+            stored = _store_refs(item, store)
+            if stored is not item:
+                update[name] = stored
+        return value.model_copy(update=update) if update else value
+    if dataclasses.is_dataclass(tp) or (issubclass(tp, tuple) and hasattr(tp, "_fields")):
+        codec = codec_for(tp)
+        if codec.by_reference:
+            return codec.decode(codec.encode(value, store), store)
+        if isinstance(value, tuple):  # a NamedTuple
+            items = [_store_refs(v, store) for v in value]
+            changed = any(a is not b for a, b in zip(items, value, strict=True))
+            return tp(*items) if changed else value
+        changes = {}
+        for f in dataclasses.fields(value):
+            item = getattr(value, f.name, None)
+            stored = _store_refs(item, store)
+            if stored is not item:
+                changes[f.name] = stored
+        if not changes:
+            return value
+        copied = copy.copy(value)
+        for name, stored in changes.items():
+            object.__setattr__(copied, name, stored)  # (frozen dataclasses too)
+        return copied
+    return value
 
 
 # -- construction -----------------------------------------------------------------------------
