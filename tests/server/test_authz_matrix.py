@@ -191,6 +191,7 @@ CASES: dict[tuple[str, str], Case] = {
     ("GET", f"{P}/runs/{{run}}/actions/{{action}}"): Case(Policy.RUN_VIEWER),
     ("GET", f"{P}/runs/{{run}}/actions/{{action}}/spec"): Case(Policy.ACTION_RUNTIME),
     ("GET", f"{P}/runs/{{run}}/actions/{{action}}/outputs"): Case(Policy.RUN_VIEWER),
+    ("GET", f"{P}/runs/{{run}}/actions/{{action}}/inputs"): Case(Policy.RUN_VIEWER),
     ("GET", f"{P}/runs/{{run}}/actions/{{action}}/wait"): Case(
         Policy.RUN_VIEWER, params={"timeout": 0}
     ),

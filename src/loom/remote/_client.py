@@ -320,6 +320,19 @@ class Client:
     async def get_outputs(self, run: str, action: str) -> wire.Outputs:
         return await self._get(f"/runs/{run}/actions/{action}/outputs", wire.Outputs)
 
+    async def get_inputs(self, run: str, action: str) -> wire.ValueView:
+        """The action's encoded inputs, in full (a viewer's read; the spec is the runtime's)."""
+        return await self._get(f"/runs/{run}/actions/{action}/inputs", wire.ValueView)
+
+    async def action_detail(self, run: str, action: str) -> wire.ActionDetail:
+        """The action with its task, and its inputs and outputs unless they are large."""
+        return await self._get(f"/views/runs/{run}/actions/{action}", wire.ActionDetail)
+
+    async def run_page(self, *, offset: int = 0, limit: int = 100, **filters: Any) -> wire.RunPage:
+        """One page of the runs the caller may see, newest first (``project``, ``domain``,
+        ``phase``, ``task`` filter them)."""
+        return await self._get("/views/runs", wire.RunPage, offset=offset, limit=limit, **filters)
+
     async def wait_action(self, run: str, action: str, timeout: float = 25.0) -> wire.ActionInfo:
         """The action once it is terminal (long-polls as long as it takes)."""
         while True:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import AsyncIterator, Callable
@@ -502,6 +503,16 @@ def get_spec(run: str, action: str, p: Plane, _: ActionRuntime) -> wire.ActionSp
 def get_outputs(run: str, action: str, p: Plane, _: RunViewer) -> Response:
     """The outputs of a SUCCEEDED action (409 before)."""
     return Response(p.runs.outputs_json(run, action), media_type="application/json")
+
+
+@router.get("/runs/{run}/actions/{action}/inputs")
+def get_inputs(run: str, action: str, p: Plane, _: RunViewer) -> wire.ValueView:
+    """The action's inputs as encoded (the type engine's JSON), in full: for a viewer, to
+    whom the spec (the runtime's) is not shown, and whose view of the action leaves out
+    inputs larger than ``wire.VIEW_VALUE_BYTES``."""
+    inputs = p.runs.get_spec(run, action).inputs
+    size = len(json.dumps(inputs, separators=(",", ":")).encode())
+    return wire.ValueView(value=inputs, size=size)
 
 
 @router.get("/runs/{run}/actions/{action}/wait")
