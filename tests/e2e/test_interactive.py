@@ -21,7 +21,14 @@ import httpx
 import pytest
 
 from tests._dap import DapClient, local_variables, stop_at_breakpoint, substitute
-from tests.conftest import ServerProcess, run_cli, session_client, write_module
+from tests.conftest import (
+    IdeInstalls,
+    ServerProcess,
+    run_cli,
+    session_client,
+    start_server,
+    write_module,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -56,7 +63,7 @@ async def edit_me(x: int) -> int:
 
 
 @env.task
-@vscode(run_task_first=True)
+@vscode(run_task_first=True, pre_execute=mark("pre_first"), post_execute=mark("post_first"))
 def maybe_fails(x: int) -> int:
     if x < 0:
         raise ValueError(f"negative: {x}")
@@ -264,10 +271,47 @@ def test_an_ide_that_dies_fails_the_action(ide_server: ServerProcess, tmp_path: 
     assert_no_processes_left(workspace)
 
 
+def first_look(server: ServerProcess, run: str) -> tuple[dict[str, Any], httpx.Response]:
+    """The action the moment it is first seen INTERACTIVE, and the answer to one request
+    through its session's link made right then (no waiting for the IDE)."""
+    deadline = time.monotonic() + 120
+    while True:
+        info = action(server, run)
+        if info["phase"] == "INTERACTIVE" or info["session"] is not None:
+            break
+        assert info["phase"] in ("QUEUED", "RUNNING"), logs(server, run)
+        assert time.monotonic() < deadline, logs(server, run)
+        time.sleep(0.02)
+    session = info["session"]
+    with session_client(server, session) as client:
+        return info, client.get(session["url"])
+
+
+@pytest.mark.parametrize(("task", "kind"), [("edit_me", "vscode"), ("in_notebook", "jupyter")])
+def test_a_session_is_usable_once_it_is_reported_ready(
+    ide_server: ServerProcess, tmp_path: Path, task: str, kind: str
+) -> None:
+    """Ready means usable: the first request through the link, made as soon as the action
+    shows its session, reaches the IDE (not the proxy's 502 while the IDE boots)."""
+    run = start(ide_server, tmp_path, flow(tmp_path), task, "--x", "1")
+    info, first = first_look(ide_server, run)
+    session = info["session"]
+    assert info["phase"] == "INTERACTIVE" and session["kind"] == kind
+    assert session["state"] == "ready"
+    assert first.status_code == 200, f"{first.status_code}: {first.text[:300]}"
+    assert ("vscode" if kind == "vscode" else "JupyterLab") in first.text
+    assert cli(ide_server, "abort", "run", run).returncode == 0
+    assert wait_for(ide_server, run, {"ABORTED"})["phase"] == "ABORTED"
+    assert_no_processes_left(session["workspace"])
+
+
 def test_run_task_first_success_opens_no_session(ide_server: ServerProcess, tmp_path: Path) -> None:
     run = start(ide_server, tmp_path, flow(tmp_path), "maybe_fails", "--x", "4")
     final = wait_for(ide_server, run, {"SUCCEEDED", "FAILED"})
     assert final["phase"] == "SUCCEEDED" and final["session"] is None
+    # the seeds: pre_execute runs "immediately before the VSCode server setup begins",
+    # post_execute "just before the VSCode server terminates": no IDE, no hooks
+    assert sorted(p.name for p in (tmp_path / "marks").iterdir()) == []
 
 
 def test_run_task_first_failure_opens_a_session(ide_server: ServerProcess, tmp_path: Path) -> None:
@@ -280,6 +324,9 @@ def test_run_task_first_failure_opens_a_session(ide_server: ServerProcess, tmp_p
     final = wait_for(ide_server, run, {"SUCCEEDED", "FAILED"})
     assert final["phase"] == "FAILED" and final["error"]["type"] == "ValueError"
     assert_no_processes_left(str(workspace))
+    # a session opened, so both hooks ran around it, once each
+    assert (tmp_path / "marks" / "pre_first").read_text() == "x"
+    assert (tmp_path / "marks" / "post_first").read_text() == "x"
 
 
 def test_debug_flag_makes_any_task_interactive(ide_server: ServerProcess, tmp_path: Path) -> None:
@@ -333,7 +380,11 @@ def test_an_attached_run_prints_the_session_address_and_waits_for_the_resume(
             raise AssertionError("no session address in:\n" + "".join(lines))
         run = next(x.split()[2] for x in lines if x.startswith("created run "))
         assert ".localhost:" in line and "/_loom/enter?ticket=" in line  # a way in, once
-        wait_ready(ide_server, run)
+        # printed means usable: the very first request through the link is answered by the IDE
+        session = action(ide_server, run)["session"]
+        with session_client(ide_server, session) as client:
+            first = client.get(session["url"])
+        assert first.status_code == 200, f"{first.status_code}: {first.text[:300]}"
         assert cli(ide_server, "resume", run).returncode == 0
         out, err = attached.communicate(timeout=120)
     finally:
@@ -448,8 +499,6 @@ def test_commands_inside_the_session_use_its_own_environment(
 
 
 def test_a_worker_without_the_ide_fails_clearly_once(tmp_path: Path, loom_home: Path) -> None:
-    from tests.conftest import start_server
-
     server = start_server(
         tmp_path / "server-data", home=loom_home, env={"LOOM_IDE_DIR": str(tmp_path / "none")}
     )
@@ -461,3 +510,105 @@ def test_a_worker_without_the_ide_fails_clearly_once(tmp_path: Path, loom_home: 
         assert final["error"]["kind"] == "system" and len(final["attempts"]) == 1
     finally:
         server.stop()
+
+
+SEEDS_CONFIG_FLOW = """
+import loom
+from loom.interactive import VscodeConfig, vscode
+
+env = loom.TaskEnvironment("seeds")
+
+# as seeds 000 and 001 write it: the platform key "linux-x64", and add_extensions called for
+# its effect, its return value dropped
+config = VscodeConfig(code_server_remote_paths={KEY: URL})
+config.add_extensions(VSIX)
+
+
+@env.task
+@vscode(config=config)
+def say_hello(name: str) -> str:
+    return f"Hello, {name}!"
+"""
+
+
+def test_a_session_runs_the_code_server_its_config_downloads(
+    tmp_path: Path, loom_home: Path, ide_installs: IdeInstalls
+) -> None:
+    """``VscodeConfig(code_server_remote_paths={"linux-x64": url})``: the session downloads the
+    tarball (served here on loopback), unpacks it into the IDE dir and starts code-server from
+    it, with the extension the seeds' ``config.add_extensions(...)`` added."""
+    import functools
+    import http.server
+    import tarfile
+    import threading
+
+    from loom.interactive._config import current_arch
+    from loom.interactive._install import installed_extensions
+    from tests.interactive.test_install import make_vsix
+
+    # the release: a real code-server, repackaged as a tarball whose bin/code-server starts the
+    # installed one (and notes that it was started from where the tarball was unpacked)
+    www = tmp_path / "www"
+    www.mkdir()
+    launcher = (
+        "#!/bin/sh\n"
+        'if [ -n "$MARKS_DIR" ]; then echo "$0" >> "$MARKS_DIR/code-server-from"; fi\n'
+        f'exec "{ide_installs.code_server.code_server}" "$@"\n'
+    )
+    script = tmp_path / "code-server"
+    script.write_text(launcher)
+    script.chmod(0o755)
+    top = "code-server-4.139.1-linux-amd64"
+    with tarfile.open(www / "code-server.tar.gz", "w:gz") as tar:
+        tar.add(script, f"{top}/bin/code-server")
+    vsix = make_vsix(tmp_path / "greeter.vsix", "loomtest", "greeter", "0.0.1")
+    requests: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            requests.append(self.path)
+            super().do_GET()
+
+    web = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Handler, directory=str(www))
+    )
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{web.server_address[1]}/code-server.tar.gz"
+    key = f"linux-{'x64' if current_arch() == 'amd64' else current_arch()}"
+    code = tmp_path / "code"
+    code.mkdir()
+    module = write_module(
+        code / "seeds_flow.py",
+        SEEDS_CONFIG_FLOW.replace("KEY", repr(key))
+        .replace("URL", repr(url))
+        .replace("VSIX", repr(str(vsix))),
+    )
+    (tmp_path / "marks").mkdir()
+    ide_dir = tmp_path / "ide"  # its own: nothing in the shared cache
+    server = start_server(
+        tmp_path / "server-data", home=loom_home, env={"LOOM_IDE_DIR": str(ide_dir)}
+    )
+    try:
+        run = start(server, tmp_path, module, "say_hello", "--name", "seeds")
+        info, first = first_look(server, run)
+        assert info["phase"] == "INTERACTIVE", logs(server, run)
+        assert first.status_code == 200 and "vscode" in first.text.lower()
+        assert requests == ["/code-server.tar.gz"]
+        (install,) = ide_dir.glob("code-server-tarball-*")
+        started_from = (tmp_path / "marks" / "code-server-from").read_text().splitlines()
+        # the last start is the session's (before it: the install's checks, from the build)
+        assert started_from[-1] == f"{install}/release/{top}/bin/code-server", started_from
+        extensions = installed_extensions(ide_dir / "extensions" / "code-server-4.139.1")
+        assert "loomtest.greeter" in extensions
+        assert "downloading " + url in logs(server, run)
+        assert cli(server, "resume", run).returncode == 0
+        final = wait_for(server, run, {"SUCCEEDED", "FAILED"})
+        assert final["phase"] == "SUCCEEDED", logs(server, run)
+        assert_no_processes_left(info["session"]["workspace"])
+    finally:
+        server.stop()
+        web.shutdown()
+        web.server_close()

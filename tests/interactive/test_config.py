@@ -1,8 +1,8 @@
-"""VscodeConfig: immutable, never shares or mutates a default (Flyte's add_extensions bug)."""
+"""VscodeConfig: ``add_extensions`` changes the config it is called on, as the seeds use it, and
+never another config or a shared default (Flyte's add_extensions bug); the seeds' platform keys."""
 
 from __future__ import annotations
 
-import dataclasses
 import platform
 
 import pytest
@@ -27,18 +27,51 @@ def test_defaults_are_empty_and_not_shared() -> None:
     assert a.code_server_remote_paths is not b.code_server_remote_paths
 
 
-def test_add_extensions_returns_a_new_config_and_leaves_the_old_one_alone() -> None:
-    base = VscodeConfig()
-    one = base.add_extensions("/tmp/one.vsix")
-    two = base.add_extensions(["/tmp/two.vsix", "https://example.invalid/three.vsix"])
-    assert base.extension_remote_paths == []
-    assert one.extension_remote_paths == ["/tmp/one.vsix"]
-    assert two.extension_remote_paths == ["/tmp/two.vsix", "https://example.invalid/three.vsix"]
-    # a config made afterwards still starts empty: nothing leaked into a shared default
-    assert VscodeConfig().extension_remote_paths == []
-    chained = one.add_extensions("/tmp/two.vsix")
-    assert one.extension_remote_paths == ["/tmp/one.vsix"]
-    assert chained.extension_remote_paths == ["/tmp/one.vsix", "/tmp/two.vsix"]
+def test_add_extensions_changes_the_config_in_place_as_the_seeds_use_it() -> None:
+    # seed 001: `config = VscodeConfig(); config.add_extensions(COPILOT_EXTENSION)`, return
+    # value ignored: the config itself must now hold the extension
+    from loom.interactive import COPILOT_EXTENSION
+
+    config = VscodeConfig()
+    config.add_extensions(COPILOT_EXTENSION)
+    config.add_extensions("https://open-vsx.org/api/vscodevim/vim/1.27.0/file/vim.vsix")
+    assert config.extension_remote_paths == [
+        COPILOT_EXTENSION,
+        "https://open-vsx.org/api/vscodevim/vim/1.27.0/file/vim.vsix",
+    ]
+    # and it returns the config, for chaining
+    assert config.add_extensions("/tmp/a.vsix").add_extensions(["/tmp/b.vsix"]) is config
+    assert config.extension_remote_paths[-2:] == ["/tmp/a.vsix", "/tmp/b.vsix"]
+
+
+def test_add_extensions_never_reaches_another_config_or_a_default() -> None:
+    a, b = VscodeConfig(), VscodeConfig()
+    a.add_extensions("/tmp/one.vsix")
+    assert b.extension_remote_paths == []
+    assert VscodeConfig().extension_remote_paths == []  # no shared default list
+    shared = ["/tmp/base.vsix"]
+    c, d = VscodeConfig(extension_remote_paths=shared), VscodeConfig(extension_remote_paths=shared)
+    c.add_extensions("/tmp/two.vsix")
+    assert shared == ["/tmp/base.vsix"] and d.extension_remote_paths == ["/tmp/base.vsix"]
+    # the decorator's default config is a fresh one per task, too
+    import loom
+    from loom.interactive import vscode
+    from loom.interactive._decorators import interactive_of
+
+    env = loom.TaskEnvironment("cfg")
+    first = vscode(env.task(lambda: None))  # type: ignore[arg-type]
+    second = vscode(env.task(lambda: None))  # type: ignore[arg-type]
+    one, two = interactive_of(first), interactive_of(second)
+    assert one is not None and two is not None and one.config is not None
+    one.config.add_extensions("/tmp/x.vsix")
+    assert two.config is not None and two.config.extension_remote_paths == []
+
+
+def test_a_bad_extension_changes_nothing() -> None:
+    config = VscodeConfig(extension_remote_paths=["/tmp/a.vsix"])
+    with pytest.raises(ValueError, match="non-empty string"):
+        config.add_extensions(["/tmp/b.vsix", ""])
+    assert config.extension_remote_paths == ["/tmp/a.vsix"]
 
 
 def test_add_extensions_keeps_the_tarball_settings() -> None:
@@ -80,15 +113,10 @@ def test_the_callers_collections_are_copied() -> None:
     extensions.append("/b.vsix")
     assert config.code_server_remote_paths == {"amd64": "https://example.invalid/cs.tar.gz"}
     assert config.extension_remote_paths == ["/a.vsix"]
-    # and mutating one config's list does not reach a config derived from it earlier
-    derived = config.add_extensions("/c.vsix")
-    config.extension_remote_paths.append("/d.vsix")
-    assert derived.extension_remote_paths == ["/a.vsix", "/c.vsix"]
-
-
-def test_frozen() -> None:
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        VscodeConfig().extension_remote_paths = ["/x.vsix"]  # type: ignore[misc]
+    # and a config made from another's collections does not share them
+    copy = VscodeConfig(extension_remote_paths=config.extension_remote_paths)
+    config.add_extensions("/c.vsix")
+    assert copy.extension_remote_paths == ["/a.vsix"]
 
 
 def test_architecture_aliases_and_lookup() -> None:
@@ -96,6 +124,60 @@ def test_architecture_aliases_and_lookup() -> None:
     assert config.code_server_remote_paths == {"amd64": "u1", "arm64": "u2"}
     assert config.tarball_for("amd64") == "u1"
     assert VscodeConfig().tarball_for() is None
+
+
+@pytest.mark.parametrize(
+    ("key", "normalized"),
+    [
+        ("linux-x64", "linux-amd64"),  # the seeds' key
+        ("linux-amd64", "linux-amd64"),  # code-server's release names
+        ("linux-arm64", "linux-arm64"),
+        ("linux-aarch64", "linux-arm64"),
+        ("Linux-X86_64", "linux-amd64"),
+        ("darwin-arm64", "macos-arm64"),
+        ("amd64", "amd64"),  # flytekit's own keys
+        ("x64", "amd64"),
+    ],
+)
+def test_the_seeds_platform_keys(key: str, normalized: str) -> None:
+    config = VscodeConfig(
+        code_server_remote_paths={key: "https://example.invalid/cs.tar.gz"},
+        code_server_dir_names={key: "cs"},
+        code_server_sha256={key: SHA},
+    )
+    assert config.code_server_remote_paths == {normalized: "https://example.invalid/cs.tar.gz"}
+    assert config.code_server_dir_names == {normalized: "cs"}
+    arch = normalized.rsplit("-", 1)[-1]
+    system = normalized.split("-", maxsplit=1)[0] if "-" in normalized else "linux"
+    assert config.tarball_for(arch, system) == "https://example.invalid/cs.tar.gz"
+    other = "arm64" if arch == "amd64" else "amd64"
+    assert config.tarball_for(other, system) is None
+
+
+def test_the_seeds_key_matches_this_linux_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(platform, "system", lambda: "Linux")
+    config = VscodeConfig(code_server_remote_paths={"linux-x64": "https://example.invalid/a"})
+    assert config.tarball_for() == "https://example.invalid/a"
+    assert config.platform_key() == "linux-amd64"
+    # an OS-qualified key wins over a bare architecture; a bare one stands for Linux
+    both = VscodeConfig(code_server_remote_paths={"amd64": "bare", "linux-x64": "qualified"})
+    assert both.tarball_for() == "qualified"
+    assert VscodeConfig(code_server_remote_paths={"amd64": "bare"}).tarball_for() == "bare"
+    monkeypatch.setattr(platform, "system", lambda: "Darwin")
+    assert VscodeConfig(code_server_remote_paths={"amd64": "bare"}).tarball_for() is None
+    assert both.tarball_for() is None
+
+
+@pytest.mark.parametrize("key", ["windows-x64", "linux", "x86", "linux-x64-musl", ""])
+def test_an_unknown_platform_key_is_a_clear_error(key: str) -> None:
+    with pytest.raises(ValueError, match=f"unknown platform key {key!r}.*'linux-x64'"):
+        VscodeConfig(code_server_remote_paths={key: "https://example.invalid/cs.tar.gz"})
+
+
+def test_a_platform_named_twice_is_refused() -> None:
+    with pytest.raises(ValueError, match="twice"):
+        VscodeConfig(code_server_remote_paths={"x64": "a", "amd64": "b"})
 
 
 @pytest.mark.parametrize(("machine", "arch"), [("x86_64", "amd64"), ("aarch64", "arm64")])

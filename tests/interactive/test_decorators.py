@@ -109,7 +109,7 @@ def test_the_wire_spec_carries_the_options() -> None:
 
 def test_config_extensions_are_per_config() -> None:
     base = VscodeConfig()
-    with_vim = base.add_extensions("vim")
+    with_vim = VscodeConfig().add_extensions("vim")
     assert base.extension_remote_paths == [] and len(with_vim.extension_remote_paths) == 1
     task = vscode(config=with_vim)(env.task(lambda: None))  # type: ignore[arg-type]
     options = interactive_of(task)

@@ -229,10 +229,12 @@ def _serve_and_get(argv: list[str], url: str, tmp_path: Path, headers: dict | No
             assert process.poll() is None, (tmp_path / "server.log").read_text()
             try:
                 response = httpx.get(url, headers=headers, follow_redirects=True, timeout=10)
-                break
+                # code-server listens before its routes exist: a moment of "Cannot GET /" 404s
+                if response.status_code == 200 or time.monotonic() > deadline:
+                    break
             except httpx.TransportError:
                 assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()
-                time.sleep(0.1)
+            time.sleep(0.1)
         assert response.status_code == 200, response.text[:500]
         return response.text
     finally:
@@ -371,6 +373,65 @@ def test_tarball_install_with_checksum(
     assert find_code_server(config, ide_dir) == again
     # the npm install is a different thing: a tarball config never falls back to it
     assert find_code_server(config, tmp_path / "empty") is None
+
+
+def seeds_key(arch: str | None = None) -> str:
+    """This machine's platform as the seeds spell it: ``linux-x64`` on x86-64."""
+    arch = arch or current_arch()
+    return f"linux-{'x64' if arch == 'amd64' else arch}"
+
+
+def test_a_session_downloads_the_configured_tarball(web: Served, tmp_path: Path) -> None:
+    """What a session does first (``ensure_extensions``, then ``start_vscode``): fetch the
+    tarball named under the seeds' platform key, once, into the IDE dir, and use it."""
+    from loom.interactive._ide import ensure_extensions
+
+    sha = make_release(web.root / "cs.tar.gz", script=FAKE_CODE_SERVER)
+    ide_dir = tmp_path / "ide"
+    config = VscodeConfig(
+        code_server_remote_paths={seeds_key(): web.url("cs.tar.gz")},
+        code_server_sha256={seeds_key(): sha},
+    )
+    lines: list[str] = []
+    extensions, debug_type = ensure_extensions(config, ide_dir, lines.append)
+    assert web.requests == ["/cs.tar.gz"]
+    assert any("downloading" in line for line in lines), lines
+    (install,) = [d for d in install_dirs(ide_dir) if d.startswith("code-server-tarball-")]
+    assert extensions == ide_dir / "extensions" / "code-server-9.9.9"
+    found = find_code_server(config, ide_dir)
+    assert found is not None and found.source == "tarball" and found.root.name == install
+    assert found.code_server.is_relative_to(ide_dir / install)
+    # cached: the next session downloads nothing
+    ensure_extensions(config, ide_dir, lines.append)
+    assert web.requests == ["/cs.tar.gz"]
+
+
+def test_a_corrupt_download_fails_the_session_clearly(web: Served, tmp_path: Path) -> None:
+    from loom.interactive._ide import ensure_extensions
+
+    make_release(web.root / "cs.tar.gz", script=FAKE_CODE_SERVER)
+    config = VscodeConfig(
+        code_server_remote_paths={seeds_key(): web.url("cs.tar.gz")},
+        code_server_sha256={seeds_key(): "0" * 64},
+    )
+    with pytest.raises(IdeInstallError, match="checksum mismatch"):
+        ensure_extensions(config, tmp_path / "ide", lambda line: None)
+    assert [d for d in install_dirs(tmp_path / "ide") if d.startswith("code-server")] == []
+
+
+def test_no_tarball_for_this_platform_is_a_clear_error(web: Served, tmp_path: Path) -> None:
+    """Tarballs only for other platforms: an error naming this one, never a silent fall-back
+    to another code-server."""
+    from loom.interactive._ide import ensure_extensions
+
+    other = "arm64" if current_arch() == "amd64" else "amd64"
+    config = VscodeConfig(code_server_remote_paths={seeds_key(other): web.url("cs.tar.gz")})
+    with pytest.raises(IdeInstallError, match="no tarball for this machine.*linux-"):
+        ensure_extensions(config, tmp_path / "ide", lambda line: None)
+    with pytest.raises(IdeInstallError, match="no tarball for this machine"):
+        install_code_server(config, tmp_path / "ide")
+    assert find_code_server(config, tmp_path / "ide") is None
+    assert web.requests == []
 
 
 def test_checksum_mismatch_leaves_nothing(web: Served, tmp_path: Path) -> None:

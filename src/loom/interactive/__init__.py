@@ -15,11 +15,24 @@ and the edited task runs and the run continues. Locally the decorators change no
 """
 
 from ._commands import ResumeError, abort, resume, status
-from ._config import EXTENSION_PRESETS, VscodeConfig
+from ._config import (
+    CODE_TOGETHER_EXTENSION,
+    COPILOT_EXTENSION,
+    EXTENSION_PRESETS,
+    JUPYTER_EXTENSION,
+    PYTHON_EXTENSION,
+    VIM_EXTENSION,
+    VscodeConfig,
+)
 from ._decorators import Interactive, jupyter, vscode
 
 __all__ = [
+    "CODE_TOGETHER_EXTENSION",
+    "COPILOT_EXTENSION",
     "EXTENSION_PRESETS",
+    "JUPYTER_EXTENSION",
+    "PYTHON_EXTENSION",
+    "VIM_EXTENSION",
     "Interactive",
     "ResumeError",
     "VscodeConfig",

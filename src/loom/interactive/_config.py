@@ -21,6 +21,7 @@ __all__ = [
     "VIM_EXTENSION",
     "VscodeConfig",
     "current_arch",
+    "current_system",
 ]
 
 _FLYTETOOLS = "https://raw.githubusercontent.com/flyteorg/flytetools/master/flytekitplugins/flyin"
@@ -56,6 +57,12 @@ _ARCH_ALIASES = {
     "arm64": "arm64",
     "armv8": "arm64",
 }
+_SYSTEM_ALIASES = {
+    "linux": "linux",
+    "macos": "macos",
+    "darwin": "macos",
+    "osx": "macos",
+}
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -65,26 +72,37 @@ def current_arch() -> str:
     return _ARCH_ALIASES.get(machine, machine)
 
 
-@dataclass(frozen=True)
+@dataclass(eq=True)
 class VscodeConfig:
     """Where code-server and its extensions come from, for one interactive task.
 
-    Instances are immutable: :meth:`add_extensions` returns a new config. Every collection
-    given to the constructor is copied, so changing the dict or list you passed in later does
-    not change the config, and no two configs ever share a default list.
+    :meth:`add_extensions` changes this config in place (and returns it, for chaining), as the
+    seeds' ``config.add_extensions(COPILOT_EXTENSION)`` expects. Every collection given to the
+    constructor is copied, so changing the dict or list you passed in later does not change the
+    config, and no two configs ever share a list: adding to one never adds to another, nor to a
+    config made later.
 
     Attributes:
-        code_server_remote_paths: CPU architecture (``"amd64"``, ``"arm64"``) to the URL or local
-            path of a code-server release tarball (``.tar.gz``). Empty (the default): use the
-            pinned code-server installed by ``loom ide install vscode``.
-        code_server_dir_names: architecture to the name of the top directory inside that
-            tarball. When missing, the tarball's single top directory is used.
+        code_server_remote_paths: platform to the URL or local path of a code-server release
+            tarball (``.tar.gz``). A platform is a CPU architecture (``"amd64"``, ``"arm64"``,
+            or ``"x86_64"``, ``"x64"``, ``"aarch64"``), optionally after an operating system as
+            code-server's release names spell it (``"linux-x64"``, ``"linux-amd64"``,
+            ``"linux-arm64"``, ``"macos-arm64"``); keys are stored in that normalized form
+            (``"linux-x64"`` becomes ``"linux-amd64"``). The session downloads, checks, unpacks
+            and caches the tarball for the machine it runs on (under ``Settings.ide_dir``) the
+            first time it needs it. Empty (the default): use the pinned code-server installed by
+            ``loom ide install vscode``.
+        code_server_dir_names: platform to the name of the top directory inside that tarball.
+            When missing, the tarball's single top directory is used.
         extension_remote_paths: extensions to install into each session: URLs or local paths of
             ``.vsix`` files, or names from :data:`EXTENSION_PRESETS` (replaced by their URLs).
             Installing by marketplace id is not supported (the marketplace is not reachable
             offline).
-        code_server_sha256: architecture to the expected SHA-256 (hex) of that tarball; the
+        code_server_sha256: platform to the expected SHA-256 (hex) of that tarball; the
             download is refused when it does not match.
+
+    Raises:
+        ValueError: a platform key is not one of the forms above, or the values are malformed.
     """
 
     code_server_remote_paths: dict[str, str] = field(default_factory=dict)
@@ -95,43 +113,86 @@ class VscodeConfig:
     def __post_init__(self) -> None:
         # Copy every collection: a caller's dict or list (or a module-level default) is never
         # shared with, or changed through, this config.
-        set_ = object.__setattr__
         for name in ("code_server_remote_paths", "code_server_dir_names"):
-            set_(self, name, _str_map(getattr(self, name), name))
-        set_(self, "extension_remote_paths", _extension_list(self.extension_remote_paths))
+            setattr(self, name, _str_map(getattr(self, name), name))
+        self.extension_remote_paths = _extension_list(self.extension_remote_paths)
         sha = _str_map(self.code_server_sha256, "code_server_sha256")
-        for arch, digest in sha.items():
+        for key, digest in sha.items():
             if not _SHA256.match(digest.lower()):
                 raise ValueError(
-                    f"code_server_sha256[{arch!r}] must be 64 hexadecimal digits, got {digest!r}"
+                    f"code_server_sha256[{key!r}] must be 64 hexadecimal digits, got {digest!r}"
                 )
-        set_(self, "code_server_sha256", {k: v.lower() for k, v in sha.items()})
+        self.code_server_sha256 = {k: v.lower() for k, v in sha.items()}
         for name in ("code_server_dir_names", "code_server_sha256"):
             extra = sorted(set(getattr(self, name)) - set(self.code_server_remote_paths))
             if extra:
                 raise ValueError(
-                    f"{name} has architectures {extra} that code_server_remote_paths does not "
+                    f"{name} has platforms {extra} that code_server_remote_paths does not "
                     "list; add their tarball URLs or remove them"
                 )
 
     def add_extensions(self, ext: str | Iterable[str]) -> VscodeConfig:
-        """A new config with ``ext`` appended to :attr:`extension_remote_paths`.
+        """Append ``ext`` to this config's :attr:`extension_remote_paths`; return this config.
 
         ``ext`` is a URL or path of a ``.vsix`` file, a name from :data:`EXTENSION_PRESETS`
         (e.g. ``"python"``), or a list of those. Entries already present are not repeated.
-        This config is left unchanged.
+        The config changes in place (``config.add_extensions(COPILOT_EXTENSION)`` on its own
+        line works, as in the seeds); the return value allows chaining. Only this config's own
+        list changes: no other config, and no default, sees the addition.
+
+        Raises:
+            ValueError: an entry is empty or not a string (the config is left unchanged).
         """
         items = [ext] if isinstance(ext, str) else list(ext)
-        return VscodeConfig(
-            code_server_remote_paths=self.code_server_remote_paths,
-            code_server_dir_names=self.code_server_dir_names,
-            extension_remote_paths=[*self.extension_remote_paths, *items],
-            code_server_sha256=self.code_server_sha256,
-        )
+        # validated as a whole before anything changes: a bad entry adds nothing
+        self.extension_remote_paths = _extension_list([*self.extension_remote_paths, *items])
+        return self
 
-    def tarball_for(self, arch: str | None = None) -> str | None:
-        """The code-server tarball configured for ``arch`` (default: this machine), if any."""
-        return self.code_server_remote_paths.get(arch or current_arch())
+    def tarball_for(self, arch: str | None = None, system: str | None = None) -> str | None:
+        """The code-server tarball configured for a platform (default: this machine's).
+
+        A key naming the operating system and the architecture wins over one naming only the
+        architecture (which stands for Linux, where tasks run)."""
+        key = self.platform_key(arch, system)
+        return None if key is None else self.code_server_remote_paths[key]
+
+    def platform_key(self, arch: str | None = None, system: str | None = None) -> str | None:
+        """Which key of :attr:`code_server_remote_paths` applies to a platform (default: this
+        machine's), or ``None`` when none does."""
+        arch = _ARCH_ALIASES.get((arch or current_arch()).lower(), arch or current_arch())
+        system = _system(system or current_system())
+        for key in (f"{system}-{arch}", arch if system == "linux" else None):
+            if key is not None and key in self.code_server_remote_paths:
+                return key
+        return None
+
+
+def current_system() -> str:
+    """This machine's operating system in the names code-server releases use (``linux``,
+    ``macos``)."""
+    return _system(platform.system())
+
+
+def _system(name: str) -> str:
+    name = name.lower()
+    return _SYSTEM_ALIASES.get(name, name)
+
+
+def _platform_key(key: str, name: str) -> str:
+    """``key`` in normalized form: ``amd64``/``arm64``, or ``<system>-<arch>``."""
+    raw = key.strip().lower()
+    arch = _ARCH_ALIASES.get(raw)
+    if arch is not None:
+        return arch
+    system, _, rest = raw.partition("-")
+    arch = _ARCH_ALIASES.get(rest)
+    if system in _SYSTEM_ALIASES and arch is not None:
+        return f"{_SYSTEM_ALIASES[system]}-{arch}"
+    raise ValueError(
+        f"{name} has an unknown platform key {key!r}: use a CPU architecture "
+        f"({', '.join(sorted(_ARCH_ALIASES))}), optionally after an operating system "
+        f"({', '.join(sorted(set(_SYSTEM_ALIASES)))}) and a dash, e.g. 'linux-x64' or 'amd64'"
+    )
 
 
 def _str_map(value: Mapping[str, str] | None, name: str) -> dict[str, str]:
@@ -143,7 +204,10 @@ def _str_map(value: Mapping[str, str] | None, name: str) -> dict[str, str]:
     for key, item in value.items():
         if not isinstance(key, str) or not isinstance(item, str) or not item:
             raise ValueError(f"{name} must map an architecture to a string, got {key!r}: {item!r}")
-        out[_ARCH_ALIASES.get(key.lower(), key)] = item
+        normalized = _platform_key(key, name)
+        if normalized in out:
+            raise ValueError(f"{name} names the platform {normalized!r} twice (as {key!r})")
+        out[normalized] = item
     return out
 
 

@@ -100,7 +100,8 @@ def vscode(
     configurations "Interactive Debugging" (run the task under the debugger) and "Resume Task"
     (run it for real and let the run continue). ``max_idle_seconds=None`` never times out;
     ``run_task_first`` runs the body first and opens the session only if it raises;
-    ``pre_execute``/``post_execute`` run once before the session and once when it ends.
+    ``pre_execute``/``post_execute`` run once before the session opens and once when it ends
+    (neither runs when ``run_task_first`` finds nothing to debug: no session opens).
     ``port`` is accepted for compatibility: loom binds the IDE to a private Unix socket and
     reaches it through the server's authenticated proxy, never through a port.
     """

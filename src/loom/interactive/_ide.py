@@ -28,6 +28,7 @@ from ._install import (
     CodeServerInstall,
     find_code_server,
     find_jupyter,
+    install_code_server,
     install_extensions,
     installed_extensions,
     write_kernelspec,
@@ -57,7 +58,8 @@ class IdeProcess:
     _pump: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def wait_ready(self, timeout: float = _READY_TIMEOUT_S) -> None:
-        """Until the IDE answers on its socket; fails if it exits or takes too long."""
+        """Until the IDE answers its health check on its socket (HTTP 200); fails if it exits or
+        takes too long."""
         headers = {"Authorization": f"token {self.token}"} if self.token else {}
         transport = httpx.AsyncHTTPTransport(uds=str(self.socket))
         loop = asyncio.get_running_loop()
@@ -71,7 +73,9 @@ class IdeProcess:
                 if self.socket.exists():
                     with contextlib.suppress(httpx.HTTPError):
                         response = await client.get(self.ready_path, headers=headers, timeout=5)
-                        if response.status_code < 500:
+                        # 200 only: code-server listens before it has routes, and answers
+                        # "Cannot GET" 404s for a moment; that is not ready
+                        if response.status_code == 200:
                             return
                 if loop.time() > deadline:
                     raise IdeStartError(f"{self.kind} did not become ready within {timeout:g}s")
@@ -181,7 +185,13 @@ def _private_dir(path: Path) -> Path:
     return path
 
 
-def _code_server(config: VscodeConfig | None, ide_dir: Path) -> CodeServerInstall:
+def _code_server(
+    config: VscodeConfig | None, ide_dir: Path, output: Callable[[str], None] | None = None
+) -> CodeServerInstall:
+    if config is not None and config.code_server_remote_paths:
+        # the task names its own code-server: fetch it (once; later sessions find it cached)
+        # rather than use another one
+        return install_code_server(config, ide_dir, progress=output)
     found = find_code_server(config, ide_dir)
     if found is None:
         raise IdeInstallError(
@@ -198,7 +208,7 @@ def ensure_extensions(
     and the debug adapter type the launch configurations should use."""
     from ._vsix import package_extension, vsix_name
 
-    install = _code_server(config, ide_dir)
+    install = _code_server(config, ide_dir, output)
     extra = list(config.extension_remote_paths) if config is not None else []
     extensions = ide_dir / "extensions" / f"code-server-{install.version}"
     scratch = _private_dir(ide_dir / "extensions" / ".user-data")

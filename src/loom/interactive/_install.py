@@ -48,7 +48,7 @@ from urllib.parse import unquote, urlparse
 
 from .._settings import Settings
 from ..errors import IdeInstallError
-from ._config import EXTENSION_PRESETS, VscodeConfig, current_arch
+from ._config import EXTENSION_PRESETS, VscodeConfig, current_arch, current_system
 
 __all__ = [
     "CODE_SERVER_VERSION",
@@ -191,15 +191,16 @@ def find_code_server(
 ) -> CodeServerInstall | None:
     """An existing code-server, or ``None``; never installs anything.
 
-    With a tarball configured for this machine's architecture in ``config``, only that tarball's
-    install counts. Otherwise the pinned npm build in ``ide_dir`` (default
-    ``Settings.ide_dir``), then (with ``search_path``) a ``code-server`` on ``PATH``.
+    With tarballs configured in ``config``, only the install of the one for this machine's
+    platform counts (``None`` when there is none for it). Otherwise the pinned npm build in
+    ``ide_dir`` (default ``Settings.ide_dir``), then (with ``search_path``) a ``code-server``
+    on ``PATH``.
     """
     directory = _ide_dir(ide_dir)
     config = config or VscodeConfig()
-    url = config.tarball_for()
-    if url is not None:
-        return _tarball_install(directory / _tarball_dir_name(config, current_arch()))
+    if config.code_server_remote_paths:
+        key = config.platform_key()
+        return None if key is None else _tarball_install(directory / _tarball_dir_name(config, key))
     found = _npm_install(directory / f"code-server-{CODE_SERVER_VERSION}")
     if found is not None or not search_path:
         return found
@@ -317,12 +318,14 @@ def install_code_server(
 ) -> CodeServerInstall:
     """Install code-server into ``ide_dir`` (default ``Settings.ide_dir``) unless it is there.
 
-    Without a tarball for this machine's architecture in ``config``, builds the pinned
-    code-server :data:`CODE_SERVER_VERSION` from npm with its own Node 24 (about 2 minutes and
-    800 MB; the Debian build packages must be installed). With one, downloads the tarball
-    (``timeout`` seconds per attempt, ``retries`` attempts, checked against
-    ``config.code_server_sha256`` when given) and unpacks it safely. A code-server on ``PATH`` is
-    never used here (see :func:`find_code_server`). ``force`` rebuilds an existing install.
+    Without tarballs in ``config``, builds the pinned code-server :data:`CODE_SERVER_VERSION`
+    from npm with its own Node 24 (about 2 minutes and 800 MB; the Debian build packages must be
+    installed). With them, downloads the one for this machine's platform (see
+    :meth:`VscodeConfig.platform_key`; ``timeout`` seconds per attempt, ``retries`` attempts,
+    checked against ``config.code_server_sha256`` when given) and unpacks it safely; with none
+    for this platform, that is an error, never a silent fall-back to the npm build. A
+    code-server on ``PATH`` is never used here (see :func:`find_code_server`). ``force``
+    rebuilds an existing install.
 
     Raises:
         IdeInstallError: what went wrong and the command that fixes it. Nothing is left behind.
@@ -330,28 +333,38 @@ def install_code_server(
     directory = _ide_dir(ide_dir)
     config = config or VscodeConfig()
     say = _progress(progress)
-    arch = current_arch()
-    url = config.tarball_for(arch)
-    if url is None:
+    key = config.platform_key()
+    if config.code_server_remote_paths and key is None:
+        # the user asked for their own code-server: building another one instead would
+        # silently ignore that
+        here = f"{current_system()}-{current_arch()}"
+        raise IdeInstallError(
+            f"VscodeConfig.code_server_remote_paths has no tarball for this machine ({here}); "
+            f"it lists {sorted(config.code_server_remote_paths)}. Add one under {here!r} (or "
+            f"{current_arch()!r})"
+        )
+    if key is None:
         root = directory / f"code-server-{CODE_SERVER_VERSION}"
         built = _install_atomically(
             root, _build_npm_code_server, force=force, progress=say, min_free=1_500_000_000
         )
         found = _npm_install(root, fresh=built)
     else:
-        root = directory / _tarball_dir_name(config, arch)
+        root = directory / _tarball_dir_name(config, key)
+        platform_key, url = key, config.code_server_remote_paths[key]
 
         def build(tmp: Path, log: _Log) -> dict[str, Any]:
             return _build_tarball_code_server(
-                tmp, log, url=url, arch=arch, config=config, timeout=timeout, retries=retries
-            )
+                tmp, log, url=url, arch=platform_key, config=config, timeout=timeout,
+                retries=retries,
+            )  # fmt: skip
 
         built = _install_atomically(root, build, force=force, progress=say, min_free=0)
         found = _tarball_install(root, fresh=built)
     if found is None:  # the marker is there but the files are not: somebody changed the cache
         how = (
             "`loom ide install vscode --force`"
-            if url is None
+            if key is None
             else "install_code_server(force=True)"
         )
         raise IdeInstallError(

@@ -3,12 +3,14 @@
 The sequence, for an action whose task spec is interactive (``@vscode``, ``@jupyter`` or
 ``--debug``):
 
-1. ``pre_execute``; with ``run_task_first``, the body runs first and the session opens only if
-   it raised (the traceback goes to the log and to ``loom_error.txt`` in the workspace);
+1. with ``run_task_first``, the body runs first and the session opens only if it raised (the
+   traceback goes to the log and to ``loom_error.txt`` in the workspace); if it succeeded,
+   that is the attempt's result, and neither hook runs (no IDE opens); then ``pre_execute``;
 2. a fresh workspace outside the user's source tree: a copy of the code bundle, the real
    inputs, a debug entrypoint, launch configurations, or a notebook;
-3. the session is registered with the server (the action shows INTERACTIVE and the session's
-   proxied URL), the IDE starts on a private Unix socket, its output streams into the log;
+3. the IDE starts on a private Unix socket, its output streaming into the log; once it answers
+   there, and not before, the session is registered with the server (the action shows
+   INTERACTIVE and the session's proxied URL, which works from that moment);
 4. the runtime long-polls the server for what to do: **resume** re-imports the task from the
    workspace (so edits count) and runs it with the original inputs; if that fails to import or
    raises, the error goes back to whoever asked and the session stays open; **fail** ends the
@@ -96,21 +98,24 @@ class Session:
     # -- the whole attempt ------------------------------------------------------------------
 
     async def run(self) -> wire.AttemptResult:
+        first_error: BaseException | None = None
+        if self.interactive.run_task_first:
+            _say("running the task first (run_task_first): a session opens only if it fails")
+            try:
+                value = await self.host.execute(self.task, self._inputs(self.task))
+                return await self._success(self.task, value)
+            except Exception as e:
+                first_error = e
+                _say("the task failed; opening an interactive session to debug it:")
+                traceback.print_exception(e, file=sys.stderr)
+        # The hooks frame the IDE (the seeds: pre_execute "immediately before the VSCode server
+        # setup begins", post_execute "just before the VSCode server terminates"), so a task
+        # that succeeded on its first run, which opens no IDE, runs neither.
         pre = self.options.pre_execute if self.options else None
         if pre is not None:
             _say("running pre_execute")
             await _call_hook(pre)
         try:
-            first_error: BaseException | None = None
-            if self.interactive.run_task_first:
-                _say("running the task first (run_task_first): a session opens only if it fails")
-                try:
-                    value = await self.host.execute(self.task, self._inputs(self.task))
-                    return await self._success(self.task, value)
-                except Exception as e:
-                    first_error = e
-                    _say("the task failed; opening an interactive session to debug it:")
-                    traceback.print_exception(e, file=sys.stderr)
             return await self._session(first_error)
         finally:
             await self._post_execute()
@@ -182,18 +187,11 @@ class Session:
             _write_error(ws.root, first_error, "The task failed before the session opened")
         # Jupyter only answers requests with this; the proxy adds it, nobody else sees it
         token = secrets.token_urlsafe(32) if kind == "jupyter" else None
-        info = await self.client.register_session(
-            spec.run,
-            spec.action,
-            wire.SessionRegister(
-                attempt=spec.attempt,
-                kind=kind,
-                socket=str(session_dir / "ide.sock"),
-                token=token,
-                max_idle_seconds=self.interactive.max_idle_seconds,
-                workspace=str(ws.root),
-            ),
-        )
+        # Jupyter must know its URL before it starts, and it starts before the server hears of
+        # the session: so the id is ours (the server's proxy serves /sessions/<id>/)
+        session_id = secrets.token_urlsafe(18) if kind == "jupyter" else None
+        base_url = f"/sessions/{session_id}/"
+        socket = session_dir / "ide.sock"
         env = dict(os.environ)
         env["LOOM_SESSION_FILE"] = str(ws.session)
         if kind == "vscode":
@@ -212,7 +210,7 @@ class Session:
             self.ide = await start_jupyter(
                 ws.root,
                 session_dir,
-                base_url=info.url,
+                base_url=base_url,
                 root_dir=root_dir,
                 python=sys.executable,
                 token=token or "",
@@ -221,7 +219,28 @@ class Session:
                 env=env,
                 output=_say_raw,
             )
+        # Registered only once the IDE answers on its socket: registering is what makes the
+        # session ready (the action INTERACTIVE, its event, the printed link, the UI's Open
+        # button), and a link that answers 502 while the IDE boots is not ready.
         await self.ide.wait_ready()
+        info = await self.client.register_session(
+            spec.run,
+            spec.action,
+            wire.SessionRegister(
+                id=session_id,
+                attempt=spec.attempt,
+                kind=kind,
+                socket=str(socket),
+                token=token,
+                max_idle_seconds=self.interactive.max_idle_seconds,
+                workspace=str(ws.root),
+            ),
+        )
+        if session_id is not None and info.url != base_url:
+            raise IdeStartError(
+                f"the server serves this session at {info.url}, but JupyterLab was started for "
+                f"{base_url}; the server and this runtime disagree on session URLs (versions?)"
+            )
         limit = self.interactive.max_idle_seconds
         _say(
             f"interactive {kind} session ready at {info.origin}{info.url}: open it from the UI "
