@@ -22,7 +22,7 @@ plain Python, and run them with :func:`run`::
 from typing import TYPE_CHECKING, Any
 
 from ._cache import Cache
-from ._context import TaskContext, ctx, group
+from ._context import TaskContext, ctx, custom_context, group
 from ._environment import TaskEnvironment
 from ._image import Image
 from ._resources import Resources
@@ -63,6 +63,7 @@ __all__ = [
     "Timeout",
     "__version__",
     "ctx",
+    "custom_context",
     "group",
     "init",
     "init_from_config",

@@ -88,7 +88,17 @@ class TaskContext:
     ``attempt`` counts from 1. ``action`` is unique within the run for every task call.
     """
 
-    __slots__ = ("action", "attempt", "environ", "group", "report_parts", "run", "secrets", "task")
+    __slots__ = (
+        "_custom_context",
+        "action",
+        "attempt",
+        "environ",
+        "group",
+        "report_parts",
+        "run",
+        "secrets",
+        "task",
+    )
 
     def __init__(
         self,
@@ -107,6 +117,17 @@ class TaskContext:
         self.secrets = secrets
         self.attempt = 0
         self.report_parts: list[str] | None = None
+        self._custom_context: dict[str, str] = {}
+
+    @property
+    def custom_context(self) -> dict[str, str]:
+        """The key-value pairs this action was given (``with_runcontext(custom_context=)``,
+        ``loom.custom_context(...)`` around the call), with those of an enclosing
+        ``loom.custom_context`` block of its own; a copy."""
+        override = _custom_override.get()
+        if override is not None and override[0] is self:
+            return dict(override[1])
+        return dict(self._custom_context)
 
     @property
     def run_name(self) -> str:
@@ -137,6 +158,10 @@ class TaskContext:
 
 current_action: ContextVar[TaskContext | None] = ContextVar("loom_action", default=None)
 current_group: ContextVar[tuple[str, ...]] = ContextVar("loom_group", default=())
+# a ``custom_context`` block: whose (the task's context, or None outside tasks) and the pairs
+_custom_override: ContextVar[tuple[TaskContext | None, dict[str, str]] | None] = ContextVar(
+    "loom_custom_context", default=None
+)
 
 
 def ctx() -> TaskContext | None:
@@ -152,3 +177,29 @@ def group(name: str) -> Iterator[None]:
         yield
     finally:
         current_group.reset(token)
+
+
+@contextmanager
+def custom_context(**pairs: str) -> Iterator[None]:
+    """Add key-value pairs to the custom context of the task calls made inside the block
+    (and of the running task's ``ctx().custom_context`` meanwhile); blocks nest. Outside a
+    task, the pairs go to the runs started in the block."""
+    for key, value in pairs.items():
+        if not isinstance(value, str):
+            raise TypeError(f"custom_context values must be str, got {key}={value!r}")
+    action = current_action.get()
+    token = _custom_override.set((action, {**current_custom_context(), **pairs}))
+    try:
+        yield
+    finally:
+        _custom_override.reset(token)
+
+
+def current_custom_context() -> dict[str, str]:
+    """What a task called now gets as its custom context: the calling task's (with its
+    ``custom_context`` blocks), or outside tasks those of the enclosing blocks."""
+    action = current_action.get()
+    if action is not None:
+        return action.custom_context
+    override = _custom_override.get()
+    return dict(override[1]) if override is not None and override[0] is None else {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import ConfigError, LoomError
@@ -30,25 +31,99 @@ def init(
     endpoint: str | None = None,
     api_key: str | None = None,
     config: str | os.PathLike[str] | None = None,
+    *,
+    root_dir: str | os.PathLike[str] | None = None,
+    log_level: int | str | None = None,
+    **flyte_options: Any,
 ) -> None:
-    """Configure loom for this process; arguments win over ``LOOM_*`` variables and the file."""
-    from ._settings import Settings
+    """Configure loom for this process; arguments win over ``LOOM_*`` variables and the file.
 
-    global _settings
-    _settings = Settings.load(
-        config, project=project, domain=domain, endpoint=endpoint, api_key=api_key
-    )
-
-
-def init_from_config(path: str | os.PathLike[str] | None = None) -> None:
-    """Configure loom from a config file (default: ``LOOM_CONFIG`` or ``~/.loom/config.yaml``).
-
-    An explicitly named file must exist; a missing default file means local defaults.
+    ``root_dir`` is the top of the source tree that remote runs ship (default: the first
+    directory above the task's file that is not a package); ``log_level`` sets the level of
+    loom's logger (``loom.logger``). The other options of Flyte 2's ``init`` (``org``,
+    ``storage``, ``images``, ``insecure``, ...) are accepted so Flyte programs run unchanged;
+    see :data:`FLYTE_INIT_OPTIONS` for what loom does with each.
     """
     from ._settings import Settings
 
     global _settings
-    _settings = Settings.load(path)
+    _check_flyte_options("init", flyte_options)
+    _apply_log_level(log_level)
+    _settings = Settings.load(
+        config,
+        project=project,
+        domain=domain,
+        endpoint=endpoint,
+        api_key=api_key,
+        root_dir=_root_dir(root_dir),
+    )
+
+
+def init_from_config(
+    path_or_config: str | os.PathLike[str] | None = None,
+    *,
+    root_dir: str | os.PathLike[str] | None = None,
+    log_level: int | str | None = None,
+    project: str | None = None,
+    domain: str | None = None,
+    **flyte_options: Any,
+) -> None:
+    """Configure loom from a config file (default: ``LOOM_CONFIG`` or ``~/.loom/config.yaml``).
+
+    An explicitly named file must exist; a missing default file means local defaults. The
+    keyword arguments are those of :func:`init`.
+    """
+    from ._settings import Settings
+
+    global _settings
+    _check_flyte_options("init_from_config", flyte_options)
+    _apply_log_level(log_level)
+    _settings = Settings.load(
+        path_or_config, project=project, domain=domain, root_dir=_root_dir(root_dir)
+    )
+
+
+#: Flyte 2 ``init``/``init_from_config`` options loom accepts and has no use for: what each
+#: would configure is the server's business in loom (storage, images, authentication), or
+#: does not exist (organisations).
+FLYTE_INIT_OPTIONS = frozenset(
+    {
+        "org", "storage", "images", "image_builder", "image_registry", "insecure",
+        "insecure_skip_verify", "ca_cert_file_path", "auth_type", "command", "proxy_command",
+        "client_id", "client_credentials_secret", "auth_client_config", "rpc_retries",
+        "http_proxy_url", "disable_keyring", "batch_size", "log_format", "reset_root_logger",
+        "user_log_level", "headless", "source_config_path", "sync_local_sys_paths",
+        "load_plugin_type_transformers", "local_persistence", "scopes",
+    }
+)  # fmt: skip
+
+
+def _check_flyte_options(where: str, options: Mapping[str, Any]) -> None:
+    unknown = sorted(set(options) - FLYTE_INIT_OPTIONS)
+    if unknown:
+        raise TypeError(f"{where}() got unexpected keyword arguments: {', '.join(unknown)}")
+
+
+def _root_dir(root_dir: str | os.PathLike[str] | None) -> Path | None:
+    if root_dir is None:
+        return None
+    path = Path(root_dir).expanduser().resolve()
+    if not path.is_dir():
+        raise ConfigError(f"root_dir {root_dir} is not a directory")
+    return path
+
+
+def _apply_log_level(level: int | str | None) -> None:
+    import logging
+
+    if level is None:
+        return
+    if isinstance(level, str):
+        number = logging.getLevelName(level.upper())
+        if not isinstance(number, int):
+            raise ConfigError(f"log_level {level!r} is not a logging level (DEBUG, INFO, ...)")
+        level = number
+    logging.getLogger("loom").setLevel(level)
 
 
 def current_settings() -> Settings:
@@ -91,10 +166,16 @@ class Run:
         return self
 
     def outputs(self) -> Any:
-        """The root task's return value; raises the task's exception if the run failed."""
+        """The root task's return value; raises the task's exception if the run failed.
+
+        Integer indexing is Flyte 2's, whose ``outputs()`` is a tuple of outputs:
+        ``run.outputs()[0]`` is a single-output task's value (see
+        :class:`loom.remote.ActionOutputs`; ``.value`` is the plain value)."""
+        from .remote._outputs import outputs_view
+
         if self.error is not None:
             raise self.error
-        return self._value
+        return outputs_view(self._value)
 
     def actions(self) -> list[ActionRecord]:
         """Every action of the run, in the order the calls were made."""
@@ -119,16 +200,38 @@ class RunContext:
         env_vars: Mapping[str, str] | None = None,
         project: str | None = None,
         domain: str | None = None,
+        custom_context: Mapping[str, str] | None = None,
+        debug: bool = False,
+        log_level: int | str | None = None,
+        labels: Mapping[str, str] | None = None,
+        annotations: Mapping[str, str] | None = None,
+        **flyte_options: Any,
     ) -> None:
         if mode not in (None, "local", "remote"):
             raise ConfigError(f"run mode must be 'local' or 'remote', got {mode!r}")
+        unknown = sorted(set(flyte_options) - FLYTE_RUN_OPTIONS)
+        if unknown:
+            raise TypeError(f"with_runcontext() got unexpected keyword arguments: {unknown}")
+        for key, value in (custom_context or {}).items():
+            if not isinstance(value, str):
+                raise ConfigError(f"custom_context values must be str, got {key}={value!r}")
+        _apply_log_level(log_level)
         self.mode = mode
         self.name = name
         self.overwrite_cache = overwrite_cache
         self.env_vars = dict(env_vars or {})
         self.project = project
         self.domain = domain
+        self.custom_context = dict(custom_context or {})
+        self.debug = debug
+        self.labels = dict(labels or {})
+        self.annotations = dict(annotations or {})
         self._host: LocalRun | None = None
+
+    def _custom_context(self) -> dict[str, str]:
+        from ._context import current_custom_context
+
+        return {**current_custom_context(), **self.custom_context}
 
     def started_actions(self) -> int:
         """How many actions the latest run from this context has started so far."""
@@ -152,6 +255,8 @@ class RunContext:
             name=self.name,
             env_vars=self.env_vars,
             overwrite_cache=self.overwrite_cache,
+            custom_context=self._custom_context(),
+            debug=self.debug,
         )
 
     async def execute(self, task: TaskTemplate[Any, Any], *args: Any, **inputs: Any) -> Run:
@@ -170,6 +275,7 @@ class RunContext:
             settings,
             overwrite_cache=self.overwrite_cache,
             env_vars=self.env_vars,
+            custom_context=self._custom_context(),
         )
         self._host = host
         handle = Run(host, time.time())
@@ -210,6 +316,19 @@ class RunContext:
         return run_sync(self.run_aio(task, *args, **inputs))
 
 
+#: Options of Flyte 2's ``with_runcontext`` that loom accepts so Flyte programs run unchanged,
+#: and has no use for (packaging, queues, service accounts and storage are the server's).
+FLYTE_RUN_OPTIONS = frozenset(
+    {
+        "service_account", "version", "copy_style", "dry_run", "copy_bundle_to",
+        "interactive_mode", "raw_data_path", "run_base_dir", "log_format", "user_log_level",
+        "reset_root_logger", "disable_run_cache", "queue", "max_action_concurrency",
+        "notifications", "cache_lookup_scope", "preserve_original_types", "interruptible",
+        "tracked", "tracked_strict", "run_start_time",
+    }
+)  # fmt: skip
+
+
 def with_runcontext(
     mode: Mode | None = None,
     *,
@@ -218,11 +337,21 @@ def with_runcontext(
     env_vars: Mapping[str, str] | None = None,
     project: str | None = None,
     domain: str | None = None,
+    custom_context: Mapping[str, str] | None = None,
+    debug: bool = False,
+    log_level: int | str | None = None,
+    labels: Mapping[str, str] | None = None,
+    annotations: Mapping[str, str] | None = None,
+    **flyte_options: Any,
 ) -> RunContext:
     """Options for a run: ``loom.with_runcontext(mode="local", name="x").run(task, a=1)``.
 
     ``env_vars`` apply to every task of the run and win over the environments' own values.
     ``overwrite_cache`` recomputes cached tasks and replaces their entries.
+    ``custom_context`` pairs reach every task of the run as ``ctx().custom_context``.
+    ``debug`` (remote runs) opens the root task in a VS Code session.
+    ``log_level`` sets the level of loom's logger. Flyte 2's other options are accepted and
+    ignored (see :data:`FLYTE_RUN_OPTIONS`).
     """
     return RunContext(
         mode,
@@ -231,6 +360,12 @@ def with_runcontext(
         env_vars=env_vars,
         project=project,
         domain=domain,
+        custom_context=custom_context,
+        debug=debug,
+        log_level=log_level,
+        labels=labels,
+        annotations=annotations,
+        **flyte_options,
     )
 
 

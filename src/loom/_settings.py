@@ -47,6 +47,9 @@ class Settings:
     #: before it gives up: its reports are held meanwhile, and delivered when it is back
     server_patience_s: float = 600.0
     env_secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    #: the top of the source tree remote runs ship (``init(root_dir=...)``); ``None``: found
+    #: from the task's file (the first directory above it that is not a package)
+    root_dir: Path | None = None
 
     @classmethod
     def load(cls, config_path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:

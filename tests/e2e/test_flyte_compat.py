@@ -124,3 +124,52 @@ def test_user_errors_are_runtime_user_errors_with_a_code(
         "quota=QuotaError",
         "non-recoverable=NonRecoverableError gave up in attempt 1\n",  # spent no retry
     )
+
+
+CONTEXT = """
+    import logging
+    import pathlib
+    import loom as flyte
+
+    env = flyte.TaskEnvironment("ctx")
+
+    @env.task
+    async def leaf(x: int) -> str:
+        c = flyte.ctx().custom_context
+        return f"{x}:{c.get('trace_id')}:{c.get('inc', '-')}"
+
+    @env.task
+    async def middle() -> str:
+        with flyte.custom_context(inc="m"):
+            return await leaf(9)
+
+    @env.task
+    async def main() -> str:
+        seen = [await leaf(0)]
+        for i in range(2):
+            with flyte.custom_context(inc=str(i)):
+                seen.append(await leaf(i))
+        seen.append(await middle())
+        return ",".join(seen)
+
+    if __name__ == "__main__":
+        flyte.init_from_config(
+            root_dir=pathlib.Path(__file__).parent, log_level=logging.INFO, org="acme",
+            images=("python:3.11",),
+        )
+        run = flyte.with_runcontext(
+            custom_context={"trace_id": "abc"}, version="v1", copy_style="none",
+            labels={"team": "x"}, annotations={"a": "b"}, interruptible=True,
+        ).run(main)
+        run.wait()
+        print("RESULT", run.outputs())
+"""
+
+
+def test_custom_context_reaches_every_task_and_init_takes_flytes_options(
+    mode: str, shared_server: ServerProcess, tmp_path: Path
+) -> None:
+    check(
+        run_script(mode, shared_server, tmp_path, CONTEXT),
+        "RESULT 0:abc:-,0:abc:0,1:abc:1,9:abc:m\n",
+    )

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._context import TaskContext, current_group
+from .._context import TaskContext, current_custom_context, current_group
 from .._execution import ActionExecution, ActionRecord, execute_async, execute_sync
 from .._settings import Settings
 from .._trace import TraceRecord
@@ -41,8 +41,10 @@ class LocalRun:
         *,
         overwrite_cache: bool = False,
         env_vars: Mapping[str, str] | None = None,
+        custom_context: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
+        self.custom_context = dict(custom_context or {})
         self.settings = settings
         self.project = settings.project
         self.domain = settings.domain
@@ -72,6 +74,11 @@ class LocalRun:
         name = ROOT_ACTION if parent is None else f"{task.short_name}-{next(self._counter)}"
         ex = ActionExecution(
             self, task, name, parent.action if parent else None, current_group.get(), inputs
+        )
+        # what the caller's context holds now (the run's own pairs for the root)
+        called_with = current_custom_context()
+        ex.context._custom_context = (
+            called_with if parent else {**called_with, **self.custom_context}
         )
         self.records.append(ex.record)
         return ex

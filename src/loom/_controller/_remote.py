@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import wire
-from .._context import TaskContext, current_group
+from .._context import TaskContext, current_custom_context, current_group
 from .._execution import ActionExecution, cache_key, execute_async, execute_sync
 from .._resources import _cpu_value, gpu_count, parse_memory
 from .._settings import Settings
@@ -47,9 +47,12 @@ if TYPE_CHECKING:
     from ..types import BlobStore
 
 
-def task_spec(task: TaskTemplate[Any, Any], encoded_inputs: Mapping[str, Any]) -> wire.TaskSpec:
-    """The wire description of a task call: where the task lives and how to run it."""
-    _, module, attr = task_location(task)
+def task_spec(
+    task: TaskTemplate[Any, Any], encoded_inputs: Mapping[str, Any], root_dir: Path | None = None
+) -> wire.TaskSpec:
+    """The wire description of a task call: where the task lives (``root_dir``: see
+    :func:`~loom.remote.task_location`) and how to run it."""
+    _, module, attr = task_location(task, root_dir)
     r = task.resources
     resources = wire.ResourceSpec()
     if r is not None:
@@ -201,6 +204,7 @@ class RemoteRun:
         self.loop = asyncio.get_running_loop()
         once = task.override(retries=0, timeout=None, cache="disable", env_vars={})
         ex = ActionExecution(self, once, self.spec.action, None, (), inputs)
+        ex.context._custom_context = dict(self.spec.custom_context)
         # the server counts the attempts: ctx().attempt is its number (entering adds one)
         ex.context.attempt = self.spec.attempt - 1
         if task.is_async:
@@ -255,15 +259,17 @@ class RemoteRun:
             group=list(current_group.get()),
             task=self._task_spec(task, encoded),
             inputs=encoded,
+            custom_context=current_custom_context(),
         )
         return lambda: self._run_child(task, body, size)
 
     def _task_spec(self, task: TaskTemplate[Any, Any], encoded: Mapping[str, Any]) -> wire.TaskSpec:
+        root_dir = self.settings.root_dir
         if task.cache.enabled:
-            return task_spec(task, encoded)
+            return task_spec(task, encoded, root_dir)
         spec = self._specs.get(task)
         if spec is None:
-            spec = self._specs[task] = task_spec(task, encoded)
+            spec = self._specs[task] = task_spec(task, encoded, root_dir)
         return spec
 
     async def _run_child(

@@ -122,8 +122,14 @@ def source_root(module_file: Path) -> tuple[Path, str]:
     return root, ".".join(parts)
 
 
-def task_location(task: TaskTemplate[Any, Any]) -> tuple[Path, str, str]:
-    """Where a task lives: (source root, module name, attribute name)."""
+def task_location(
+    task: TaskTemplate[Any, Any], root_dir: Path | None = None
+) -> tuple[Path, str, str]:
+    """Where a task lives: (source root, module name, attribute name).
+
+    With ``root_dir`` (``loom.init(root_dir=...)``, or the unpacked bundle in a runtime) a file
+    under it is named by its path from there; otherwise, and for files elsewhere (installed
+    packages), the root is the first directory above the file that is not a package."""
     module = sys.modules.get(task.func.__module__)
     file = getattr(module, "__file__", None)
     if module is None or file is None:
@@ -144,5 +150,8 @@ def task_location(task: TaskTemplate[Any, Any]) -> tuple[Path, str, str]:
             f"task {task.name} is not a module-level name of {file}; remote runs need tasks "
             "defined at module level"
         )
-    root, name = source_root(Path(file).resolve())
+    path = Path(file).resolve()
+    if root_dir is not None and path.is_relative_to(root := root_dir.resolve()):
+        return root, ".".join(path.relative_to(root).with_suffix("").parts), attr
+    root, name = source_root(path)
     return root, name, attr

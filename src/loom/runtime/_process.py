@@ -187,7 +187,8 @@ async def _execute(
         inputs = task.interface.decode_inputs(spec.inputs, data)
         # fetched up front: the engine reads them synchronously, as it does locally
         secrets = await client.action_secrets(spec.run, spec.action) if spec.task.secrets else None
-        host = RemoteRun(client, spec, settings, secrets)
+        # children's modules are named from the bundle's root, as the client named this one
+        host = RemoteRun(client, spec, settings.with_overrides(root_dir=bundle), secrets)
         try:
             if spec.task.interactive is not None:
                 from ._session import Session

@@ -151,6 +151,8 @@ class Action(Base):
     lost_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # the warm pool its attempts run in (see ``_requests.pool_of``), if its task is reusable
     pool: Mapped[str | None] = mapped_column(String(64), default=None)
+    # ``loom.custom_context`` pairs its attempts see (``None``: none)
+    custom_context: Mapped[dict[str, Any] | None]
     retry_at: Mapped[datetime | None]  # when a RETRYING action may start its next attempt
     # disabled, miss, hit, overwritten, or waiting: QUEUED behind an identical call of a
     # serialized cache (not claimable until that one ends)

@@ -76,6 +76,7 @@ _CLAIMABLE = (
         Action.ended_at,
         Action.error,
         Action.inputs_key,
+        Action.custom_context,
         Run.name.label("run_name"),
         Run.env_vars,
         Run.bundle,
@@ -215,6 +216,7 @@ class Claims:
                     inputs=inputs,
                     env_vars=launch.run_env,
                     overwrite_cache=row.overwrite_cache,
+                    custom_context=row.custom_context or {},
                 ),
             )
         return launches

@@ -574,6 +574,13 @@ class TaskSpec(_Model):
     interactive: InteractiveSpec | None = None
 
 
+#: ``ctx().custom_context``: a few short key-value pairs (Flyte 2's limits, roughly)
+CustomContext = Annotated[
+    dict[Annotated[str, Field(max_length=MAX_NAME)], Annotated[str, Field(max_length=4096)]],
+    Field(max_length=64),
+]
+
+
 class ActionCreate(_Model):
     """A task call to run as an action. ``name`` is deterministic, so re-submitting after a
     crash attaches to the existing action instead of running it twice."""
@@ -583,6 +590,9 @@ class ActionCreate(_Model):
     group: list[Annotated[str, Field(max_length=MAX_NAME)]] = []
     task: TaskSpec
     inputs: dict[str, Any] = {}
+    #: ``loom.custom_context``: key-value pairs the action sees in ``ctx().custom_context``,
+    #: and passes on to the actions it starts
+    custom_context: CustomContext = {}
 
 
 # -- run names: readable and unique, whichever side makes them (client or server) ----------
@@ -669,6 +679,7 @@ class ActionSpec(_Model):
     inputs: dict[str, Any]
     env_vars: dict[str, str]  # run-level variables, on top of the task's own
     overwrite_cache: bool = False
+    custom_context: dict[str, str] = {}
 
 
 SessionState = Literal["starting", "ready", "resuming", "ended"]

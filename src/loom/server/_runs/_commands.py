@@ -242,6 +242,7 @@ class Commands(Queries):
                     "cache": "disabled",
                     **Requests.of(task, self.defaults).columns(),
                     "pool": pool_of(task, run.project_id, run.domain, run.bundle, run.env_vars),
+                    "custom_context": spec.custom_context or None,
                     "created_at": now,
                 }
             )
@@ -274,6 +275,7 @@ class Commands(Queries):
             cache="disabled" if task.cache is None else "miss",
             **Requests.of(task, self.defaults).columns(),
             pool=pool_of(task, run.project_id, run.domain, run.bundle, run.env_vars),
+            custom_context=spec.custom_context or None,
             created_at=utcnow(),
         )
         tx.s.add(action)

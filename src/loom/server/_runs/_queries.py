@@ -228,6 +228,7 @@ class Queries(Transitions):
                 "task": action.spec,
                 "env_vars": run.env_vars,
                 "overwrite_cache": run.overwrite_cache,
+                "custom_context": action.custom_context or {},
             }
         result["inputs"] = json.loads(read_value(self._store, inputs_key))
         return wire.ActionSpec.model_validate(result)
