@@ -587,7 +587,12 @@ def test_a_session_runs_the_code_server_its_config_downloads(
         .replace("VSIX", repr(str(vsix))),
     )
     (tmp_path / "marks").mkdir()
-    ide_dir = tmp_path / "ide"  # its own: nothing in the shared cache
+    ide_dir = tmp_path / "ide"  # its own: no code-server-tarball-* in the shared cache
+    ide_dir.mkdir()
+    # but the pinned npm install is there (as on a worker that ran `loom ide install`): its
+    # vsce packs loom's extension, which a release tarball cannot
+    npm_install = ide_installs.code_server.root
+    (ide_dir / npm_install.name).symlink_to(npm_install)
     server = start_server(
         tmp_path / "server-data", home=loom_home, env={"LOOM_IDE_DIR": str(ide_dir)}
     )
@@ -602,7 +607,7 @@ def test_a_session_runs_the_code_server_its_config_downloads(
         # the last start is the session's (before it: the install's checks, from the build)
         assert started_from[-1] == f"{install}/release/{top}/bin/code-server", started_from
         extensions = installed_extensions(ide_dir / "extensions" / "code-server-4.139.1")
-        assert "loomtest.greeter" in extensions
+        assert "loomtest.greeter" in extensions and "loom.loom-interactive" in extensions
         assert "downloading " + url in logs(server, run)
         assert cli(server, "resume", run).returncode == 0
         final = wait_for(server, run, {"SUCCEEDED", "FAILED"})

@@ -214,8 +214,12 @@ def ensure_extensions(
     scratch = _private_dir(ide_dir / "extensions" / ".user-data")
     sources = list(extra)
     vsix = ide_dir / "vsix" / vsix_name()
-    if not vsix.exists() and install.vsce is not None and install.node is not None:
-        package_extension(install.vsce, install.node, vsix.parent)
+    # a release tarball brings no vsce: the pinned npm install's packs loom's extension, if any
+    packer = (
+        install if install.vsce is not None else find_code_server(None, ide_dir, search_path=False)
+    )
+    if not vsix.exists() and packer is not None and packer.vsce and packer.node:
+        package_extension(packer.vsce, packer.node, vsix.parent)
     if vsix.exists():
         sources.insert(0, str(vsix))
     else:
