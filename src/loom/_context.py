@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .errors import MissingSecretError
 
 if TYPE_CHECKING:
+    from datetime import datetime
     from pathlib import Path
 
     from ._task import TaskTemplate
@@ -22,6 +23,8 @@ class RunInfo(Protocol):
     project: str
     domain: str
     mode: str
+    #: when the run started (seconds since the epoch)
+    started_at: float
 
     def call(
         self,
@@ -82,6 +85,52 @@ class SecretsAccessor:
 _NO_SECRETS = SecretsAccessor({}, {})
 
 
+class ActionID(str):
+    """An action's name (a ``str``, as loom has always given it) that also carries its run's
+    identity as Flyte 2's ``ActionID`` does: ``.name``, ``.run_name``, ``.project``,
+    ``.domain``."""
+
+    run_name: str
+    project: str
+    domain: str
+
+    def __new__(cls, name: str, run_name: str, project: str, domain: str) -> ActionID:
+        self = super().__new__(cls, name)
+        self.run_name = run_name
+        self.project = project
+        self.domain = domain
+        return self
+
+    @property
+    def name(self) -> str:
+        return str(self)
+
+    def __reduce__(self) -> Any:  # pickles as a plain name, as it compares
+        return (str, (str(self),))
+
+
+class RawDataPath:
+    """Where a task may write scratch data (Flyte 2's ``ctx().raw_data_path``): ``.path``, a
+    directory private to this process and run, made on first use."""
+
+    __slots__ = ("_path", "_run")
+
+    def __init__(self, run: str) -> None:
+        self._run = run
+        self._path: str | None = None
+
+    @property
+    def path(self) -> str:
+        if self._path is None:
+            import tempfile
+
+            self._path = tempfile.mkdtemp(prefix=f"loom-raw-{self._run}-")
+        return self._path
+
+    def __repr__(self) -> str:
+        return f"RawDataPath(path={self._path!r})"
+
+
 class TaskContext:
     """What a running task can learn about itself, from ``loom.ctx()``.
 
@@ -110,7 +159,7 @@ class TaskContext:
         secrets: SecretsAccessor = _NO_SECRETS,
     ) -> None:
         self.run = run
-        self.action = action
+        self.action = ActionID(action, run.name, run.project, run.domain)
         self.task = task
         self.group = group
         self.environ = environ
@@ -149,11 +198,38 @@ class TaskContext:
     def task_name(self) -> str:
         return self.task.name
 
+    @property
+    def run_start_time(self) -> datetime:
+        """When the run started (UTC)."""
+        from datetime import datetime, timezone
+
+        return datetime.fromtimestamp(self.run.started_at, timezone.utc)
+
+    @property
+    def raw_data_path(self) -> RawDataPath:
+        """A scratch directory for the task's own files (``.path``)."""
+        return _raw_data_path(self.run.name)
+
+    # Flyte 2 names with nothing behind them in loom, so code that prints them still runs.
+    data: dict[str, Any] = {}  # noqa: RUF012  (read-only by convention, as Flyte's)
+    code_bundle = None
+    checkpoint_paths = None
+
     def __repr__(self) -> str:
         return (
             f"TaskContext(run={self.run_name!r}, action={self.action!r}, "
             f"task={self.task_name!r}, attempt={self.attempt})"
         )
+
+
+_RAW_DATA_PATHS: dict[str, RawDataPath] = {}
+
+
+def _raw_data_path(run: str) -> RawDataPath:
+    found = _RAW_DATA_PATHS.get(run)
+    if found is None:
+        found = _RAW_DATA_PATHS[run] = RawDataPath(run)
+    return found
 
 
 current_action: ContextVar[TaskContext | None] = ContextVar("loom_action", default=None)

@@ -173,3 +173,68 @@ def test_custom_context_reaches_every_task_and_init_takes_flytes_options(
         run_script(mode, shared_server, tmp_path, CONTEXT),
         "RESULT 0:abc:-,0:abc:0,1:abc:1,9:abc:m\n",
     )
+
+
+TYPES_AND_CONTEXT = """
+    from __future__ import annotations
+
+    import dataclasses
+    import os
+    from typing import TypedDict
+
+    from pydantic import BaseModel
+    from typing_extensions import NotRequired
+
+    import loom as flyte
+
+    env = flyte.TaskEnvironment("types")
+
+    class Reply(TypedDict):
+        content: str
+        tools: NotRequired[list[str]]
+
+    class Query(BaseModel):
+        query: str
+        limit: int = 10
+
+    @dataclasses.dataclass
+    class Window:
+        start: int
+        end: int = 5
+
+    @env.task
+    async def reply(with_tools: bool) -> Reply:
+        return Reply(content="hi", tools=["search"]) if with_tools else Reply(content="hi")
+
+    @env.task
+    async def ask(q: Query, w: Window) -> str:
+        return f"{q.query}/{q.limit}/{w.start}-{w.end}"
+
+    @env.task
+    async def where() -> str:
+        c = flyte.ctx()
+        scratch = c.raw_data_path.path
+        assert os.path.isdir(scratch), scratch
+        return f"{c.action.run_name == c.run_name}:{c.run_start_time.tzinfo is not None}"
+
+    @env.task
+    async def main() -> str:
+        a, b = await reply(False), await reply(True)
+        asked = await ask(q={"query": "select 1"}, w={"start": 1})
+        return f"{sorted(a)}|{sorted(b)}|{asked}|{await where()}"
+
+    if __name__ == "__main__":
+        flyte.init_from_config()
+        run = flyte.run(main)
+        run.wait()
+        print("RESULT", run.outputs())
+"""
+
+
+def test_typeddicts_dicts_for_models_and_flytes_context_attributes(
+    mode: str, shared_server: ServerProcess, tmp_path: Path
+) -> None:
+    check(
+        run_script(mode, shared_server, tmp_path, TYPES_AND_CONTEXT),
+        "RESULT ['content']|['content', 'tools']|select 1/10/1-5|True:True\n",
+    )

@@ -789,3 +789,39 @@ def test_non_finite_floats_travel_as_text_or_pickles(value: float) -> None:
     assert anything["__loom__"] == "pickle"
     back = roundtrip(Any, value)
     assert (math.isnan(back) and math.isnan(value)) or back == value
+
+
+class _Reply(typing.TypedDict):
+    content: str
+    tools: typing.NotRequired[list[int]]
+
+
+def test_typeddicts_check_their_keys_and_round_trip() -> None:
+    codec = codec_for(_Reply)
+    assert codec.check({"content": "hi"}) and codec.check({"content": "hi", "tools": [1]})
+    assert not codec.check({"tools": [1]})  # the required key is missing
+    assert not codec.check({"content": "hi", "other": 1})
+    assert not codec.check({"content": 3})
+    assert roundtrip(_Reply, {"content": "hi", "tools": [1, 2]}) == {
+        "content": "hi",
+        "tools": [1, 2],
+    }
+    with pytest.raises(SerializationError, match="no key"):
+        codec.decode({"content": "hi", "x": 1}, None)
+
+
+class _Query(pydantic.BaseModel):
+    query: str
+    limit: int = 10
+
+
+def test_dicts_are_taken_for_models_and_dataclasses_as_flyte_takes_them() -> None:
+    @dataclasses.dataclass
+    class Window:
+        start: int
+        end: int = 5
+
+    assert codec_for(_Query).coerce({"query": "q"}) == _Query(query="q")
+    assert codec_for(Window).coerce({"start": 1}) == Window(1, 5)
+    bad = {"nope": 1}
+    assert codec_for(_Query).coerce(bad) is bad and codec_for(Window).coerce(bad) is bad

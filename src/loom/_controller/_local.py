@@ -11,6 +11,7 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,7 @@ class LocalRun:
         custom_context: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
+        self.started_at = time.time()
         self.custom_context = dict(custom_context or {})
         self.settings = settings
         self.project = settings.project

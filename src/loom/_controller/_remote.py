@@ -8,11 +8,13 @@ import base64
 import hashlib
 import itertools
 import json
+import logging
 import os
 import re
 import shutil
 import tempfile
 import threading
+import time
 import traceback
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
@@ -181,6 +183,9 @@ class RemoteRun:
         self.spec = spec
         self.settings = settings
         self.name = spec.run
+        self.started_at = (
+            spec.run_started_at.timestamp() if spec.run_started_at is not None else time.time()
+        )
         self.project = spec.project
         self.domain = spec.domain
         self.overwrite_cache = spec.overwrite_cache

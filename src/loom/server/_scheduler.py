@@ -82,6 +82,7 @@ _CLAIMABLE = (
         Run.bundle,
         Run.domain,
         Run.overwrite_cache,
+        Run.created_at.label("run_created_at"),
         Project.name.label("project"),
     )
     .join(Run, Run.id == Action.run_id)
@@ -217,6 +218,7 @@ class Claims:
                     env_vars=launch.run_env,
                     overwrite_cache=row.overwrite_cache,
                     custom_context=row.custom_context or {},
+                    run_started_at=row.run_created_at,
                 ),
             )
         return launches

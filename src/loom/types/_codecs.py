@@ -78,6 +78,11 @@ class Codec:
     def decode(self, data: Json, store: BlobStore | None) -> Any:
         raise NotImplementedError
 
+    def coerce(self, value: Any) -> Any:
+        """A value that fails :meth:`check` but stands for one that passes (a ``dict`` for a
+        model or dataclass, as Flyte 2 takes them), converted; or ``value`` unchanged."""
+        return value
+
     def describe(self) -> str:
         return type_name(self.tp)
 
@@ -476,6 +481,16 @@ class FieldsCodec(Codec):
     def check(self, value: Any) -> bool:
         return isinstance(value, self.tp)
 
+    def coerce(self, value: Any) -> Any:
+        if isinstance(value, dict) and dataclasses.is_dataclass(self.tp):
+            fields = self.fields
+            cls: Any = self.tp
+            try:
+                return cls(**{k: fields[k].coerce(v) if k in fields else v for k, v in value.items()})
+            except TypeError:  # missing or unknown fields: reported as the input's type
+                return value
+        return value
+
     def encode(self, value: Any, store: BlobStore | None) -> Json:
         return {n: c.encode(getattr(value, n), store) for n, c in self.fields.items()}
 
@@ -503,6 +518,59 @@ class FieldsCodec(Codec):
         return obj
 
 
+class TypedDictCodec(Codec):
+    """``TypedDict`` classes: a JSON object with one codec per key (optional keys may be
+    missing)."""
+
+    __slots__ = ("_fields", "_required")
+
+    def __init__(self, tp: Any) -> None:
+        super().__init__(tp)
+        self._fields: dict[str, Codec] | None = None
+        self._required: frozenset[str] = frozenset()
+
+    @property
+    def fields(self) -> dict[str, Codec]:
+        if self._fields is None:
+            # read from the annotations themselves: under `from __future__ import annotations`
+            # Python cannot see NotRequired[...] when it builds __required_keys__
+            hints = typing.get_type_hints(self.tp, include_extras=True)
+            total = getattr(self.tp, "__total__", True)
+            required = set()
+            fields = {}
+            for name, hint in hints.items():
+                marker = getattr(typing.get_origin(hint), "_name", None) or getattr(
+                    typing.get_origin(hint), "__name__", None
+                )
+                if marker in ("NotRequired", "Required"):
+                    hint = typing.get_args(hint)[0]
+                if marker == "Required" or (total and marker != "NotRequired"):
+                    required.add(name)
+                fields[name] = codec_for(hint)
+            self._required = frozenset(required)
+            self._fields = fields
+        return self._fields
+
+    def check(self, value: Any) -> bool:
+        fields = self.fields
+        if not isinstance(value, dict) or not self._required <= value.keys():
+            return False
+        return all(k in fields and fields[k].check(v) for k, v in value.items())
+
+    def encode(self, value: Any, store: BlobStore | None) -> Json:
+        fields = self.fields
+        return {k: fields[k].encode(v, store) for k, v in value.items()}
+
+    def decode(self, data: Json, store: BlobStore | None) -> Any:
+        if not isinstance(data, dict):
+            raise SerializationError(f"{self.describe()} needs a JSON object")
+        fields = self.fields
+        unknown = set(data) - set(fields)
+        if unknown:
+            raise SerializationError(f"{self.describe()} has no key(s) {sorted(unknown)}")
+        return {k: fields[k].decode(v, store) for k, v in data.items()}
+
+
 class PydanticCodec(Codec):
     """Pydantic models as their JSON dump. ``File``/``Dir`` values inside (which pydantic
     dumps as plain fields) are stored first, so the dump holds references to stored content."""
@@ -526,6 +594,14 @@ class PydanticCodec(Codec):
 
     def decode(self, data: Json, store: BlobStore | None) -> Any:
         return self.tp.model_validate(data)
+
+    def coerce(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            try:
+                return self.tp.model_validate(value)
+            except ValueError:  # pydantic's ValidationError: reported as the input's type
+                return value
+        return value
 
 
 _PLAIN = frozenset({str, int, float, bool, bytes, type(None), *_STRING_FORMS})
@@ -640,6 +716,11 @@ def _is_pydantic_model(tp: Any) -> bool:
     return pydantic is not None and isinstance(tp, type) and issubclass(tp, pydantic.BaseModel)
 
 
+def _is_typeddict(tp: Any) -> bool:
+    extensions = sys.modules.get("typing_extensions")  # its TypedDict is another class
+    return typing.is_typeddict(tp) or (extensions is not None and extensions.is_typeddict(tp))
+
+
 _io_registered = False
 
 
@@ -698,5 +779,7 @@ def _build(tp: Any) -> Codec:
             return FieldsCodec(tp)
         if _is_pydantic_model(tp):
             return PydanticCodec(tp)
+        if _is_typeddict(tp):
+            return TypedDictCodec(tp)
         return PickleCodec(tp)
     return AnyCodec(tp)

@@ -122,6 +122,10 @@ class Interface:
         for name, value in values.items():
             param = by_name[name]
             if not param.codec.check(value):
+                coerced = param.codec.coerce(value)
+                if coerced is not value and param.codec.check(coerced):
+                    values[name] = coerced
+                    continue
                 raise InputError(
                     f"task {self.task_name!r}: input {name!r} expects {param.codec.describe()}, "
                     f"got {type(value).__qualname__} ({_short_repr(value)})"

@@ -680,6 +680,7 @@ class ActionSpec(_Model):
     env_vars: dict[str, str]  # run-level variables, on top of the task's own
     overwrite_cache: bool = False
     custom_context: dict[str, str] = {}
+    run_started_at: datetime | None = None  # when the run was created (``ctx().run_start_time``)
 
 
 SessionState = Literal["starting", "ready", "resuming", "ended"]

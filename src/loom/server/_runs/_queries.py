@@ -229,6 +229,7 @@ class Queries(Transitions):
                 "env_vars": run.env_vars,
                 "overwrite_cache": run.overwrite_cache,
                 "custom_context": action.custom_context or {},
+                "run_started_at": run.created_at,
             }
         result["inputs"] = json.loads(read_value(self._store, inputs_key))
         return wire.ActionSpec.model_validate(result)
