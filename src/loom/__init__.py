@@ -25,6 +25,7 @@ from ._cache import Cache
 from ._context import TaskContext, ctx, custom_context, group
 from ._environment import TaskEnvironment
 from ._image import Image
+from ._map import map
 from ._resources import Resources
 from ._reuse import ReusePolicy
 from ._run import Run, RunContext, init, init_from_config, run, with_runcontext
@@ -68,6 +69,7 @@ __all__ = [
     "init",
     "init_from_config",
     "io",
+    "map",
     "report",
     "run",
     "trace",

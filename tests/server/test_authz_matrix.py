@@ -205,6 +205,11 @@ CASES: dict[tuple[str, str], Case] = {
         Policy.ATTEMPT_RUNTIME, body=lambda api, w: {"outputs": {"value": 1}}, fresh=True
     ),
     ("GET", f"{P}/runs/{{run}}/actions/{{action}}/logs"): Case(Policy.RUN_VIEWER),
+    ("PUT", f"{P}/runs/{{run}}/actions/{{action}}/report"): Case(
+        Policy.ACTION_RUNTIME, content=lambda api, w: b"<p>report</p>"
+    ),
+    # 404 "has no report" before a runtime stores one: still let in
+    ("GET", f"{P}/runs/{{run}}/actions/{{action}}/report"): Case(Policy.RUN_VIEWER),
     ("GET", f"{P}/events"): Case(Policy.ANY, params={"run": "{run}"}, policy=Policy.RUN_VIEWER),
     ("POST", f"{P}/runs/{{run}}/actions/{{action}}/session"): Case(
         Policy.ACTION_RUNTIME,

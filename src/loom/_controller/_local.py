@@ -178,6 +178,13 @@ class LocalRun:
                 self._scratch = Path(tempfile.mkdtemp(prefix=f"loom-{self.name}-"))
             return self._scratch
 
+    def report_flushed(self, action: str, html: str) -> None:
+        """``loom.report.flush()``: the report so far goes on the action's record."""
+        for record in reversed(self.records):
+            if record.name == action:
+                record.report = html
+                return
+
     def trace(self, record: TraceRecord) -> None:
         self.traces.append(record)
 

@@ -42,6 +42,8 @@ from ..remote._bundle import task_location
 from ..remote._client import item_error
 from ..wire import ErrorKind, Phase
 
+log = logging.getLogger("loom")
+
 if TYPE_CHECKING:
     import concurrent.futures
 
@@ -201,6 +203,10 @@ class RemoteRun:
         self._children: _Children | None = None
         # a task's spec, when it does not depend on the inputs (no cache key): built once
         self._specs: dict[TaskTemplate[Any, Any], wire.TaskSpec] = {}
+        # the report as last flushed, as last uploaded, and the upload under way
+        self._report: str | None = None
+        self._report_sent: str | None = None
+        self._report_upload: asyncio.Future[None] | None = None
 
     # -- executing this process's own action --------------------------------------------------
 
@@ -212,9 +218,62 @@ class RemoteRun:
         ex.context._custom_context = dict(self.spec.custom_context)
         # the server counts the attempts: ctx().attempt is its number (entering adds one)
         ex.context.attempt = self.spec.attempt - 1
-        if task.is_async:
-            return await execute_async(ex)
-        return await asyncio.to_thread(execute_sync, ex)
+        try:
+            if task.is_async:
+                value = await execute_async(ex)
+            else:
+                value = await asyncio.to_thread(execute_sync, ex)
+        except asyncio.CancelledError:
+            raise  # the server decided the outcome: nothing more to send
+        except BaseException:
+            await self._final_report(ex)
+            raise
+        await self._final_report(ex)
+        return value
+
+    # -- the action's report ------------------------------------------------------------------
+
+    def report_flushed(self, action: str, html: str) -> None:
+        """``loom.report.flush()``: upload the report so far, in the background (only the
+        latest is sent); :meth:`execute` waits for the last upload before the attempt ends."""
+        if action != self.spec.action:
+            return
+        self._report = html
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self._send_report()
+        else:  # a sync task's thread
+            loop.call_soon_threadsafe(self._send_report)
+
+    def _send_report(self) -> asyncio.Future[None]:
+        if self._report_upload is None or self._report_upload.done():
+            self._report_upload = asyncio.ensure_future(self._upload_reports())
+        return self._report_upload
+
+    async def _upload_reports(self) -> None:
+        while self._report is not None and self._report is not self._report_sent:
+            html = self._report
+            try:
+                await self.client.put_report(self.name, self.spec.action, html)
+            except Exception as e:  # a report is not worth failing the task over
+                log.warning("cannot upload the report of %s: %s", self.spec.action, e)
+                return
+            self._report_sent = html
+
+    async def _final_report(self, ex: ActionExecution) -> None:
+        parts = ex.context.report_parts
+        if parts is None or (self._report is None and not _has_content(parts)):
+            return  # a report=True task that never wrote one
+        from ..report import render
+
+        self._report = render(parts)
+        await self._send_report()
 
     # -- child calls --------------------------------------------------------------------------
 
@@ -493,6 +552,11 @@ class _Children:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _has_content(parts: list[str]) -> bool:
+    tabs = getattr(parts, "tabs", None)  # a loom.report.Report: any tab's fragments count
+    return bool(parts) or (tabs is not None and any(t.content for t in tabs.values()))
 
 
 def _seconds(value: float | timedelta) -> float:

@@ -260,7 +260,9 @@ class ActionExecution:
             self._write_cache(value)
         rec.phase, rec.ended = Phase.SUCCEEDED, time.time()
         if self.context.report_parts is not None:
-            rec.report = "\n".join(self.context.report_parts)
+            from ..report import render  # only for tasks with reports
+
+            rec.report = render(self.context.report_parts)
         self._release()
         return value
 

@@ -324,6 +324,20 @@ class Client:
         """The action's encoded inputs, in full (a viewer's read; the spec is the runtime's)."""
         return await self._get(f"/runs/{run}/actions/{action}/inputs", wire.ValueView)
 
+    async def put_report(self, run: str, action: str, html: str) -> None:
+        """Store the action's report (by its runtime; the last upload wins)."""
+        await self._request(
+            "PUT",
+            f"/runs/{run}/actions/{action}/report",
+            content=html.encode(),
+            headers={"Content-Type": "text/html; charset=utf-8"},
+        )
+
+    async def get_report(self, run: str, action: str) -> str:
+        """The action's report as HTML (``NotFoundError`` if it has none)."""
+        response = await self._request("GET", f"/runs/{run}/actions/{action}/report")
+        return response.text
+
     async def action_detail(self, run: str, action: str) -> wire.ActionDetail:
         """The action with its task, and its inputs and outputs unless they are large."""
         return await self._get(f"/views/runs/{run}/actions/{action}", wire.ActionDetail)

@@ -515,6 +515,49 @@ def get_inputs(run: str, action: str, p: Plane, _: RunViewer) -> wire.ValueView:
     return wire.ValueView(value=inputs, size=size)
 
 
+def _report_key(run: str, action: str) -> str:
+    # hashed: run and action names need not be object-key-safe
+    return "reports/" + hashlib.sha256(f"{run}\0{action}".encode()).hexdigest()
+
+
+#: Reports are untrusted HTML: a unique origin, scripts allowed (reports draw with them), no
+#: access to the UI's cookies or API, not framed anywhere but by the UI.
+_REPORT_HEADERS = {
+    "Content-Security-Policy": "sandbox allow-scripts allow-popups; frame-ancestors 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+
+@router.put("/runs/{run}/actions/{action}/report", status_code=204)
+async def put_report(
+    run: str, action: str, request: Request, p: Plane, _: ActionRuntime
+) -> Response:
+    """The action's report (HTML, the body) as its task has flushed it so far; the last
+    upload wins. For the action's runtime only."""
+    too_big = f"report is over the limit of {wire.MAX_REPORT_BYTES} bytes"
+    async with _received(request, p, wire.MAX_REPORT_BYTES, too_big) as (path, _size, _sha):
+        await to_thread.run_sync(
+            functools.partial(p.store.put_file, _report_key(run, action), path, move=True)
+        )
+    return Response(status_code=204)
+
+
+@router.get(
+    "/runs/{run}/actions/{action}/report",
+    response_class=Response,
+    responses={200: {"content": {"text/html": {}}}},
+)
+def get_report(run: str, action: str, p: Plane, _: RunViewer) -> Response:
+    """The action's report (404 until its task flushes one), served sandboxed."""
+    key = _report_key(run, action)
+    if not p.store.exists(key):
+        raise NotFoundError(f"action {action} of run {run} has no report")
+    return Response(
+        p.store.get_bytes(key), media_type="text/html; charset=utf-8", headers=_REPORT_HEADERS
+    )
+
+
 @router.get("/runs/{run}/actions/{action}/wait")
 async def wait_action(
     run: str,

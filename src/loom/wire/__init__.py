@@ -75,6 +75,10 @@ credential>`` and are authorised by the project of what they touch, see
   → ``AttemptResult`` -> ``ActionInfo``
 - ``GET  /runs/{run}/actions/{action}/logs?attempt=&follow=``
   → text/plain, streamed while following
+- ``PUT  /runs/{run}/actions/{action}/report`` (text/html, at most ``MAX_REPORT_BYTES``)
+  → 204 (by the action's runtime: the report so far; the last upload wins)
+- ``GET  /runs/{run}/actions/{action}/report``
+  → text/html, served sandboxed (404 until the task flushes a report)
 - ``GET  /events?run=`` (server-sent events)
   → one ``Event`` per ``data:`` line
 
@@ -239,6 +243,8 @@ MAX_INLINE_BYTES = 10 * 1024 * 1024
 MAX_BATCH = 5000
 #: ``actions:wait`` inlines outputs up to this many bytes in all, per response.
 MAX_INLINE_OUTPUTS = 4 * 1024 * 1024
+#: Bytes of one action's report (HTML) the server stores.
+MAX_REPORT_BYTES = 16 * 1024 * 1024
 
 #: How an encoded ``File``/``Dir``/``DataFrame`` refers to data in the object store (see above).
 DATA_URI_PREFIX = "loom://data/"
