@@ -238,3 +238,54 @@ def test_typeddicts_dicts_for_models_and_flytes_context_attributes(
         run_script(mode, shared_server, tmp_path, TYPES_AND_CONTEXT),
         "RESULT ['content']|['content', 'tools']|select 1/10/1-5|True:True\n",
     )
+
+
+DATAFRAMES = """
+    import pandas as pd
+    import pyarrow as pa
+
+    import loom as flyte
+    import loom.io
+
+    env = flyte.TaskEnvironment("frames")
+
+    @env.task
+    async def make(n: int) -> flyte.io.DataFrame:
+        return flyte.io.DataFrame.from_df(pd.DataFrame({"x": list(range(n))}))
+
+    @env.task
+    async def wrap() -> flyte.io.DataFrame:
+        return flyte.io.DataFrame.wrap_df(pa.table({"y": [1.5, 2.5]}))
+
+    @env.task
+    async def arrow(t: pa.Table) -> pa.Table:
+        return t.append_column("z", pa.array([t.num_rows] * t.num_rows))
+
+    @env.task
+    def total(df: flyte.io.DataFrame) -> float:
+        return float(df.open(pd.DataFrame).all_sync().sum().sum())
+
+    @env.task
+    async def main() -> str:
+        made = await make(4)
+        frame = await made.open(pd.DataFrame).all()
+        table = await (await wrap()).open(pa.Table).all()
+        local = await flyte.io.DataFrame.from_local(pd.DataFrame({"x": [10]}))
+        widened = (await arrow(table)).column_names
+        return f"{list(frame.x)}|{table.column_names}|{widened}|{await total.aio(local)}"
+
+    if __name__ == "__main__":
+        flyte.init_from_config()
+        run = flyte.run(main)
+        run.wait()
+        print("RESULT", run.outputs())
+"""
+
+
+def test_dataframes_open_as_pandas_and_arrow_as_flyte_code_reads_them(
+    mode: str, shared_server: ServerProcess, tmp_path: Path
+) -> None:
+    check(
+        run_script(mode, shared_server, tmp_path, DATAFRAMES),
+        "RESULT [0, 1, 2, 3]|['y']|['y', 'z']|10.0\n",
+    )

@@ -178,3 +178,28 @@ def test_from_df_keeps_the_frame_in_memory() -> None:
 def test_constructor_needs_exactly_one_source(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="exactly one of df= or path="):
         DataFrame(**kwargs)
+
+
+def test_flyte_style_reading_open_all_and_from_local_awaited_or_not(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from loom.io import HashFunction
+
+    frame = DataFrame.from_df(simple_frame())
+    assert_frame_equal(asyncio.run(frame.open(pd.DataFrame).all()), simple_frame())
+    assert frame.open(pa.Table).all_sync().column_names == ["a", "b"]
+    with pytest.raises(TypeError, match="pandas.DataFrame"):
+        frame.open(dict)
+
+    async def awaited() -> DataFrame:
+        return await DataFrame.from_local(simple_frame(), hash_method="v1")
+
+    assert asyncio.run(awaited()).hash == "v1"  # Flyte 2 awaits it ...
+    path = tmp_path / "t.parquet"
+    simple_frame().to_parquet(path)
+    assert_frame_equal(DataFrame.from_local(path).to_pandas(), simple_frame())  # ... loom not
+    hashed = DataFrame.from_local_sync(
+        simple_frame(), hash_method=HashFunction.from_fn(lambda df: f"n{len(df)}")
+    )
+    assert hashed.hash == "n3"
+    assert DataFrame.wrap_df(pa.table({"y": [1]})).to_pandas().y.tolist() == [1]

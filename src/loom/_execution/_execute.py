@@ -111,7 +111,7 @@ def cache_key(task: TaskTemplate[Any, Any], encoded_inputs: Mapping[str, Any]) -
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-_HASHED_KINDS = (ValueKind.FILE.value, ValueKind.DIR.value)
+_HASHED_KINDS = (ValueKind.FILE.value, ValueKind.DIR.value, ValueKind.DATAFRAME.value)
 
 
 def _keyed(value: Any) -> Any:

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..types import BlobStore, Codec, register_codec_factory
 from ..wire import VALUE_TAG, ValueKind
-from ._dataframe import DataFrame, from_parquet_bytes, to_parquet_bytes
+from ._dataframe import DataFrame, frame_kind, from_parquet_bytes, to_parquet_bytes
 from ._dir import Dir
 from ._file import File
 from ._remote import fetch, is_data_uri
@@ -47,24 +47,27 @@ class _RefCodec(Codec):
 
 
 class _FrameCodec(Codec):
-    """``loom.io.DataFrame`` or ``pandas.DataFrame`` as Parquet."""
+    """``loom.io.DataFrame``, or a pandas/polars frame or pyarrow table, as Parquet."""
 
-    __slots__ = ("wrapped",)
+    __slots__ = ("kind",)
 
-    def __init__(self, tp: Any, wrapped: bool) -> None:
+    def __init__(self, tp: Any, kind: str | None) -> None:
         super().__init__(tp)
-        self.wrapped = wrapped
+        self.kind = kind  # None: wrapped in loom.io.DataFrame
 
     def check(self, value: Any) -> bool:
         return isinstance(value, self.tp)
 
     def encode(self, value: Any, store: BlobStore | None) -> Any:
-        df = value.to_pandas() if self.wrapped else value
-        data = to_parquet_bytes(df)
-        tag = ValueKind.DATAFRAME.value
+        data = value.parquet_bytes() if self.kind is None else to_parquet_bytes(value)
+        encoded: dict[str, Any] = {VALUE_TAG: ValueKind.DATAFRAME.value}
         if store is None:
-            return {VALUE_TAG: tag, "parquet_b64": base64.b64encode(data).decode()}
-        return {VALUE_TAG: tag, "parquet": store.put_bytes(data, "data.parquet")}
+            encoded["parquet_b64"] = base64.b64encode(data).decode()
+        else:
+            encoded["parquet"] = store.put_bytes(data, "data.parquet")
+        if self.kind is None and value.hash is not None:
+            encoded["hash"] = value.hash  # what a cache key counts (see cache_key)
+        return encoded
 
     def decode(self, data: Any, store: BlobStore | None) -> Any:
         if "parquet" in data:
@@ -75,17 +78,19 @@ class _FrameCodec(Codec):
                 raw = f.read()
         else:
             raw = base64.b64decode(data["parquet_b64"])
-        df = from_parquet_bytes(raw)
-        return DataFrame.from_df(df) if self.wrapped else df
+        if self.kind is None:
+            return DataFrame(df=from_parquet_bytes(raw), hash=data.get("hash"))
+        return from_parquet_bytes(raw, self.kind)
 
 
 def _io_codecs(tp: Any) -> Codec | None:
     if tp is File or tp is Dir:
         return _RefCodec(tp)
     if tp is DataFrame:
-        return _FrameCodec(tp, wrapped=True)
-    if isinstance(tp, type) and tp.__name__ == "DataFrame" and tp.__module__.startswith("pandas"):
-        return _FrameCodec(tp, wrapped=False)
+        return _FrameCodec(tp, None)
+    kind = frame_kind(tp)
+    if kind is not None:
+        return _FrameCodec(tp, kind)
     return None
 
 
