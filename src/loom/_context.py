@@ -201,9 +201,9 @@ class TaskContext:
     @property
     def run_start_time(self) -> datetime:
         """When the run started (UTC)."""
-        from datetime import datetime, timezone
+        from datetime import UTC, datetime
 
-        return datetime.fromtimestamp(self.run.started_at, timezone.utc)
+        return datetime.fromtimestamp(self.run.started_at, UTC)
 
     @property
     def raw_data_path(self) -> RawDataPath:
@@ -211,7 +211,7 @@ class TaskContext:
         return _raw_data_path(self.run.name)
 
     # Flyte 2 names with nothing behind them in loom, so code that prints them still runs.
-    data: dict[str, Any] = {}  # noqa: RUF012  (read-only by convention, as Flyte's)
+    data: dict[str, Any] = {}  # read-only by convention, as Flyte's
     code_bundle = None
     checkpoint_paths = None
 

@@ -72,11 +72,35 @@ class TaskTemplate(Generic[P, R]):
             env.secrets if secrets is _UNSET else secrets or ()  # type: ignore[arg-type]
         )
         self.reusable = env.reusable if reusable is _UNSET else reusable
+        #: the most bytes its encoded inputs, and its encoded output, may take (``None``: the
+        #: server's limit, ``loom.wire.MAX_INLINE_BYTES``); files, directories and data frames
+        #: count by reference, not by content
+        self.max_inline_io_bytes = _inline_limit(max_inline_io_bytes)
+        #: Flyte 2's hint that this task is where a workflow starts (shown, not enforced)
+        self.entrypoint = bool(entrypoint)
+        self.docs = docs
+        #: Flyte 2 options accepted without effect (see ``FLYTE_TASK_OPTIONS``)
+        self.options: dict[str, Any] = dict(options or {})
         #: set by ``@loom.interactive.vscode``/``jupyter`` (above or below ``@env.task``)
         self.interactive: Any = getattr(func, "__loom_interactive__", None)
         self._interface: Interface | None = None
         self._cache_version: str | None = None
         functools.update_wrapper(self, func)
+
+    # -- pickling -----------------------------------------------------------------------------
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        """A task defined at module level pickles by reference (module and name), so a task
+        passed as an input is the same task in the receiving process, where its code is the
+        run's bundle; any other (an override) pickles by value."""
+        from .errors import BundleError
+        from .remote._bundle import task_location
+
+        try:
+            _, module, attr = task_location(self)
+        except BundleError:
+            return super().__reduce_ex__(protocol)
+        return (_task_by_reference, (module, attr))
 
     # -- calling ------------------------------------------------------------------------------
 
@@ -183,3 +207,23 @@ class TaskTemplate(Generic[P, R]):
         if obj is None:
             return self
         raise TaskDefinitionError(f"task {self.name} cannot be a method; define it at module level")
+
+
+def _task_by_reference(module: str, attr: str) -> TaskTemplate[Any, Any]:
+    """The task ``attr`` of ``module``: the run's module, or the script run as ``__main__``
+    (a task pickled by the client's script and read back in the same process)."""
+    import importlib
+    import sys
+
+    found = sys.modules.get(module)
+    if found is None:
+        main = sys.modules.get("__main__")
+        main_file = getattr(main, "__file__", None) or ""
+        stem = main_file.rsplit("/", 1)[-1].removesuffix(".py")
+        found = main if stem == module.rsplit(".", 1)[-1] and hasattr(main, attr) else None
+    if found is None:
+        found = importlib.import_module(module)
+    task = getattr(found, attr)
+    if not isinstance(task, TaskTemplate):
+        raise TypeError(f"{module}.{attr} is not a loom task")
+    return task

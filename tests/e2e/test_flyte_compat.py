@@ -289,3 +289,46 @@ def test_dataframes_open_as_pandas_and_arrow_as_flyte_code_reads_them(
         run_script(mode, shared_server, tmp_path, DATAFRAMES),
         "RESULT [0, 1, 2, 3]|['y']|['y', 'z']|10.0\n",
     )
+
+
+PASSED_AROUND = """
+    import functools
+    from typing import Callable
+
+    import loom as flyte
+
+    env = flyte.TaskEnvironment("passed")
+
+    class Obj:  # defined in the script itself: __main__ here, the run's module remotely
+        def __init__(self, v: int) -> None:
+            self.v = v
+
+    @env.task
+    async def add_one(x: int) -> int:
+        return x + 1
+
+    @env.task
+    async def apply(fn: Callable, x: int) -> int:
+        return await fn(x)
+
+    @env.task
+    async def show(o: Obj) -> int:
+        return o.v
+
+    @env.task
+    async def main(o: Obj) -> str:
+        return f"{await apply(add_one, 1)} {await show(o)} {await show(Obj(3))}"
+
+    if __name__ == "__main__":
+        flyte.init_from_config()
+        run = flyte.run(main, o=Obj(7))
+        run.wait()
+        print("RESULT", run.outputs())
+"""
+
+
+def test_tasks_and_script_classes_passed_as_inputs_reach_the_children(
+    mode: str, shared_server: ServerProcess, tmp_path: Path
+) -> None:
+    # remotely, a task input named no module-level task and a script class was another class
+    check(run_script(mode, shared_server, tmp_path, PASSED_AROUND), "RESULT 2 7 3\n")

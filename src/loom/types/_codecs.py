@@ -10,6 +10,7 @@ is pickled with cloudpickle.
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import dataclasses
 import datetime as dt
@@ -147,7 +148,19 @@ class PickleCodec(Codec):
         return _pickle(value)
 
     def decode(self, data: Json, store: BlobStore | None) -> Any:
-        return _unpickle(data)
+        value = _unpickle(data)
+        cls = type(value)
+        if (
+            cls is not self.tp
+            and cls.__module__ == "__main__"
+            and cls.__qualname__ == getattr(self.tp, "__qualname__", None)
+            and not isinstance(value, self.tp)
+        ):
+            # A class of the client's script travels by value (cloudpickle cannot name
+            # ``__main__``); here the script is the run's module, whose class is the same one.
+            with contextlib.suppress(TypeError):  # a layout Python will not swap: left as is
+                value.__class__ = self.tp
+        return value
 
 
 class NoneCodec(Codec):
@@ -485,8 +498,9 @@ class FieldsCodec(Codec):
         if isinstance(value, dict) and dataclasses.is_dataclass(self.tp):
             fields = self.fields
             cls: Any = self.tp
+            coerced = {k: fields[k].coerce(v) if k in fields else v for k, v in value.items()}
             try:
-                return cls(**{k: fields[k].coerce(v) if k in fields else v for k, v in value.items()})
+                return cls(**coerced)
             except TypeError:  # missing or unknown fields: reported as the input's type
                 return value
         return value
@@ -538,12 +552,12 @@ class TypedDictCodec(Codec):
             total = getattr(self.tp, "__total__", True)
             required = set()
             fields = {}
-            for name, hint in hints.items():
-                marker = getattr(typing.get_origin(hint), "_name", None) or getattr(
-                    typing.get_origin(hint), "__name__", None
-                )
+            for name, annotated in hints.items():
+                origin = typing.get_origin(annotated)
+                marker = getattr(origin, "_name", None) or getattr(origin, "__name__", None)
+                hint = annotated
                 if marker in ("NotRequired", "Required"):
-                    hint = typing.get_args(hint)[0]
+                    hint = typing.get_args(annotated)[0]
                 if marker == "Required" or (total and marker != "NotRequired"):
                     required.add(name)
                 fields[name] = codec_for(hint)
