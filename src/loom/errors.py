@@ -206,6 +206,16 @@ def as_user_error(error: BaseException) -> BaseException:
     return copy.with_traceback(error.__traceback__)
 
 
+def raised_by_user_code(error: BaseException) -> bool:
+    """Whether ``error`` came from a task's own code (also when it is marked as a
+    :class:`RuntimeUserError`), rather than from loom itself."""
+    return (
+        not isinstance(error, LoomError)
+        or type(error) in _USER_ERROR_CLASSES.values()
+        or isinstance(error, RemoteTaskError)
+    )
+
+
 def _reduce_user_error(self: BaseException) -> Any:
     # Pickled as the original class (importable anywhere), marked again when unpickled.
     original: type[BaseException] = type(self)._loom_original  # type: ignore[attr-defined]

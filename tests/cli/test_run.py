@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import loom
-from tests.conftest import run_cli, write_module
+from tests.conftest import REPO, run_cli, write_module
 
 pytestmark = pytest.mark.e2e
 
@@ -226,3 +226,22 @@ def test_version_and_help() -> None:
     assert r.returncode == 0 and loom.__version__ in r.stdout
     r = run_cli("run", "--help")
     assert r.returncode == 0 and "list the tasks in FILE" in r.stdout
+
+
+@pytest.mark.parametrize("remote", [[], ["--remote"]])
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ("[1,2]", "expected a str, got number 1"),
+        ('{"a": 1}', "expected a JSON array, got object"),
+        ("[null]", "expected a str, got null"),
+    ],
+)
+def test_json_inputs_of_the_wrong_shape_are_refused_not_converted(
+    remote: list[str], given: str, said: str
+) -> None:
+    # they ran as "Hello, 1!", the object's keys and "Hello, None!"
+    r = run_cli("run", *remote, str(REPO / "examples" / "hello.py"), "main", "--names", given)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "Invalid value for '--names'" in r.stderr and said in r.stderr
+    assert "Hello" not in r.stdout

@@ -825,3 +825,33 @@ def test_dicts_are_taken_for_models_and_dataclasses_as_flyte_takes_them() -> Non
     assert codec_for(Window).coerce({"start": 1}) == Window(1, 5)
     bad = {"nope": 1}
     assert codec_for(_Query).coerce(bad) is bad and codec_for(Window).coerce(bad) is bad
+
+
+@pytest.mark.parametrize(
+    ("tp", "data"),
+    [
+        (list[str], [1, 2]),
+        (list[str], {"a": 1}),
+        (list[str], [None]),
+        (int, "3"),
+        (int, 2.5),
+        (float, "1.5"),
+        (bool, 1),
+        (str, None),
+        (tuple[int, str], [1]),
+        (dict[str, int], [["a", 1]]),
+        (dict[int, int], {"1": 1}),
+    ],
+)
+def test_decoding_refuses_json_of_another_shape_instead_of_converting_it(
+    tp: Any, data: Any
+) -> None:
+    with pytest.raises(SerializationError, match="expected"):
+        codec_for(tp).decode(data, None)
+
+
+def test_non_finite_floats_still_decode_from_their_text() -> None:
+    assert codec_for(float).decode("inf", None) == float("inf")
+    assert (
+        codec_for(float).decode(3, None) == 3.0 and type(codec_for(float).decode(3, None)) is float
+    )

@@ -11,7 +11,7 @@ import click
 
 from .._run import Run, RunContext
 from .._task import TaskTemplate
-from ..errors import LoomError, TaskLoadError
+from ..errors import LoomError, TaskLoadError, raised_by_user_code
 from ._loader import load_module, tasks_in
 from ._params import option_for
 from ._traceback import format_user_traceback
@@ -63,7 +63,7 @@ def _report(task: TaskTemplate[Any, Any], handle: Run, output: str) -> None:
             f"run {handle.name} succeeded in {took} ({actions} action(s))", fg="green", err=True
         )
     else:
-        if not isinstance(handle.error, LoomError):  # loom's own errors say all in one line
+        if raised_by_user_code(handle.error):  # loom's own errors say all in one line
             click.echo(format_user_traceback(handle.error), err=True, nl=False)
         click.secho(
             f"run {handle.name} failed in {took}: {type(handle.error).__qualname__}: "

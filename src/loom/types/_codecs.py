@@ -15,6 +15,7 @@ import copy
 import dataclasses
 import datetime as dt
 import enum
+import json
 import math
 import sys
 import types
@@ -117,6 +118,16 @@ def _unpickle(data: Json) -> Any:
 
 
 _JSON_SCALARS = (str, int, float, bool, type(None))
+_NON_FINITE = ("nan", "inf", "-inf")
+
+
+def _json_shape(data: Json) -> str:
+    """What a piece of JSON is, for an error message: its type and a short excerpt."""
+    if data is None:
+        return "null"
+    kind = {dict: "object", list: "array", str: "string", bool: "boolean"}
+    text = json.dumps(data, default=str)
+    return f"{kind.get(type(data), 'number')} {text if len(text) <= 40 else text[:37] + '...'}"
 
 
 class AnyCodec(Codec):
@@ -186,7 +197,9 @@ class IntCodec(Codec):
         return int(value)
 
     def decode(self, data: Json, store: BlobStore | None) -> Any:
-        return int(data)
+        if type(data) is not int:
+            raise SerializationError(f"expected an int, got {_json_shape(data)}")
+        return data
 
 
 class FloatCodec(Codec):
@@ -205,7 +218,9 @@ class FloatCodec(Codec):
         return number if math.isfinite(number) else repr(number)
 
     def decode(self, data: Json, store: BlobStore | None) -> Any:
-        return float(data)  # (also "nan", "inf" and "-inf")
+        if type(data) in (int, float) or data in _NON_FINITE:  # (as encode writes NaN and ±inf)
+            return float(data)  # type: ignore[arg-type]
+        raise SerializationError(f"expected a number, got {_json_shape(data)}")
 
 
 class ExactCodec(Codec):
@@ -220,7 +235,9 @@ class ExactCodec(Codec):
         return value
 
     def decode(self, data: Json, store: BlobStore | None) -> Any:
-        return self.tp(data)
+        if type(data) is not self.tp:  # JSON gives exactly str or bool; no conversions
+            raise SerializationError(f"expected a {self.tp.__name__}, got {_json_shape(data)}")
+        return data
 
 
 class StringFormCodec(Codec):
@@ -409,6 +426,8 @@ class ListCodec(Codec):
         return items
 
     def decode(self, data: Json, store: BlobStore | None) -> Any:
+        if not isinstance(data, list):
+            raise SerializationError(f"expected a JSON array, got {_json_shape(data)}")
         decode = self.item.decode
         return self.container(decode(v, store) for v in data)
 
@@ -433,6 +452,10 @@ class TupleCodec(Codec):
         return [c.encode(v, store) for c, v in zip(self.items, value, strict=True)]
 
     def decode(self, data: Json, store: BlobStore | None) -> Any:
+        if not isinstance(data, list) or len(data) != len(self.items):
+            raise SerializationError(
+                f"expected a JSON array of {len(self.items)} items, got {_json_shape(data)}"
+            )
         return tuple(c.decode(v, store) for c, v in zip(self.items, data, strict=True))
 
 
@@ -465,7 +488,13 @@ class DictCodec(Codec):
     def decode(self, data: Json, store: BlobStore | None) -> Any:
         vd = self.value.decode
         if self.str_keys:
+            if not isinstance(data, dict):
+                raise SerializationError(f"expected a JSON object, got {_json_shape(data)}")
             return {k: vd(v, store) for k, v in data.items()}
+        if not isinstance(data, list) or not all(
+            isinstance(p, list) and len(p) == 2 for p in data
+        ):
+            raise SerializationError(f"expected [key, value] pairs, got {_json_shape(data)}")
         kd = self.key.decode
         return {kd(k, store): vd(v, store) for k, v in data}
 
