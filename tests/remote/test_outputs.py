@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import pickle
+from pathlib import Path
 
 import pytest
 
@@ -88,3 +89,18 @@ def test_views_are_their_builtin_types_and_copy_as_plain_values() -> None:
     assert outputs_view({0: "zero"})[0] == {0: "zero"}  # an integer is Flyte's output number
     for bare in (None, True, object()):  # no subclass can stand for them: as they are
         assert outputs_view(bare) is bare
+
+
+@env.task
+async def a_file(path: str) -> loom.io.File:
+    return loom.io.File.from_local_sync(path)
+
+
+def test_flyte_indexing_of_a_returned_file_is_the_file(tmp_path: Path) -> None:
+    # Flyte 2 examples print run.outputs()[0] of a task returning a File: it raised TypeError
+    path = tmp_path / "data.txt"
+    path.write_text("x")
+    out = loom.run(a_file, path=str(path)).outputs()
+    assert out[0] is out and out[0].path == str(path)
+    with pytest.raises(IndexError, match="one output"):
+        out[1]

@@ -205,5 +205,12 @@ class DataFrame:
         """The table in parts (one part: loom reads Parquet whole)."""
         yield await self.all()
 
+    def __getitem__(self, index: int) -> DataFrame:
+        """Flyte 2's ``run.outputs()[0]`` when a task returns one table: the table itself
+        (a table is not otherwise indexable)."""
+        if index in (0, -1):
+            return self
+        raise IndexError("a run whose task returns a DataFrame has one output, [0]")
+
     def __repr__(self) -> str:
         return f"DataFrame(path={self.path!r})" if self.path else "DataFrame(<in memory>)"

@@ -120,6 +120,13 @@ class Dir:
         """The local path of the tree (downloaded first if it is on a server)."""
         return self.download_sync()
 
+    def __getitem__(self, index: int) -> Dir:
+        """Flyte 2's ``run.outputs()[0]`` when a task returns one directory: the directory itself
+        (a directory is not otherwise indexable)."""
+        if index in (0, -1):
+            return self
+        raise IndexError("a run whose task returns a Dir has one output, [0]")
+
     def walk_sync(
         self, recursive: bool = True, file_pattern: str = "*", max_depth: int | None = None
     ) -> Iterator[File]:

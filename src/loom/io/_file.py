@@ -290,3 +290,10 @@ class File:
     def __fspath__(self) -> str:
         """The local path of the content (downloaded first if it is on a server)."""
         return self.download_sync()
+
+    def __getitem__(self, index: int) -> File:
+        """Flyte 2's ``run.outputs()[0]`` when a task returns one file: the file itself
+        (a file is not otherwise indexable)."""
+        if index in (0, -1):
+            return self
+        raise IndexError("a run whose task returns a File has one output, [0]")
