@@ -44,7 +44,7 @@ def init(
     ``storage``, ``images``, ``insecure``, ...) are accepted so Flyte programs run unchanged;
     see :data:`FLYTE_INIT_OPTIONS` for what loom does with each.
     """
-    from ._settings import Settings
+    from ._settings import Settings, remember_init
 
     global _settings
     _check_flyte_options("init", flyte_options)
@@ -57,6 +57,7 @@ def init(
         api_key=api_key,
         root_dir=_root_dir(root_dir),
     )
+    remember_init(_settings)
 
 
 def init_from_config(
@@ -73,7 +74,7 @@ def init_from_config(
     An explicitly named file must exist; a missing default file means local defaults. The
     keyword arguments are those of :func:`init`.
     """
-    from ._settings import Settings
+    from ._settings import Settings, remember_init
 
     global _settings
     _check_flyte_options("init_from_config", flyte_options)
@@ -81,6 +82,7 @@ def init_from_config(
     _settings = Settings.load(
         path_or_config, project=project, domain=domain, root_dir=_root_dir(root_dir)
     )
+    remember_init(_settings)
 
 
 #: Flyte 2 ``init``/``init_from_config`` options loom accepts and has no use for: what each

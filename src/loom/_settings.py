@@ -102,6 +102,20 @@ class Settings:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
+_from_init: Settings | None = None
+
+
+def remember_init(settings: Settings) -> None:
+    """Keep what ``loom.init``/``init_from_config`` configured, for every layer to read."""
+    global _from_init
+    _from_init = settings
+
+
+def from_init() -> Settings | None:
+    """The settings ``loom.init``/``init_from_config`` configured, if either was called."""
+    return _from_init
+
+
 _SECONDS_VARS = {
     "heartbeat_interval_s": "LOOM_HEARTBEAT_INTERVAL",
     "server_patience_s": "LOOM_SERVER_PATIENCE",

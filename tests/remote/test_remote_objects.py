@@ -247,3 +247,29 @@ def test_flyte_program_reading_runs_by_name(server: Any, flow: ModuleType, tmp_p
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "SUCCEEDED [0, 1]" and "a0 SUCCEEDED" in lines
+
+
+def test_remote_objects_use_the_config_file_init_was_given(
+    shared_server: ServerProcess, flow: ModuleType, tmp_path: Path
+) -> None:
+    # a fresh process that names its config file and starts no run: Run.listall went to the
+    # environment's (here: no) server instead
+    script = tmp_path / "look.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import loom, loom.remote as remote
+            loom.init_from_config({str(shared_server.config_path)!r})
+            print("RUNS", len(list(remote.Run.listall(limit=5))) >= 0)
+            """
+        )
+    )
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOM_")}
+    env["LOOM_HOME"] = str(tmp_path / "home")
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 0 and "RUNS True" in done.stdout, done.stderr

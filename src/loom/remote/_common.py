@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from .. import wire
-from .._settings import Settings
+from .._settings import Settings, from_init
 from ..errors import ConfigError
 from ._client import Client
 
@@ -56,7 +56,12 @@ def phases(names: Iterable[str | wire.Phase] | None) -> frozenset[wire.Phase] | 
 
 # -- settings: ``loom.init`` keeps them in the run layer, which this package sits below ----
 
-_settings_source: Callable[[], Settings] = Settings.load
+
+def _initialised_or_loaded() -> Settings:
+    return from_init() or Settings.load()
+
+
+_settings_source: Callable[[], Settings] = _initialised_or_loaded
 
 
 def use_settings(source: Callable[[], Settings]) -> None:
