@@ -24,16 +24,28 @@ class Resources:
     """CPU, memory, GPU and disk a task asks for.
 
     ``cpu`` is a count (``1``, ``0.5``, ``"500m"``) or a ``(request, limit)`` pair; ``memory``
-    and ``disk`` are quantities such as ``"4Gi"``. Local mode records them; the control plane
+    and ``disk`` are quantities such as ``"4Gi"``; ``gpu`` a count or a device with a count
+    (``"A100:2"``, Flyte 2's ``"A100 80G:8"``). Local mode records them; the control plane
     schedules by them.
+
+    ``shm`` (Flyte 2: the size of ``/dev/shm``, a quantity or ``"auto"``) is checked and
+    recorded; loom's executors share the machine's ``/dev/shm``, so it has no effect.
     """
 
     cpu: int | float | str | tuple[int | float | str, int | float | str] | None = None
     memory: str | tuple[str, str] | None = None
     gpu: int | str | None = None
     disk: str | None = None
+    shm: str | None = None
 
     def __post_init__(self) -> None:
+        if self.shm is not None and self.shm != "auto":
+            try:
+                wire.parse_bytes(self.shm)
+            except ValueError:
+                raise TaskDefinitionError(
+                    f"shm must be a quantity such as '1Gi' or 'auto', got {self.shm!r}"
+                ) from None
         mems = self.memory if isinstance(self.memory, tuple) else (self.memory,)
         for mem in (*mems, self.disk):
             if mem is not None:
@@ -46,8 +58,9 @@ class Resources:
                 raise TaskDefinitionError(f"cpu must be positive, got {cpu!r}")
 
 
-# a device is named like A100, T4 or nvidia-l4: a word with a digit ("many" is no device)
-_GPU = re.compile(r"(?P<count>\d+)|(?P<device>[A-Za-z][\w-]*\d[\w-]*)(?::(?P<quantity>\d+))?")
+# a device is named like A100, T4, nvidia-l4 or (Flyte 2) "A100 80G": words with a digit
+# ("many" is no device)
+_GPU = re.compile(r"(?P<count>\d+)|(?P<device>[A-Za-z][\w -]*\d[\w -]*?)(?::(?P<quantity>\d+))?")
 
 
 def gpu_count(gpu: int | str) -> int:

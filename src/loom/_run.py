@@ -382,3 +382,72 @@ async def run_aio(task: TaskTemplate[Any, Any], *args: Any, **inputs: Any) -> An
 
 
 run.aio = run_aio  # type: ignore[attr-defined]
+
+
+# -- Flyte 2's other ways to initialise, mapped onto ``init`` ---------------------------------
+
+
+def init_from_api_key(
+    api_key: str | None = None,
+    project: str | None = None,
+    domain: str | None = None,
+    root_dir: str | os.PathLike[str] | None = None,
+    log_level: int | str | None = None,
+    **flyte_options: Any,
+) -> None:
+    """Flyte 2's ``init_from_api_key``: :func:`init` with a loom API key (the server's
+    endpoint comes from ``LOOM_ENDPOINT`` or the config file: loom keys do not carry it).
+    ``api_key=None`` uses the configured key."""
+    init(project, domain, api_key=api_key, root_dir=root_dir, log_level=log_level, **flyte_options)
+
+
+def init_passthrough(
+    endpoint: str | None = None,
+    org: str | None = None,
+    project: str | None = None,
+    domain: str | None = None,
+    insecure: bool = False,
+) -> dict[str, Any]:
+    """Flyte 2's ``init_passthrough``: :func:`init` with the given endpoint, authenticating
+    with the configured API key (``org`` and ``insecure`` are accepted and ignored). Returns
+    what it configured."""
+    init(project, domain, endpoint=endpoint)
+    return _initialised()
+
+
+def init_in_cluster(
+    org: str | None = None,
+    project: str | None = None,
+    domain: str | None = None,
+    api_key: str | None = None,
+    endpoint: str | None = None,
+    insecure: bool = False,
+) -> dict[str, Any]:
+    """Flyte 2's ``init_in_cluster``, for code running inside a task: :func:`init` with the
+    arguments given (a loom runtime is configured already, so none are needed). Returns what it
+    configured."""
+    init(project, domain, endpoint=endpoint, api_key=api_key)
+    return _initialised()
+
+
+def _initialised() -> dict[str, Any]:
+    settings = current_settings()
+    return {"endpoint": settings.endpoint, "project": settings.project, "domain": settings.domain}
+
+
+async def _init_from_api_key_aio(*args: Any, **kwargs: Any) -> None:
+    init_from_api_key(*args, **kwargs)
+
+
+async def _init_passthrough_aio(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    return init_passthrough(*args, **kwargs)
+
+
+async def _init_in_cluster_aio(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    return init_in_cluster(*args, **kwargs)
+
+
+# Flyte 2's functions are also awaitable as ``.aio``
+init_from_api_key.aio = _init_from_api_key_aio  # type: ignore[attr-defined]
+init_passthrough.aio = _init_passthrough_aio  # type: ignore[attr-defined]
+init_in_cluster.aio = _init_in_cluster_aio  # type: ignore[attr-defined]

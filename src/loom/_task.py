@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar
 
 from ._cache import Cache, CacheBehavior
 from ._context import current_action
@@ -22,6 +22,39 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _UNSET: Any = object()
+
+#: Flyte 2 task options loom accepts and records (in ``TaskTemplate.options``) without effect:
+#: Kubernetes placement (``pod_template``, ``service_account``, ``queue``, ``interruptible``),
+#: UI links, artifacts, triggers (deployed schedules) and custom task resolvers.
+FLYTE_TASK_OPTIONS = frozenset(
+    {
+        "pod_template", "service_account", "queue", "interruptible", "links", "triggers",
+        "task_resolver", "produces_artifacts", "plugin_config",
+    }
+)  # fmt: skip
+
+
+def check_task_options(where: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` if they are all Flyte 2 options loom accepts, else a clear ``TypeError``."""
+    unknown = sorted(set(options) - FLYTE_TASK_OPTIONS)
+    if unknown:
+        raise TypeError(
+            f"{where} got unexpected keyword arguments: {', '.join(unknown)} (loom accepts "
+            f"Flyte 2's {', '.join(sorted(FLYTE_TASK_OPTIONS))} besides its own)"
+        )
+    return options
+
+
+def _inline_limit(value: int | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise TaskDefinitionError(
+            f"max_inline_io_bytes must be a positive number of bytes, got {value!r}"
+        )
+    return value
+
+
 _CO_COROUTINE = 0x80  # inspect.CO_COROUTINE, without importing inspect on the import path
 
 
@@ -56,6 +89,10 @@ class TaskTemplate(Generic[P, R]):
         env_vars: dict[str, str] | None = _UNSET,
         secrets: Iterable[Secret] | None = _UNSET,
         reusable: ReusePolicy | None = _UNSET,
+        max_inline_io_bytes: int | None = None,
+        entrypoint: bool = False,
+        docs: Any = None,
+        options: dict[str, Any] | None = None,
     ) -> None:
         self.func = func
         self.env = env
@@ -142,14 +179,26 @@ class TaskTemplate(Generic[P, R]):
         resources: Resources | None = _UNSET,
         env_vars: dict[str, str] | None = _UNSET,
         secrets: Iterable[Secret] | None = _UNSET,
-        reusable: ReusePolicy | None = _UNSET,
+        reusable: ReusePolicy | Literal["off"] | None = _UNSET,
+        max_inline_io_bytes: int | None = _UNSET,
+        entrypoint: bool = _UNSET,
+        **flyte_options: Any,
     ) -> TaskTemplate[P, R]:
         """A copy of the task with some settings replaced.
 
         Every setting can be set back to zero or ``None`` (``override(retries=0)``,
         ``override(timeout=None)``, ``override(cache="disable")``): only settings you pass change.
+        ``reusable="off"`` (Flyte 2's spelling) is ``reusable=None``. Flyte 2's other options
+        (``FLYTE_TASK_OPTIONS``) are accepted and recorded without effect.
         """
-        given = {k: v for k, v in locals().items() if k != "self" and v is not _UNSET}
+        check_task_options("override()", flyte_options)
+        given = {
+            k: v
+            for k, v in locals().items()
+            if k not in ("self", "flyte_options") and v is not _UNSET
+        }
+        if given.get("reusable") == "off":
+            given["reusable"] = None
         current: dict[str, Any] = {
             "cache": self.cache,
             "retries": self.retries,
@@ -160,6 +209,10 @@ class TaskTemplate(Generic[P, R]):
             "env_vars": self.env_vars,
             "secrets": self.secrets,
             "reusable": self.reusable,
+            "max_inline_io_bytes": self.max_inline_io_bytes,
+            "entrypoint": self.entrypoint,
+            "docs": self.docs,
+            "options": {**self.options, **flyte_options},
         }
         if "retries" in given and given["retries"] is None:
             given["retries"] = 0

@@ -13,7 +13,11 @@ also means something to plain Python, it derives from the matching built-in too,
     ├── BaseRuntimeError (RuntimeError) a task's attempt failed; ``.code`` names why, as in
     │   │                              Flyte 2
     │   ├── RuntimeUserError           the task's own code failed (see below)
-    │   │   ├── TaskTimeoutError (TimeoutError) an attempt outlived the task's timeout
+    │   │   ├── TaskTimeoutError (TimeoutError) the action outlived a bound of its ``Timeout``
+    │   │   │   ├── MaxRuntimeExceededError   an attempt ran longer than ``max_runtime``
+    │   │   │   ├── MaxQueuedTimeExceededError an attempt waited longer than
+    │   │   │   │                              ``max_queued_time`` to start
+    │   │   │   └── DeadlineExceededError     the action (all attempts) outlived ``deadline``
     │   │   ├── OOMError (MemoryError) a remote attempt held more memory than its request
     │   │   ├── NonRecoverableError    raise it to fail at once: no retry can help
     │   │   ├── InlineIOMaxBytesBreached inputs or outputs over ``max_inline_io_bytes``
@@ -47,10 +51,13 @@ __all__ = [
     "BaseRuntimeError",
     "BundleError",
     "ConfigError",
+    "DeadlineExceededError",
     "IdeInstallError",
     "InlineIOMaxBytesBreached",
     "InputError",
     "LoomError",
+    "MaxQueuedTimeExceededError",
+    "MaxRuntimeExceededError",
     "MissingSecretError",
     "NonRecoverableError",
     "NotFoundError",
@@ -132,7 +139,22 @@ class _NamedUserError(RuntimeUserError):
 
 
 class TaskTimeoutError(_NamedUserError, TimeoutError):
-    """An attempt of a task ran longer than its timeout."""
+    """An action outlived a bound of its task's ``Timeout``; the subclasses say which one
+    (this class itself when the bound is not known)."""
+
+
+class MaxRuntimeExceededError(TaskTimeoutError):
+    """An attempt ran longer than ``Timeout(max_runtime=...)`` (retried if retries are left)."""
+
+
+class MaxQueuedTimeExceededError(TaskTimeoutError):
+    """An attempt waited longer than ``Timeout(max_queued_time=...)`` to start running (for
+    capacity on the control plane; locally for a thread or a serialized cache's holder)."""
+
+
+class DeadlineExceededError(TaskTimeoutError):
+    """The action did not end within ``Timeout(deadline=...)`` of being called, across all its
+    attempts; never retried."""
 
 
 class OOMError(_NamedUserError, MemoryError):

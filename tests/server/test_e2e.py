@@ -244,7 +244,7 @@ def test_a_timeout_kills_the_process_group(client: Client) -> None:
     assert time.monotonic() - started < 20
     error = info["error"]
     assert info["phase"] == "FAILED" and error["kind"] == "timeout"
-    assert error["type"] == "TaskTimeoutError"
+    assert error["type"] == "MaxRuntimeExceededError"
     pid = _pid_from_log(client.logs(run))
     assert not _alive(pid)
 

@@ -168,7 +168,7 @@ def test_timeout_fails_the_attempt_as_timeout(api: Api) -> None:
     api.exit(job.id, -9, "timeout")
     action = api.wait_phase(name, "a0", "FAILED")
     error = action["error"]
-    assert error["kind"] == "timeout" and error["type"] == "TaskTimeoutError"
+    assert error["kind"] == "timeout" and error["type"] == "MaxRuntimeExceededError"
     assert "1.5s" in error["message"]
 
 

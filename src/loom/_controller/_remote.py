@@ -24,12 +24,21 @@ from typing import TYPE_CHECKING, Any
 
 from .. import wire
 from .._context import TaskContext, current_custom_context, current_group
-from .._execution import ActionExecution, cache_key, execute_async, execute_sync
+from .._execution import (
+    ActionExecution,
+    cache_key,
+    check_inline_size,
+    execute_async,
+    execute_sync,
+)
 from .._resources import _cpu_value, gpu_count, parse_memory
 from .._settings import Settings
 from .._sync import run_sync
 from ..errors import (
+    DeadlineExceededError,
     LoomError,
+    MaxQueuedTimeExceededError,
+    MaxRuntimeExceededError,
     MissingSecretError,
     OOMError,
     RemoteTaskError,
@@ -69,6 +78,7 @@ def task_spec(
             disk_bytes=None if r.disk is None else parse_memory(r.disk),
         )
     retry = task.retries
+    timeout = task.timeout
     reuse = None
     if task.reusable is not None:
         low, high = (
@@ -90,7 +100,12 @@ def task_spec(
         environment=task.env.name,
         resources=resources,
         env_vars=dict(task.env_vars),
-        secrets=[wire.SecretRef(key=s.key, env_var=s.env_var, mount=s.mount) for s in task.secrets],
+        secrets=[
+            wire.SecretRef(
+                key=s.key, env_var=s.env_var, mount=None if s.mount is None else str(s.mount)
+            )
+            for s in task.secrets
+        ],
         retries=wire.RetrySpec(
             count=retry.count,
             # the rule caps both anyway; an infinite one (no cap) would not be JSON
@@ -98,7 +113,9 @@ def task_spec(
             backoff_factor=retry.backoff_factor,
             max_backoff_s=min(retry.max_backoff_seconds, wire.MAX_RETRY_BACKOFF_S),
         ),
-        timeout_s=None if task.timeout is None else task.timeout.runtime_seconds,
+        timeout_s=None if timeout is None else timeout.runtime_seconds,
+        max_queued_s=None if timeout is None else timeout.queued_seconds,
+        deadline_s=None if timeout is None else timeout.deadline_seconds,
         cache=(
             wire.CacheSpec(key=cache_key(task, encoded_inputs), serialize=task.cache.serialize)
             if task.cache.enabled
@@ -143,6 +160,12 @@ def error_info(error: BaseException, kind: str = "user") -> wire.ErrorInfo:
     )
 
 
+_TIMEOUT_ERRORS: dict[str, type[TaskTimeoutError]] = {
+    cls.__name__: cls
+    for cls in (MaxRuntimeExceededError, MaxQueuedTimeExceededError, DeadlineExceededError)
+}
+
+
 def rebuild_error(info: wire.ErrorInfo | None, action: str) -> BaseException:
     """The exception a failed child raised, as the same type when it can be rebuilt."""
     if info is None:
@@ -156,7 +179,8 @@ def rebuild_error(info: wire.ErrorInfo | None, action: str) -> BaseException:
         except Exception:
             error = None
     if not isinstance(error, BaseException) and info.kind == ErrorKind.TIMEOUT:
-        error = TaskTimeoutError(info.message)  # the server ended it: the same type as locally
+        # the server ended it: the same type as locally, by the bound that fired
+        error = _TIMEOUT_ERRORS.get(info.type, TaskTimeoutError)(info.message)
     if not isinstance(error, BaseException) and info.kind == ErrorKind.OOM:
         error = OOMError(info.message)
     if not isinstance(error, BaseException):
@@ -306,7 +330,7 @@ class RemoteRun:
         # Binding and naming happen at call time, in call order, so names are deterministic.
         inputs = task.interface.bind(args, kwargs)
         encoded = task.interface.encode_inputs(inputs, self.data)
-        size = len(json.dumps(encoded))
+        size = check_inline_size(task, "inputs", encoded)
         if size > wire.MAX_INLINE_BYTES:
             raise LoomError(
                 f"inputs of {task.name} are {size} bytes encoded, over the limit of "

@@ -11,6 +11,7 @@ from ._execute import (
     ActionHost,
     ActionRecord,
     cache_key,
+    check_inline_size,
     execute_async,
     execute_sync,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "ActionHost",
     "ActionRecord",
     "cache_key",
+    "check_inline_size",
     "execute_async",
     "execute_sync",
     "install_environ_overlay",

@@ -21,8 +21,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .._context import RunInfo, SecretsAccessor, TaskContext, current_action
 from ..errors import (
+    DeadlineExceededError,
+    InlineIOMaxBytesBreached,
     InputError,
     LoomError,
+    MaxQueuedTimeExceededError,
+    MaxRuntimeExceededError,
     MissingSecretError,
     NonRecoverableError,
     OutputTypeError,
@@ -42,7 +46,10 @@ log = logging.getLogger("loom")
 
 # Failures that another attempt cannot fix.
 _NOT_RETRYABLE = (
+    DeadlineExceededError,
+    InlineIOMaxBytesBreached,
     InputError,
+    MaxQueuedTimeExceededError,
     MissingSecretError,
     NonRecoverableError,
     OutputTypeError,
@@ -101,6 +108,20 @@ class ActionHost(RunInfo, Protocol):
 _HIT = object()
 
 
+def check_inline_size(task: TaskTemplate[Any, Any], what: str, encoded: Any) -> int:
+    """The size of encoded ``inputs`` or ``output`` of ``task``; raises
+    :class:`~loom.errors.InlineIOMaxBytesBreached` over its ``max_inline_io_bytes``."""
+    size = len(json.dumps(encoded))
+    limit = task.max_inline_io_bytes
+    if limit is not None and size > limit:
+        raise InlineIOMaxBytesBreached(
+            f"the {what} of task {task.name} take {size} bytes encoded, over its "
+            f"max_inline_io_bytes of {limit}; raise the limit (@env.task(max_inline_io_bytes=...)) "
+            "or pass large data as loom.io.File, Dir or DataFrame, which count by reference"
+        )
+    return size
+
+
 def cache_key(task: TaskTemplate[Any, Any], encoded_inputs: Mapping[str, Any]) -> str:
     """The cache key of a call: task identity, cache version and inputs (minus ignored ones)."""
     import hashlib
@@ -129,7 +150,17 @@ def _keyed(value: Any) -> Any:
 class ActionExecution:
     """One task call moving through its attempts; the drivers below supply the I/O."""
 
-    __slots__ = ("cache_key", "context", "host", "inputs", "leader", "record", "task", "value")
+    __slots__ = (
+        "cache_key",
+        "called",
+        "context",
+        "host",
+        "inputs",
+        "leader",
+        "record",
+        "task",
+        "value",
+    )
 
     def __init__(
         self,
@@ -147,6 +178,8 @@ class ActionExecution:
         self.cache_key: str | None = None
         self.leader: concurrent.futures.Future[None] | None = None
         self.value: Any = None
+        # when the caller asked: a deadline counts from here, and so does the first wait
+        self.called = time.monotonic()
         self.context = TaskContext(host, name, task, group, None)
         if task.report:
             self.context.report_parts = []
@@ -159,6 +192,10 @@ class ActionExecution:
             if task.secrets:
                 values, paths, environ = host.resolve_secrets(task)
                 context.secrets = SecretsAccessor(values, paths)
+            if task.max_inline_io_bytes is not None and host.mode == "local":
+                # (a remote caller checked them before submitting the action)
+                encoded = task.interface.encode_inputs(self.inputs, host.blobs)
+                check_inline_size(task, "inputs", encoded)
         except BaseException as e:
             self.failed(e)
             raise
@@ -251,9 +288,14 @@ class ActionExecution:
 
     def succeeded(self, value: Any) -> Any:
         rec = self.record
+        task = self.task
         try:
-            self.task.interface.check_output(value)
-        except OutputTypeError as e:
+            task.interface.check_output(value)
+            if task.max_inline_io_bytes is not None and self.host.mode == "local":
+                # (a remote runtime checks what it encodes to report)
+                encoded = task.interface.output.encode(value, self.host.blobs)
+                check_inline_size(task, "output", encoded)
+        except (OutputTypeError, InlineIOMaxBytesBreached) as e:
             self.failed(e)
             raise
         if self.cache_key is not None:
@@ -288,11 +330,77 @@ class ActionExecution:
         self._release()
         return None
 
-    def timeout_error(self, seconds: float) -> TaskTimeoutError:
-        return TaskTimeoutError(
+    # -- time bounds (``loom.Timeout``) --------------------------------------------------------
+
+    def deadline_left(self) -> float | None:
+        """Seconds left before the action's ``deadline``; ``None`` without one, or remotely,
+        where the server keeps it (it counts from the action's creation, not this attempt)."""
+        timeout = self.task.timeout
+        deadline = None if timeout is None else timeout.deadline_seconds
+        if deadline is None or self.host.mode != "local":
+            return None
+        return deadline - (time.monotonic() - self.called)
+
+    def attempt_limit(self) -> tuple[float, bool] | None:
+        """How long the next attempt may run, and whether the deadline (not ``max_runtime``)
+        is what limits it; ``None`` for no limit."""
+        timeout = self.task.timeout
+        if timeout is None:
+            return None
+        runtime, left = timeout.runtime_seconds, self.deadline_left()
+        if left is not None and (runtime is None or left <= runtime):
+            return max(left, 0.0), True
+        return None if runtime is None else (runtime, False)
+
+    def check_waited(self, since: float) -> None:
+        """Raise if the wait for this attempt to start (from ``since``, a monotonic time)
+        outlived ``max_queued_time`` or the deadline."""
+        timeout = self.task.timeout
+        if timeout is None or self.host.mode != "local":
+            return  # the server keeps a remote action's queue limit
+        left = self.deadline_left()
+        if left is not None and left <= 0:
+            raise self.deadline_error()
+        limit = timeout.queued_seconds
+        waited = time.monotonic() - since
+        if limit is not None and waited > limit:
+            raise MaxQueuedTimeExceededError(
+                f"task {self.task.name} (action {self.record.name}) waited {waited:.2f} s to "
+                f"start attempt {self.context.attempt}, longer than its max_queued_time of "
+                f"{limit:g} s"
+            )
+
+    def wait_limit(self) -> float | None:
+        """How long this action may wait for another (a serialized cache's holder)."""
+        timeout = self.task.timeout
+        if timeout is None:
+            return None
+        limits = [x for x in (timeout.queued_seconds, self.deadline_left()) if x is not None]
+        return max(min(limits), 0.0) if limits else None
+
+    def timeout_error(self, seconds: float, deadline: bool = False) -> TaskTimeoutError:
+        if deadline:
+            return self.deadline_error()
+        return MaxRuntimeExceededError(
             f"task {self.task.name} (action {self.record.name}) exceeded its timeout of "
-            f"{seconds:g} s in attempt {self.context.attempt}"
+            f"{seconds:g} s in attempt {self.context.attempt} (Timeout.max_runtime)"
         )
+
+    def deadline_error(self) -> DeadlineExceededError:
+        timeout = self.task.timeout
+        deadline = None if timeout is None else timeout.deadline_seconds
+        return DeadlineExceededError(
+            f"task {self.task.name} (action {self.record.name}) did not finish within its "
+            f"deadline of {deadline:g} s (attempt {self.context.attempt}); no retry follows"
+        )
+
+    def backoff(self, delay: float) -> tuple[float, bool]:
+        """How long to sleep before the next attempt, and whether the deadline ends the
+        action during that sleep (then the action fails once the sleep is over)."""
+        left = self.deadline_left()
+        if left is not None and delay >= left:
+            return max(left, 0.0), True
+        return delay, False
 
 
 # -- drivers ----------------------------------------------------------------------------------
@@ -304,21 +412,28 @@ async def execute_async(ex: ActionExecution) -> Any:
     while (state := ex.lookup()) is not None:
         if state is _HIT:
             return ex.value
-        await asyncio.wrap_future(state)  # another call with the same key is running
-    timeout = ex.task.timeout
+        # another call with the same key is running: wait for it, within the time bounds
+        waiting = asyncio.wrap_future(state)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiting), ex.wait_limit())
+        except TimeoutError:
+            break  # waited too long: check_waited below fails the attempt
+    since = ex.called
     while True:
         token = ex.enter_attempt()
         try:
-            if timeout is None:
+            ex.check_waited(since)
+            limit = ex.attempt_limit()
+            if limit is None:
                 value = await ex.task.func(**ex.inputs)
             else:
-                seconds = timeout.runtime_seconds
+                seconds, by_deadline = limit
                 try:
                     async with asyncio.timeout(seconds) as scope:
                         value = await ex.task.func(**ex.inputs)
                 except TimeoutError as e:
                     if scope.expired():
-                        raise ex.timeout_error(seconds) from e
+                        raise ex.timeout_error(seconds, by_deadline) from e
                     raise
         except BaseException as e:
             current_action.reset(token)
@@ -327,7 +442,13 @@ async def execute_async(ex: ActionExecution) -> Any:
                 if (error := as_user_error(e)) is e:
                     raise
                 raise error from e.__cause__
+            delay, ends = ex.backoff(delay)
             await asyncio.sleep(delay)
+            if ends:
+                final = ex.deadline_error()
+                ex.failed(final)
+                raise final from e
+            since = time.monotonic()
             continue
         current_action.reset(token)
         return ex.succeeded(value)
@@ -339,15 +460,17 @@ def execute_sync(ex: ActionExecution) -> Any:
     while (state := ex.lookup()) is not None:
         if state is _HIT:
             return ex.value
-        state.result()
-    timeout = ex.task.timeout
+        try:
+            state.result(ex.wait_limit())
+        except concurrent.futures.TimeoutError:
+            break  # waited too long: check_waited below fails the attempt
+    since = ex.called  # (a call given to the thread pool may have waited for a thread)
     while True:
         token = ex.enter_attempt()
         try:
-            if timeout is None:
-                value = ex.task.func(**ex.inputs)
-            else:
-                value = _call_with_timeout(ex, timeout.runtime_seconds)
+            ex.check_waited(since)
+            limit = ex.attempt_limit()
+            value = ex.task.func(**ex.inputs) if limit is None else _call_with_timeout(ex, *limit)
         except BaseException as e:
             current_action.reset(token)
             delay = ex.failed(e)
@@ -355,13 +478,19 @@ def execute_sync(ex: ActionExecution) -> Any:
                 if (error := as_user_error(e)) is e:
                     raise
                 raise error from e.__cause__
+            delay, ends = ex.backoff(delay)
             time.sleep(delay)
+            if ends:
+                final = ex.deadline_error()
+                ex.failed(final)
+                raise final from e
+            since = time.monotonic()
             continue
         current_action.reset(token)
         return ex.succeeded(value)
 
 
-def _call_with_timeout(ex: ActionExecution, seconds: float) -> Any:
+def _call_with_timeout(ex: ActionExecution, seconds: float, by_deadline: bool = False) -> Any:
     """Run the attempt in its own thread; on timeout, interrupt it and raise in the caller."""
     result: concurrent.futures.Future[Any] = concurrent.futures.Future()
     context = contextvars.copy_context()
@@ -378,7 +507,7 @@ def _call_with_timeout(ex: ActionExecution, seconds: float) -> Any:
     try:
         return result.result(seconds)
     except concurrent.futures.TimeoutError:
-        error = ex.timeout_error(seconds)
+        error = ex.timeout_error(seconds, by_deadline)
         _interrupt(worker)
         raise error from None
 

@@ -13,11 +13,13 @@ from typing import Any
 
 from .. import wire
 from .._controller._remote import RemoteRun, error_info
+from .._execution import check_inline_size
 from .._settings import Settings
 from .._task import TaskTemplate
 from ..errors import (
     ApiError,
     IdeInstallError,
+    InlineIOMaxBytesBreached,
     InputError,
     LoomError,
     MissingSecretError,
@@ -198,13 +200,15 @@ async def _execute(
         finally:
             host.close()
         encoded = task.interface.output.encode(value, data)
+        if task.max_inline_io_bytes is not None:
+            check_inline_size(task, "output", encoded)
         await data.flush(client)  # what the outputs refer to is stored before they are reported
     except BaseException as e:  # every failure is reported; none escapes the attempt
         if isinstance(e, KeyboardInterrupt | SystemExit | asyncio.CancelledError):
             raise  # a cancelled attempt reports nothing: the server decided its outcome
         # failures another attempt cannot fix are "system" errors, which the server never retries
         kind = ErrorKind.SYSTEM if isinstance(e, _NOT_RETRYABLE) else ErrorKind.USER
-        if isinstance(e, NonRecoverableError):
+        if isinstance(e, NonRecoverableError | InlineIOMaxBytesBreached):
             kind = ErrorKind.NON_RECOVERABLE
         return wire.AttemptResult(error=error_info(e, kind))
     return wire.AttemptResult(outputs=wire.Outputs(value=encoded))

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -126,6 +127,21 @@ class Action(Base):
         Index("ix_actions_phase_id", "phase", "id"),  # the scheduler's queue, in creation order
         Index("ix_actions_run_parent", "run_id", "parent"),
         Index("ix_actions_cache_digest", "cache_digest"),
+        # the timeout sweep's: open actions past a bound (only those with one are indexed)
+        Index(
+            "ix_actions_phase_deadline_at",
+            "phase",
+            "deadline_at",
+            sqlite_where=text("deadline_at IS NOT NULL"),
+            postgresql_where=text("deadline_at IS NOT NULL"),
+        ),
+        Index(
+            "ix_actions_phase_queued_until",
+            "phase",
+            "queued_until",
+            sqlite_where=text("queued_until IS NOT NULL"),
+            postgresql_where=text("queued_until IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(_BigId, primary_key=True)
@@ -154,6 +170,11 @@ class Action(Base):
     # ``loom.custom_context`` pairs its attempts see (``None``: none)
     custom_context: Mapped[dict[str, Any] | None]
     retry_at: Mapped[datetime | None]  # when a RETRYING action may start its next attempt
+    # when it fails if it has not ended (``Timeout.deadline``, from its creation), and if it
+    # has not started an attempt (``Timeout.max_queued_time``, from when it may: created, or
+    # due for a retry); see ``_state.time_bounds``
+    deadline_at: Mapped[datetime | None]
+    queued_until: Mapped[datetime | None]
     # disabled, miss, hit, overwritten, or waiting: QUEUED behind an identical call of a
     # serialized cache (not claimable until that one ends)
     cache: Mapped[str] = mapped_column(String(16), default="disabled")

@@ -64,6 +64,7 @@ from ._secrets import SecretService
 from ._session_access import SessionAccess, session_host_label
 from ._sessions import SessionService, flush_activity_forever
 from ._settings import ServerSettings
+from ._time_bounds import TimeBoundSweep
 from ._values import read_value
 
 log = logging.getLogger("loom.server")
@@ -172,6 +173,7 @@ class ControlPlane:
         self._spawn(
             HeartbeatSweep(self.runs, self.executor, self.settings.heartbeat_timeout_s).forever()
         )
+        self._spawn(TimeBoundSweep(self.runs).forever())
 
     async def stop(self) -> None:
         """Stop scheduling; leave the action processes running, for the next server process

@@ -24,6 +24,8 @@ somebody debugs (see :func:`job_timeout_s`).
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from .. import wire
 from ..executors import Capacity
 from ..wire import ErrorKind, Phase
@@ -60,6 +62,40 @@ def job_timeout_s(task: wire.TaskSpec) -> float | None:
     whose attempt waits for a person for as long as its session is open (its idle limit,
     ``InteractiveSpec.max_idle_seconds``, ends an abandoned one instead)."""
     return None if task.interactive is not None else task.timeout_s
+
+
+def time_bounds(task: wire.TaskSpec, now: datetime) -> tuple[datetime | None, datetime | None]:
+    """When an action of ``task`` created ``now`` fails if it has not ended (its
+    ``deadline_s``) and if it has not started (its ``max_queued_s``); ``None`` where the task
+    sets no bound. An interactive task has none, like no timeout (see :func:`job_timeout_s`)."""
+    if task.interactive is not None:
+        return None, None
+    return _after(now, task.deadline_s), _after(now, task.max_queued_s)
+
+
+def _after(when: datetime, seconds: float | None) -> datetime | None:
+    return None if seconds is None else when + timedelta(seconds=seconds)
+
+
+def queued_timeout_error(action: str, seconds: float) -> wire.ErrorInfo:
+    """Why an action that waited ``seconds`` to start failed: ``Timeout.max_queued_time``."""
+    return wire.ErrorInfo(
+        type="MaxQueuedTimeExceededError",
+        message=f"action {action!r} waited longer than its max_queued_time of {seconds:g} s "
+        "to start: no worker had room for it (see its Resources, and the server's capacity)",
+        kind=ErrorKind.TIMEOUT,
+    )
+
+
+def deadline_error(action: str, seconds: float, attempts: int) -> wire.ErrorInfo:
+    """Why an action that did not end within its ``Timeout.deadline`` failed."""
+    killed = " (its running attempt was killed)" if attempts else ""
+    return wire.ErrorInfo(
+        type="DeadlineExceededError",
+        message=f"action {action!r} did not finish within its deadline of {seconds:g} s after "
+        f"{attempts} attempt{'' if attempts == 1 else 's'}{killed}; no retry follows",
+        kind=ErrorKind.TIMEOUT,
+    )
 
 
 #: Failures of the infrastructure, not of the task: retried from the server's own allowance

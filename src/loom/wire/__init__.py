@@ -574,7 +574,13 @@ class TaskSpec(_Model):
     env_vars: dict[Annotated[str, Field(max_length=MAX_NAME)], str] = {}
     secrets: list[SecretRef] = []
     retries: RetrySpec = RetrySpec()
-    timeout_s: float | None = Field(default=None, ge=0)
+    timeout_s: float | None = Field(default=None, ge=0)  # ``Timeout.max_runtime``: per attempt
+    #: ``Timeout.max_queued_time``: how long the action may wait to start an attempt (QUEUED,
+    #: or RETRYING once its backoff is over) before it fails with MaxQueuedTimeExceededError
+    max_queued_s: float | None = Field(default=None, gt=0)
+    #: ``Timeout.deadline``: how long after its creation the action must have ended, across
+    #: all attempts, or fail with DeadlineExceededError (its running attempt killed)
+    deadline_s: float | None = Field(default=None, gt=0)
     cache: CacheSpec | None = None
     reuse: ReuseSpec | None = None
     interactive: InteractiveSpec | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import insert, select
@@ -244,6 +245,7 @@ class Commands(Queries):
                     "pool": pool_of(task, run.project_id, run.domain, run.bundle, run.env_vars),
                     "custom_context": spec.custom_context or None,
                     "created_at": now,
+                    **_time_bounds(task, now),
                 }
             )
             self._event(tx, "action", run.name, spec.name, Phase.QUEUED)
@@ -262,6 +264,7 @@ class Commands(Queries):
 
     def _insert_action(self, tx: _Tx, run: Run, spec: wire.ActionCreate, inputs_key: str) -> Action:
         task = spec.task
+        now = utcnow()
         action = Action(
             run_id=run.id,
             name=spec.name,
@@ -276,7 +279,8 @@ class Commands(Queries):
             **Requests.of(task, self.defaults).columns(),
             pool=pool_of(task, run.project_id, run.domain, run.bundle, run.env_vars),
             custom_context=spec.custom_context or None,
-            created_at=utcnow(),
+            created_at=now,
+            **_time_bounds(task, now),
         )
         tx.s.add(action)
         self._event(tx, "action", run.name, action.name, Phase.QUEUED)
@@ -308,3 +312,8 @@ class Commands(Queries):
                     return action
         tx.fx.schedule = True
         return action
+
+
+def _time_bounds(task: wire.TaskSpec, now: datetime) -> dict[str, datetime | None]:
+    deadline_at, queued_until = state.time_bounds(task, now)
+    return {"deadline_at": deadline_at, "queued_until": queued_until}

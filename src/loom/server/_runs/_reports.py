@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from ... import wire
 from ...executors import job_id
 from ...wire import ErrorKind, Phase
+from .. import _state as state
 from .._errors import (
     BadRequestError,
     NotFoundError,
@@ -77,11 +78,17 @@ _OPEN_PARENTS = (
 )
 
 
+#: The phases in which a ``Timeout.deadline`` ends an action (not INTERACTIVE: nothing times out
+#: while a person debugs), and those in which it still waits to start (``max_queued_time``).
+_DEADLINE_PHASES = (Phase.QUEUED, Phase.RETRYING, Phase.RUNNING)
+_WAITING_PHASES = (Phase.QUEUED, Phase.RETRYING)
+
+
 def _exit_error(exit: ProcessExit, task: wire.TaskSpec | None = None) -> wire.ErrorInfo:
     """How an attempt of ``task`` whose process ended without reporting failed."""
     if exit.reason == "timeout":
         return wire.ErrorInfo(
-            type="TaskTimeoutError",
+            type="MaxRuntimeExceededError",
             message=f"attempt {exit.attempt} of action {exit.action!r} exceeded its timeout and "
             "was killed",
             kind=ErrorKind.TIMEOUT,
@@ -575,6 +582,84 @@ class Reports(Transitions):
             except Exception:
                 log.exception("cannot declare the silent attempt (row %d) lost", attempt_id)
         return lost
+
+    def expire_time_bounds(self) -> int:
+        """Fail every open action past a bound of its ``Timeout``: its ``deadline`` (whatever
+        its phase, killing its running attempt, never retried) or its ``max_queued_time``
+        (still waiting to start). An interactive attempt (a person debugging) is left alone,
+        as by every timeout. Returns how many failed.
+
+        Each is ended in a transaction of its own, re-checked there (it may have started or
+        ended since it was found): one that cannot be must not keep the others going."""
+        now = utcnow()
+        with self._db.read() as s:
+            ids = set(
+                s.scalars(
+                    select(Action.id).where(
+                        Action.phase.in_(_DEADLINE_PHASES), Action.deadline_at <= now
+                    )
+                )
+            )
+            ids.update(
+                s.scalars(
+                    select(Action.id).where(
+                        Action.phase.in_(_WAITING_PHASES), Action.queued_until <= now
+                    )
+                )
+            )
+        expired = 0
+        for action_id in sorted(ids):
+            try:
+                with self._tx() as tx:
+                    found = tx.s.execute(
+                        select(Run, Action)
+                        .join(Run, Run.id == Action.run_id)
+                        .where(Action.id == action_id)
+                    ).first()
+                    if found is None:
+                        continue
+                    run, action = found
+                    error = self._bound_passed(action, utcnow())
+                    if error is None:
+                        continue
+                    self._time_out(tx, run, action, error)
+                expired += 1
+            except Exception:
+                log.exception("cannot end the action (row %d) past its time bound", action_id)
+        return expired
+
+    @staticmethod
+    def _bound_passed(action: Action, now: datetime) -> wire.ErrorInfo | None:
+        task = task_spec(action.spec)
+        if (
+            action.phase in _DEADLINE_PHASES
+            and action.deadline_at is not None
+            and action.deadline_at <= now
+            and task.deadline_s is not None
+        ):
+            return state.deadline_error(action.name, task.deadline_s, action.attempts)
+        if (
+            action.phase in _WAITING_PHASES
+            and action.queued_until is not None
+            and action.queued_until <= now
+            and task.max_queued_s is not None
+        ):
+            return state.queued_timeout_error(action.name, task.max_queued_s)
+        return None
+
+    def _time_out(self, tx: _Tx, run: Run, action: Action, error: wire.ErrorInfo) -> None:
+        """End ``action`` FAILED with ``error``, killing its running attempt: a time bound
+        passed, which no retry can undo."""
+        if action.attempts:
+            attempt = self._attempt_row(tx.s, run, action, action.attempts)
+            if attempt.phase not in TERMINAL:
+                attempt.phase = Phase.FAILED
+                attempt.ended_at = utcnow()
+                attempt.error = error.model_dump(mode="json")
+                tx.fx.ended.add((run.name, action.name, attempt.number))
+                tx.fx.cancel.append(job_id(run.name, action.name, attempt.number))
+        self._close_sessions(tx, run, action, error.message)
+        self._set_phase(tx, run, action, Phase.FAILED, error=error)
 
     def lose_attempts(self, lost: Sequence[tuple[RunningAttempt, str | None]]) -> None:
         """The server restarted while these attempts ran, and their processes are gone: each

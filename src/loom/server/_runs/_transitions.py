@@ -458,6 +458,10 @@ class Transitions:
                 else state.backoff_s(retries, attempt.number - action.lost_attempts)
             )
             action.retry_at = now + timedelta(seconds=backoff)
+            queued = task_spec(action.spec).max_queued_s
+            if queued is not None and action.queued_until is not None:
+                # the wait for the next attempt counts from when it may start
+                action.queued_until = action.retry_at + timedelta(seconds=queued)
             self._set_phase(tx, run, action, Phase.RETRYING)
             tx.fx.schedule = True
         else:
