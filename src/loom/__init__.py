@@ -22,21 +22,36 @@ plain Python, and run them with :func:`run`::
 from typing import TYPE_CHECKING, Any
 
 from ._cache import Cache
+from ._checkpoint import BaseCheckpoint, Checkpoint, latest_checkpoint
 from ._context import TaskContext, ctx, custom_context, group
 from ._environment import TaskEnvironment
 from ._image import Image
 from ._map import map
 from ._resources import Resources
 from ._reuse import ReusePolicy
-from ._run import Run, RunContext, init, init_from_config, run, with_runcontext
+from ._run import (
+    Run,
+    RunContext,
+    init,
+    init_from_api_key,
+    init_from_config,
+    init_in_cluster,
+    init_passthrough,
+    run,
+    with_runcontext,
+)
 from ._secret import Secret
 from ._task import TaskTemplate
-from ._timeout import RetryStrategy, Timeout
+from ._timeout import Backoff, RetryStrategy, Timeout
 from ._trace import trace
 from ._version import __version__
 
 if TYPE_CHECKING:
+    import logging
+
     from . import io, report
+
+    logger: logging.Logger
 
 _LAZY_MODULES = {"io", "report"}  # imported on first use to keep ``import loom`` cheap
 
@@ -46,11 +61,18 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         return importlib.import_module(f"{__name__}.{name}")
+    if name == "logger":  # (imports ``logging``: not on ``import loom``'s path)
+        from ._logger import logger
+
+        return logger
     raise AttributeError(f"module 'loom' has no attribute {name!r}")
 
 
 __all__ = [
+    "Backoff",
+    "BaseCheckpoint",
     "Cache",
+    "Checkpoint",
     "Image",
     "Resources",
     "RetryStrategy",
@@ -67,8 +89,13 @@ __all__ = [
     "custom_context",
     "group",
     "init",
+    "init_from_api_key",
     "init_from_config",
+    "init_in_cluster",
+    "init_passthrough",
     "io",
+    "latest_checkpoint",
+    "logger",
     "map",
     "report",
     "run",

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from datetime import datetime
     from pathlib import Path
 
+    from ._checkpoint import Checkpoint
     from ._task import TaskTemplate
 
 
@@ -138,6 +139,7 @@ class TaskContext:
     """
 
     __slots__ = (
+        "_checkpoint",
         "_custom_context",
         "action",
         "attempt",
@@ -167,6 +169,7 @@ class TaskContext:
         self.attempt = 0
         self.report_parts: list[str] | None = None
         self._custom_context: dict[str, str] = {}
+        self._checkpoint: Checkpoint | None = None
 
     @property
     def custom_context(self) -> dict[str, str]:
@@ -177,6 +180,17 @@ class TaskContext:
         if override is not None and override[0] is self:
             return dict(override[1])
         return dict(self._custom_context)
+
+    @property
+    def checkpoint(self) -> Checkpoint:
+        """This attempt's checkpoint: what it saves (``save``/``save_sync``), the next attempt
+        of this action loads (``load``/``load_sync``); see :class:`loom.Checkpoint`."""
+        found = self._checkpoint
+        if found is None or found.attempt != max(self.attempt, 1):  # one per attempt
+            from ._checkpoint import checkpoint_of
+
+            found = self._checkpoint = checkpoint_of(self)
+        return found
 
     @property
     def run_name(self) -> str:

@@ -118,7 +118,7 @@ def _tabbed(tabs: list[Tab]) -> str:
         )
     return (
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>Report</title>\n'
-        f"<style>{_STYLE}{''.join(rules)}</style></head>\n<body><div class=\"loom-tabs\">\n"
+        f'<style>{_STYLE}{"".join(rules)}</style></head>\n<body><div class="loom-tabs">\n'
         + "\n".join(inputs)
         + '\n<nav class="loom-nav">'
         + "".join(labels)

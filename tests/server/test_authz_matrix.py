@@ -204,6 +204,16 @@ CASES: dict[tuple[str, str], Case] = {
     ("POST", f"{P}/runs/{{run}}/actions/{{action}}/attempts/{{n}}/finished"): Case(
         Policy.ATTEMPT_RUNTIME, body=lambda api, w: {"outputs": {"value": 1}}, fresh=True
     ),
+    ("PUT", f"{P}/runs/{{run}}/actions/{{action}}/attempts/{{n}}/checkpoint"): Case(
+        Policy.ATTEMPT_RUNTIME, content=lambda api, w: b"state"
+    ),
+    # 404 "no attempt before attempt 1 saved a checkpoint": still let in
+    ("GET", f"{P}/runs/{{run}}/actions/{{action}}/attempts/{{n}}/checkpoint"): Case(
+        Policy.ATTEMPT_RUNTIME
+    ),
+    ("GET", f"{P}/runs/{{run}}/actions/{{action}}/attempts/{{n}}/checkpoint/info"): Case(
+        Policy.ATTEMPT_RUNTIME
+    ),
     ("GET", f"{P}/runs/{{run}}/actions/{{action}}/logs"): Case(Policy.RUN_VIEWER),
     ("PUT", f"{P}/runs/{{run}}/actions/{{action}}/report"): Case(
         Policy.ACTION_RUNTIME, content=lambda api, w: b"<p>report</p>"

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._checkpoint import LocalCheckpoints
 from .._context import TaskContext, current_custom_context, current_group
 from .._execution import ActionExecution, ActionRecord, execute_async, execute_sync
 from .._settings import Settings
@@ -62,6 +63,8 @@ class LocalRun:
         self._secrets: LocalSecrets | None = None
         self._scratch: Path | None = None
         self._lock = threading.Lock()
+        #: ``ctx().checkpoint``: kept in the run's scratch directory, removed with it
+        self.checkpoints = LocalCheckpoints(lambda: self._scratch_dir() / "checkpoints")
 
     # -- controller: where task calls go ------------------------------------------------------
 

@@ -50,6 +50,7 @@ from ..remote import Client
 from ..remote._bundle import task_location
 from ..remote._client import item_error
 from ..wire import ErrorKind, Phase
+from ._checkpoints import RemoteCheckpoints
 
 log = logging.getLogger("loom")
 
@@ -231,6 +232,8 @@ class RemoteRun:
         self._report: str | None = None
         self._report_sent: str | None = None
         self._report_upload: asyncio.Future[None] | None = None
+        #: ``ctx().checkpoint``: on the server, with this attempt's credential
+        self.checkpoints = RemoteCheckpoints(self)
 
     # -- executing this process's own action --------------------------------------------------
 

@@ -139,8 +139,10 @@ class DataFrame:
         return cls.from_local_sync(df, columns, remote_destination, hash_method)
 
     def __await__(self) -> Generator[Any, None, DataFrame]:
-        return self
-        yield  # (a generator: awaiting a DataFrame gives it at once)
+        async def itself() -> DataFrame:
+            return self
+
+        return itself().__await__()  # awaiting a DataFrame gives it at once
 
     @classmethod
     def from_existing_remote(cls, remote_path: str, format: str = "parquet", **_: Any) -> DataFrame:
@@ -182,7 +184,7 @@ class DataFrame:
         assert self.path is not None
         from ._remote import fetch, is_data_uri
 
-        return fetch(self.path, tree=False) if is_data_uri(self.path) else self.path
+        return str(fetch(self.path, tree=False)) if is_data_uri(self.path) else self.path
 
     def parquet_bytes(self) -> bytes:
         """The table as Parquet, as it travels."""

@@ -442,6 +442,76 @@ class Client:
             f"/runs/{run}/actions/{action}/attempts/{attempt}/finished", result, wire.ActionInfo
         )
 
+    def _checkpoint_path(self, run: str, action: str, attempt: int) -> str:
+        return f"/runs/{run}/actions/{action}/attempts/{attempt}/checkpoint"
+
+    async def put_checkpoint(
+        self,
+        run: str,
+        action: str,
+        attempt: int,
+        kind: wire.CheckpointKind,
+        source: bytes | Path,
+    ) -> wire.CheckpointInfo:
+        """Store ``source`` (bytes, or a file streamed from disk) as the attempt's checkpoint
+        (by its runtime; it replaces the attempt's earlier one)."""
+        content = source if isinstance(source, bytes) else _file_chunks(source)
+        response = await self._request(
+            "PUT",
+            self._checkpoint_path(run, action, attempt),
+            params={"kind": kind.value},
+            content=content,
+            headers={"Content-Type": "application/octet-stream"},
+            timeout=httpx.Timeout(self._timeout, write=None, read=None),
+        )
+        return wire.CheckpointInfo.model_validate_json(response.content)
+
+    async def checkpoint_info(
+        self, run: str, action: str, attempt: int
+    ) -> wire.CheckpointInfo | None:
+        """The checkpoint ``attempt`` resumes from (the latest an earlier attempt saved), or
+        ``None`` if there is none."""
+        try:
+            return await self._get(
+                self._checkpoint_path(run, action, attempt) + "/info", wire.CheckpointInfo
+            )
+        except NotFoundError:
+            return None
+
+    async def download_checkpoint(
+        self, run: str, action: str, attempt: int, target: Path
+    ) -> wire.CheckpointInfo | None:
+        """Stream the checkpoint ``attempt`` resumes from into the file ``target``; ``None``
+        (``target`` untouched) if there is none, :class:`ApiError` if it arrives corrupt."""
+        sha = hashlib.sha256()
+        path = self._checkpoint_path(run, action, attempt)
+        try:
+            async with self._client().stream(
+                "GET", path, timeout=httpx.Timeout(self._timeout, read=None)
+            ) as r:
+                if r.status_code == 404:
+                    return None
+                if r.status_code >= 400:
+                    await r.aread()
+                    raise _error_for(r)
+                info = wire.CheckpointInfo.model_validate_json(r.headers[wire.CHECKPOINT_HEADER])
+                with target.open("wb") as f:
+                    async for chunk in r.aiter_bytes(_CHUNK):
+                        sha.update(chunk)
+                        f.write(chunk)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+            raise ServerUnreachableError(
+                f"cannot reach the server at {self.endpoint} — start it with `loom server start`"
+            ) from e
+        except httpx.HTTPError as e:
+            raise ApiError(f"download of the checkpoint {path} failed: {e}") from e
+        if sha.hexdigest() != info.sha256:
+            raise ApiError(
+                f"the checkpoint {path} arrived with SHA-256 {sha.hexdigest()}, not "
+                f"{info.sha256}: it was cut off on the way, or is corrupt in the object store"
+            )
+        return info
+
     async def abort_action(self, run: str, action: str) -> wire.ActionInfo:
         return await self._post(f"/runs/{run}/actions/{action}/abort", None, wire.ActionInfo)
 

@@ -612,6 +612,56 @@ def attempt_finished(
     return p.runs.attempt_finished(run, action, n, result)
 
 
+@router.put("/runs/{run}/actions/{action}/attempts/{n}/checkpoint")
+async def put_checkpoint(
+    run: str,
+    action: str,
+    n: AttemptNumber,
+    request: Request,
+    p: Plane,
+    _: AttemptRuntime,
+    kind: wire.CheckpointKind = wire.CheckpointKind.FILE,
+) -> wire.CheckpointInfo:
+    """Attempt ``n``'s checkpoint (the body), for the next attempt of the action to resume
+    from; it replaces the attempt's earlier one. For that attempt's runtime only."""
+    limit = p.checkpoints.max_bytes
+    too_big = (
+        f"checkpoint is over the limit of {limit} bytes (LOOM_MAX_DATA_BYTES on the server, "
+        f"at most {wire.MAX_CHECKPOINT_BYTES}); save only the state needed to resume"
+    )
+    async with _received(request, p, limit, too_big) as (path, size, sha):
+        return await to_thread.run_sync(p.checkpoints.save, run, action, n, kind, path, size, sha)
+
+
+@router.get("/runs/{run}/actions/{action}/attempts/{n}/checkpoint/info")
+def checkpoint_info(
+    run: str, action: str, n: AttemptNumber, p: Plane, _: AttemptRuntime
+) -> wire.CheckpointInfo:
+    """The checkpoint attempt ``n`` resumes from, without its bytes (404 if there is none).
+    For that attempt's runtime."""
+    info, _key = p.checkpoints.latest_before(run, action, n)
+    return info
+
+
+@router.get(
+    "/runs/{run}/actions/{action}/attempts/{n}/checkpoint",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def get_checkpoint(
+    run: str, action: str, n: AttemptNumber, p: Plane, _: AttemptRuntime
+) -> Response:
+    """The checkpoint attempt ``n`` resumes from: the latest an earlier attempt of the action
+    saved (404 if none), described by the ``CHECKPOINT_HEADER``. For that attempt's runtime."""
+    info, key = p.checkpoints.latest_before(run, action, n)
+    headers = {wire.CHECKPOINT_HEADER: info.model_dump_json()}
+    local, chunks = p.checkpoints.source(key)
+    if local is not None:
+        return FileResponse(local, media_type="application/octet-stream", headers=headers)
+    assert chunks is not None
+    return StreamingResponse(chunks, media_type="application/octet-stream", headers=headers)
+
+
 @router.get(
     "/runs/{run}/actions/{action}/logs",
     response_class=StreamingResponse,

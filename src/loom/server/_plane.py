@@ -39,6 +39,7 @@ from ..executors import (
 from . import _state as state
 from ._auth import Authenticator
 from ._bundles import BundleService
+from ._checkpoints import CheckpointService
 from ._data import DataService
 from ._db import Database
 from ._errors import ConfigurationError, ServerError
@@ -95,6 +96,7 @@ class ControlPlane:
         self.projects = ProjectService(self.db)
         self.bundles = BundleService(self.db, self.store, settings.max_bundle_bytes)
         self.data = DataService(self.store, settings.max_data_bytes, self.db)
+        self.checkpoints = CheckpointService(self.store, settings.max_data_bytes)
         self.runs = RunService(
             self.db,
             self.store,

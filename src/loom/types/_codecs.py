@@ -219,7 +219,7 @@ class FloatCodec(Codec):
 
     def decode(self, data: Json, store: BlobStore | None) -> Any:
         if type(data) in (int, float) or data in _NON_FINITE:  # (as encode writes NaN and ±inf)
-            return float(data)  # type: ignore[arg-type]
+            return float(data)
         raise SerializationError(f"expected a number, got {_json_shape(data)}")
 
 
@@ -491,9 +491,7 @@ class DictCodec(Codec):
             if not isinstance(data, dict):
                 raise SerializationError(f"expected a JSON object, got {_json_shape(data)}")
             return {k: vd(v, store) for k, v in data.items()}
-        if not isinstance(data, list) or not all(
-            isinstance(p, list) and len(p) == 2 for p in data
-        ):
+        if not isinstance(data, list) or not all(isinstance(p, list) and len(p) == 2 for p in data):
             raise SerializationError(f"expected [key, value] pairs, got {_json_shape(data)}")
         kd = self.key.decode
         return {kd(k, store): vd(v, store) for k, v in data}

@@ -73,6 +73,15 @@ credential>`` and are authorised by the project of what they touch, see
   → ` 204
 - ``POST /runs/{run}/actions/{action}/attempts/{n}/finished``
   → ``AttemptResult`` -> ``ActionInfo``
+- ``PUT  /runs/{run}/actions/{action}/attempts/{n}/checkpoint?kind=file|dir`` (the bytes, at
+  most ``MAX_CHECKPOINT_BYTES`` and the server's ``LOOM_MAX_DATA_BYTES``)
+  → ``CheckpointInfo`` (by that attempt's runtime: its checkpoint, replacing its earlier one;
+  413 over the limit)
+- ``GET  /runs/{run}/actions/{action}/attempts/{n}/checkpoint``
+  → the bytes of the latest checkpoint an attempt before ``n`` saved, its ``CheckpointInfo``
+  as JSON in the ``CHECKPOINT_HEADER`` header (for attempt ``n``'s runtime only; 404 if none)
+- ``GET  /runs/{run}/actions/{action}/attempts/{n}/checkpoint/info``
+  → ``CheckpointInfo`` of that checkpoint, without its bytes (404 if none)
 - ``GET  /runs/{run}/actions/{action}/logs?attempt=&follow=``
   → text/plain, streamed while following
 - ``PUT  /runs/{run}/actions/{action}/report`` (text/html, at most ``MAX_REPORT_BYTES``)
@@ -515,6 +524,30 @@ class DataInfo(_Model):
 
     digest: str
     size: int
+
+
+#: Bytes of one checkpoint (``loom.ctx().checkpoint``); the server may hold them to less.
+MAX_CHECKPOINT_BYTES = 4 * 1024**3
+#: The response header of ``GET .../attempts/{n}/checkpoint`` with its ``CheckpointInfo``.
+CHECKPOINT_HEADER = "X-Loom-Checkpoint"
+
+
+class CheckpointKind(StrEnum):
+    """What a checkpoint's bytes are: ``file``, as saved (bytes or a file), or ``dir``, a
+    gzip-compressed tar of a directory's contents, which the SDK unpacks (the server never
+    does)."""
+
+    FILE = "file"
+    DIR = "dir"
+
+
+class CheckpointInfo(_Model):
+    """A checkpoint an attempt saved: the next attempt of the same action resumes from it."""
+
+    attempt: int = Field(ge=1, le=MAX_NUMBER)
+    kind: CheckpointKind
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
 class ResourceSpec(_Model):
