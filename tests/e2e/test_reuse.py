@@ -171,7 +171,7 @@ def test_a_timeout_ends_only_its_attempt(server: Any, flow: Path) -> None:
     stuck = next(a for a in run_actions(server, doc["run"]) if a["task"] == "solo.stuck")
     assert stuck["phase"] == "FAILED" and stuck["error"]["kind"] == "timeout"
     log = run_cli("get", "logs", doc["run"], "a0", env=server.env).stdout
-    assert "first: TaskTimeoutError" in log
+    assert "first: MaxRuntimeExceededError" in log  # a TaskTimeoutError: its max_runtime
 
 
 def test_a_dead_worker_loses_its_attempt_which_is_retried(
