@@ -49,11 +49,12 @@ from ._version import __version__
 if TYPE_CHECKING:
     import logging
 
-    from . import io, report
+    from . import durable, io, report, storage
 
     logger: logging.Logger
 
-_LAZY_MODULES = {"io", "report"}  # imported on first use to keep ``import loom`` cheap
+# imported on first use to keep ``import loom`` cheap
+_LAZY_MODULES = {"durable", "io", "report", "storage"}
 
 
 def __getattr__(name: str) -> Any:
@@ -87,6 +88,7 @@ __all__ = [
     "__version__",
     "ctx",
     "custom_context",
+    "durable",
     "group",
     "init",
     "init_from_api_key",
@@ -99,6 +101,7 @@ __all__ = [
     "map",
     "report",
     "run",
+    "storage",
     "trace",
     "with_runcontext",
 ]

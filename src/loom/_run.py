@@ -447,7 +447,17 @@ async def _init_in_cluster_aio(*args: Any, **kwargs: Any) -> dict[str, Any]:
     return init_in_cluster(*args, **kwargs)
 
 
+async def _init_aio(*args: Any, **kwargs: Any) -> None:
+    init(*args, **kwargs)
+
+
+async def _init_from_config_aio(*args: Any, **kwargs: Any) -> None:
+    init_from_config(*args, **kwargs)
+
+
 # Flyte 2's functions are also awaitable as ``.aio``
+init.aio = _init_aio  # type: ignore[attr-defined]
+init_from_config.aio = _init_from_config_aio  # type: ignore[attr-defined]
 init_from_api_key.aio = _init_from_api_key_aio  # type: ignore[attr-defined]
 init_passthrough.aio = _init_passthrough_aio  # type: ignore[attr-defined]
 init_in_cluster.aio = _init_in_cluster_aio  # type: ignore[attr-defined]

@@ -332,3 +332,42 @@ def test_tasks_and_script_classes_passed_as_inputs_reach_the_children(
 ) -> None:
     # remotely, a task input named no module-level task and a script class was another class
     check(run_script(mode, shared_server, tmp_path, PASSED_AROUND), "RESULT 2 7 3\n")
+
+
+DURABLE_AND_STORAGE = """
+    import asyncio
+
+    import loom as flyte
+    import loom.durable
+    import loom.storage
+
+    env = flyte.TaskEnvironment("durable")
+
+    @env.task
+    async def waits() -> str:
+        t = await flyte.durable.time.aio()
+        await flyte.durable.sleep.aio(0.2)
+        later = flyte.durable.now()
+        return f"{flyte.durable.time() - t >= 0.2}:{later.year > 2000}"
+
+    @env.task
+    def waits_sync() -> bool:
+        t = flyte.durable.time()
+        flyte.durable.sleep(0.1)
+        return flyte.durable.time() - t >= 0.1
+
+    async def main() -> None:
+        await flyte.init_from_config.aio(storage=flyte.storage.S3.auto(region="us-east-2"))
+        run = await flyte.run.aio(waits)
+        await asyncio.to_thread(run.wait)
+        print("RESULT", run.outputs(), flyte.run(waits_sync).outputs())
+
+    if __name__ == "__main__":
+        asyncio.run(main())
+"""
+
+
+def test_durable_time_storage_settings_and_awaited_init(
+    mode: str, shared_server: ServerProcess, tmp_path: Path
+) -> None:
+    check(run_script(mode, shared_server, tmp_path, DURABLE_AND_STORAGE), "RESULT True:True True\n")

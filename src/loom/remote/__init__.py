@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._action import Action, ActionDetails
     from ._bundle import Bundle, extract_bundle, make_bundle, task_location
-    from ._client import Client, warm_up
+    from ._client import Client, auth_metadata, warm_up
     from ._common import TimeFilter
     from ._outputs import ActionInputs, ActionOutputs
     from ._run import Run, RunDetails
@@ -37,6 +37,7 @@ _LAZY = {
     "Run": "._run",
     "RunDetails": "._run",
     "TimeFilter": "._common",
+    "auth_metadata": "._client",
     "extract_bundle": "._bundle",
     "make_bundle": "._bundle",
     "task_location": "._bundle",
@@ -69,6 +70,7 @@ __all__ = [
     "Run",
     "RunDetails",
     "TimeFilter",
+    "auth_metadata",
     "extract_bundle",
     "make_bundle",
     "task_location",

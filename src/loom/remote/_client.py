@@ -8,7 +8,9 @@ import hashlib
 import json
 import ssl
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -92,6 +94,7 @@ class Client:
                 headers=headers,
                 transport=root._shared_transport(),
                 timeout=self._timeout,
+                event_hooks={"request": [_add_auth_metadata]},
             )
         return self._http
 
@@ -677,3 +680,39 @@ def _status_error(status: int, detail: str) -> ApiError:
     if status == 413:
         return PayloadTooLargeError(detail, status)
     return ApiError(f"{detail} (HTTP {status})", status)
+
+
+async def _add_auth_metadata(request: httpx.Request) -> None:
+    """Headers of an enclosing ``loom.remote.auth_metadata`` block (never the credential's)."""
+    for key, value in auth_metadata_pairs():
+        if key.lower() != "authorization":
+            request.headers[key] = value
+
+
+# -- extra request metadata -----------------------------------------------------------------
+
+_auth_metadata: ContextVar[tuple[tuple[str, str], ...]] = ContextVar(
+    "loom_auth_metadata", default=()
+)
+
+
+@contextmanager
+def auth_metadata(*pairs: tuple[str, str]) -> Iterator[None]:
+    """Send ``(key, value)`` pairs as extra headers with the requests made in the block (Flyte
+    2's ``flyte.remote.auth_metadata``, for a proxy in front of the server); blocks nest.
+    ``Authorization`` cannot be replaced this way."""
+    for pair in pairs:
+        if not (
+            isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(p, str) for p in pair)
+        ):
+            raise TypeError(f"auth_metadata takes (key, value) pairs of str, got {pair!r}")
+    token = _auth_metadata.set((*_auth_metadata.get(), *pairs))
+    try:
+        yield
+    finally:
+        _auth_metadata.reset(token)
+
+
+def auth_metadata_pairs() -> tuple[tuple[str, str], ...]:
+    """The pairs of the enclosing :func:`auth_metadata` blocks."""
+    return _auth_metadata.get()
