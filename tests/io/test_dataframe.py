@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
+import loom
 from loom.io import DataFrame
 from loom.types import LocalBlobStore, codec_for
 
@@ -203,3 +204,30 @@ def test_flyte_style_reading_open_all_and_from_local_awaited_or_not(tmp_path: Pa
     )
     assert hashed.hash == "n3"
     assert DataFrame.wrap_df(pa.table({"y": [1]})).to_pandas().y.tolist() == [1]
+
+
+_boundary = loom.TaskEnvironment("frame-boundary")
+
+
+@_boundary.task
+def wrapped_to_pandas(df: DataFrame) -> pd.DataFrame:
+    return df  # type: ignore[return-value]  (converted at the boundary, as Flyte 2 does)
+
+
+@_boundary.task
+def pandas_to_wrapped(df: pd.DataFrame) -> DataFrame:
+    return df  # type: ignore[return-value]
+
+
+@_boundary.task
+def takes_pandas(df: pd.DataFrame) -> int:
+    return len(df)
+
+
+def test_frames_convert_between_declared_frame_types_at_task_boundaries() -> None:
+    out = loom.run(wrapped_to_pandas, df=DataFrame.from_df(simple_frame())).outputs()
+    assert_frame_equal(out.value, simple_frame())
+    wrapped = loom.run(pandas_to_wrapped, df=simple_frame()).outputs()
+    assert isinstance(wrapped, DataFrame)
+    assert_frame_equal(wrapped.to_pandas(), simple_frame())
+    assert loom.run(takes_pandas, df=DataFrame.from_df(simple_frame())).outputs() == 3

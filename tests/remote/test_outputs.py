@@ -7,6 +7,7 @@ import json
 import pickle
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 import loom
@@ -104,3 +105,18 @@ def test_flyte_indexing_of_a_returned_file_is_the_file(tmp_path: Path) -> None:
     assert out[0] is out and out[0].path == str(path)
     with pytest.raises(IndexError, match="one output"):
         out[1]
+
+
+@env.task
+async def frame() -> pd.DataFrame:
+    return pd.DataFrame({"a": [1, 2], 1: [3, 4]})
+
+
+def test_flyte_indexing_of_a_returned_pandas_frame_is_the_frame() -> None:
+    out = loom.run(frame).outputs()
+    assert isinstance(out, pd.DataFrame) and type(out[0]) is pd.DataFrame
+    assert out[0].equals(pd.DataFrame({"a": [1, 2], 1: [3, 4]}))  # was KeyError: 0
+    assert list(out["a"]) == [1, 2] and list(out[1]) == [3, 4]  # columns stay columns
+    assert type(out + 1) is pd.DataFrame and type(pickle.loads(pickle.dumps(out))) is pd.DataFrame
+    with pytest.raises(IndexError, match="1 output"):
+        out[2]

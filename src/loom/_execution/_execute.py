@@ -290,7 +290,7 @@ class ActionExecution:
         rec = self.record
         task = self.task
         try:
-            task.interface.check_output(value)
+            value = task.interface.check_output(value)  # (converted where the type says so)
             if task.max_inline_io_bytes is not None and self.host.mode == "local":
                 # (a remote runtime checks what it encodes to report)
                 encoded = task.interface.output.encode(value, self.host.blobs)

@@ -58,6 +58,15 @@ class _FrameCodec(Codec):
     def check(self, value: Any) -> bool:
         return isinstance(value, self.tp)
 
+    def coerce(self, value: Any) -> Any:
+        # as Flyte 2's type engine does at a task's boundary: a loom DataFrame where a frame
+        # type is declared becomes that type, and a frame where a DataFrame is, is wrapped
+        if self.kind is not None and isinstance(value, DataFrame):
+            return value.open(self.tp).all_sync()
+        if self.kind is None and frame_kind(type(value)) is not None:
+            return DataFrame(df=value)
+        return value
+
     def encode(self, value: Any, store: BlobStore | None) -> Any:
         data = value.parquet_bytes() if self.kind is None else to_parquet_bytes(value)
         encoded: dict[str, Any] = {VALUE_TAG: ValueKind.DATAFRAME.value}

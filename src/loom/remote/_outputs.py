@@ -108,9 +108,56 @@ _VIEWS[list] = _view(list, flyte_index=False)
 
 def outputs_view(value: Any) -> Any:
     """``value`` (a task's return value) as :class:`ActionOutputs` where its type allows;
-    ``None``, ``bool`` and values of other types come back as they are."""
+    ``None``, ``bool`` and values of other types come back as they are (a pandas frame as a
+    frame that answers Flyte's ``[0]``, see :func:`_frame_view`)."""
     view = _VIEWS.get(type(value))
-    return value if view is None else view(value)  # type: ignore[call-arg]
+    if view is None:
+        cls = type(value)
+        if cls.__name__ == "DataFrame" and cls.__module__.startswith("pandas"):
+            return _frame_view(value)
+        return value
+    return view(value)  # type: ignore[call-arg]
+
+
+_FRAME_VIEW: type | None = None
+
+
+def _frame_view(frame: Any) -> Any:
+    """A pandas frame (sharing its data) whose integer index that is not a column label is
+    Flyte's output number: ``out[0]`` is the frame; a column is ``out["name"]`` as ever."""
+    global _FRAME_VIEW
+    if _FRAME_VIEW is None:
+        import pandas as pd
+
+        class FrameOutputs(pd.DataFrame):
+            @property
+            def _constructor(self) -> type:  # what operations on it give: plain frames
+                return pd.DataFrame
+
+            @property
+            def value(self) -> Any:
+                """The frame, as a plain ``pandas.DataFrame``."""
+                return pd.DataFrame(self)
+
+            @property
+            def o0(self) -> Any:
+                return self.value
+
+            def __getitem__(self, key: Any) -> Any:
+                if type(key) is int and key not in self.columns:
+                    if key in (0, -1):
+                        return self.value
+                    raise IndexError(
+                        f"output {key} out of range: the task has 1 output (an integer index "
+                        "of run.outputs() that is not a column is Flyte's output number)"
+                    )
+                return super().__getitem__(key)
+
+            def __reduce__(self) -> Any:
+                return pd.DataFrame(self).__reduce__()
+
+        _FRAME_VIEW = FrameOutputs
+    return _FRAME_VIEW(frame)
 
 
 class ActionInputs(dict[str, Any]):

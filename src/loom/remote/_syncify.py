@@ -33,7 +33,8 @@ class Bound(Generic[P, R]):
 
 class BoundIter(Generic[P, T]):
     """An async generator function bound to its object: call it for an iterator (of every
-    item, gathered first), ``.aio`` for an async iterator."""
+    item, gathered when it is first iterated, as Flyte 2's are lazy), ``.aio`` for an async
+    iterator."""
 
     def __init__(self, fn: Callable[P, AsyncIterator[T]], doc: str | None) -> None:
         self._fn = fn
@@ -43,7 +44,10 @@ class BoundIter(Generic[P, T]):
         async def gather() -> list[T]:
             return [item async for item in self._fn(*args, **kwargs)]
 
-        return iter(run_sync(gather()))
+        def lazily() -> Iterator[T]:
+            yield from run_sync(gather())
+
+        return lazily()
 
     def aio(self, *args: P.args, **kwargs: P.kwargs) -> AsyncIterator[T]:
         """The same call, as an async iterator."""

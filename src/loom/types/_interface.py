@@ -162,8 +162,12 @@ class Interface:
         return {n: self._by_name[n].codec.decode(v, store) for n, v in data.items()}
 
     def check_output(self, value: Any) -> Any:
-        """Raise :class:`OutputTypeError` unless ``value`` matches the return annotation."""
+        """``value``, or what it converts to (see :meth:`Codec.coerce`); raise
+        :class:`OutputTypeError` unless it matches the return annotation."""
         if not self.output.check(value):
+            coerced = self.output.coerce(value)
+            if coerced is not value and self.output.check(coerced):
+                return coerced
             raise OutputTypeError(
                 f"task {self.task_name!r} is declared to return {self.output.describe()} but "
                 f"returned {type(value).__qualname__} ({_short_repr(value)})"
