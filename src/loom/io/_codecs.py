@@ -67,6 +67,8 @@ class _FrameCodec(Codec):
             return DataFrame(df=value)
         return value
 
+    coerce_output = coerce  # the same conversion for what a task returns
+
     def encode(self, value: Any, store: BlobStore | None) -> Any:
         data = value.parquet_bytes() if self.kind is None else to_parquet_bytes(value)
         encoded: dict[str, Any] = {VALUE_TAG: ValueKind.DATAFRAME.value}

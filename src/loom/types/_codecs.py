@@ -81,8 +81,13 @@ class Codec:
         raise NotImplementedError
 
     def coerce(self, value: Any) -> Any:
-        """A value that fails :meth:`check` but stands for one that passes (a ``dict`` for a
+        """An input that fails :meth:`check` but stands for one that passes (a ``dict`` for a
         model or dataclass, as Flyte 2 takes them), converted; or ``value`` unchanged."""
+        return value
+
+    def coerce_output(self, value: Any) -> Any:
+        """As :meth:`coerce`, for a task's return value: stricter (a dataclass or model output
+        must be an instance), so by default nothing is converted."""
         return value
 
     def describe(self) -> str:

@@ -162,10 +162,10 @@ class Interface:
         return {n: self._by_name[n].codec.decode(v, store) for n, v in data.items()}
 
     def check_output(self, value: Any) -> Any:
-        """``value``, or what it converts to (see :meth:`Codec.coerce`); raise
+        """``value``, or what it converts to (see :meth:`Codec.coerce_output`); raise
         :class:`OutputTypeError` unless it matches the return annotation."""
         if not self.output.check(value):
-            coerced = self.output.coerce(value)
+            coerced = self.output.coerce_output(value)
             if coerced is not value and self.output.check(coerced):
                 return coerced
             raise OutputTypeError(
