@@ -171,3 +171,40 @@ def test_a_job_counts_as_queued_until_its_worker_has_started(tmp_path: Path) -> 
     starting, ended = asyncio.run(main())
     assert starting == "queued"
     assert ended == "exited"
+
+
+def test_a_worker_that_says_hello_before_its_start_returns_gets_its_jobs(
+    tmp_path: Path,
+) -> None:
+    # a fork-server worker can connect before the pool has registered it: it was turned away,
+    # exited with code 0, and its jobs were lost
+    script = tmp_path / "worker.py"
+    script.write_text(textwrap.dedent(WORKER))
+    exits: list[JobExit] = []
+    done = asyncio.Event()
+
+    async def on_exit(exit: JobExit) -> None:
+        exits.append(exit)
+        done.set()
+
+    async def main() -> None:
+        executor = LocalProcessExecutor([sys.executable, str(script)], slots=2)
+        await executor.start(on_exit)
+        pools = executor._pools
+        start = pools._start_process
+
+        async def slow_to_return(*args: object) -> object:
+            process = await start(*args)  # type: ignore[arg-type]
+            await asyncio.sleep(1.5)  # the worker says hello meanwhile
+            return process
+
+        pools._start_process = slow_to_return  # type: ignore[assignment]
+        try:
+            await executor.submit(_job(tmp_path, "a1"))
+            await asyncio.wait_for(done.wait(), 30)
+        finally:
+            await executor.shutdown()
+
+    asyncio.run(main())
+    assert [e.returncode for e in exits] == [0]
+    assert (tmp_path / "logs" / "r1" / "a1.1.log.json").exists()  # the job reached the worker

@@ -137,6 +137,9 @@ class WorkerPools:
         self._on_exit = on_exit
         self._pools: dict[str, _Pool] = {}
         self._workers: dict[str, _Worker] = {}
+        # workers forked but not registered yet: a fast one says hello before its start
+        # returns here, and must be waited for, not turned away (it would exit, jobs unread)
+        self._starting: dict[str, asyncio.Future[_Worker]] = {}
         self._jobs: dict[str, _Worker | _Pool] = {}  # where each job is: a worker, or waiting
         self._ids = itertools.count(1)
         self._dir: Path | None = None
@@ -242,9 +245,12 @@ class WorkerPools:
         workdir.mkdir()
         log_path = self._dir / f"{worker_id}.log"
         argv = wire.WorkerArgs(job.endpoint, str(self._dir / "s"), worker_id).argv()
+        starting = self._starting[worker_id] = asyncio.get_running_loop().create_future()
         try:
             process = await self._start_process(argv, pool.env, workdir, log_path)
         except (OSError, JobStartError) as e:
+            self._starting.pop(worker_id, None)
+            starting.cancel()
             raise JobStartError(f"cannot start a worker for {job.id}: {e}") from e
         worker = _Worker(worker_id, pool, process, log_path)
         # what recovery finds its attempts by after a crash: this very process, not a later
@@ -252,6 +258,8 @@ class WorkerPools:
         worker.handle = f"{WORKER_HANDLE}{process.pid}:{self._identify(process.pid) or ''}"
         pool.workers.append(worker)
         self._workers[worker_id] = worker
+        self._starting.pop(worker_id, None)
+        starting.set_result(worker)
         self._spawn(self._watch(worker))
         self._later(_HELLO_TIMEOUT_S, self._check_hello, worker)
         # a worker runs `concurrency` attempts at once: it may hold that many requests
@@ -294,7 +302,12 @@ class WorkerPools:
         worker: _Worker | None = None
         try:
             hello = wire.decode(await reader.readline() or b"{}")
-            worker = self._workers.get(str(hello.get("hello")))
+            worker_id = str(hello.get("hello"))
+            worker = self._workers.get(worker_id)
+            starting = self._starting.get(worker_id)
+            if worker is None and starting is not None:
+                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                    worker = await asyncio.wait_for(asyncio.shield(starting), _HELLO_TIMEOUT_S)
             if worker is None or worker.writer is not None:
                 writer.close()
                 return
