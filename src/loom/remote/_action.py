@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import AsyncIterator, Generator, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from .. import wire
 from .._settings import Settings
@@ -19,7 +19,40 @@ if TYPE_CHECKING:
     from ._client import Client
 
 
-class Action:
+class _HasInfo(Protocol):
+    @property
+    def info(self) -> wire.ActionInfo: ...
+
+
+class _ActionFields:
+    """What an action is, read from its ``info`` (shared by :class:`Action` and
+    :class:`ActionDetails`)."""
+
+    @property
+    def name(self: _HasInfo) -> str:
+        return self.info.name
+
+    @property
+    def run_name(self: _HasInfo) -> str:
+        return self.info.run
+
+    @property
+    def task_name(self: _HasInfo) -> str:
+        """The task's full name, ``<environment>.<function>``."""
+        return self.info.task
+
+    @property
+    def parent_name(self: _HasInfo) -> str | None:
+        """The action that called this one (``None`` for the run's root, ``a0``)."""
+        return self.info.parent
+
+    @property
+    def phase(self: _HasInfo) -> wire.Phase:
+        """The phase when last read."""
+        return self.info.phase
+
+
+class Action(_ActionFields):
     """One action (task call) of a run on the server: its name, task, phase and attempts.
 
     Get one with :meth:`get` or :meth:`listall`; :meth:`details` adds its task, inputs and
@@ -89,29 +122,6 @@ class Action:
         return cls(details.info, settings, details=details)
 
     # -- what it is ------------------------------------------------------------------------
-
-    @property
-    def name(self) -> str:
-        return self.info.name
-
-    @property
-    def run_name(self) -> str:
-        return self.info.run
-
-    @property
-    def task_name(self) -> str:
-        """The task's full name, ``<environment>.<function>``."""
-        return self.info.task
-
-    @property
-    def parent_name(self) -> str | None:
-        """The action that called this one (``None`` for the run's root, ``a0``)."""
-        return self.info.parent
-
-    @property
-    def phase(self) -> wire.Phase:
-        """The phase when last read (see :meth:`sync`)."""
-        return self.info.phase
 
     @property
     def start_time(self) -> datetime:
@@ -199,7 +209,7 @@ class Action:
         return f"<Action {self.run_name}/{self.name} {self.task_name} {self.phase}>"
 
 
-class ActionDetails:
+class ActionDetails(_ActionFields):
     """Everything the server records about one action: its state and attempts (each with its
     phase, times and error), its error, its task (resources, retries, timeout, cache, image
     environment) and its inputs and outputs.
@@ -220,26 +230,6 @@ class ActionDetails:
     @property
     def info(self) -> wire.ActionInfo:
         return self.detail.action
-
-    @property
-    def name(self) -> str:
-        return self.info.name
-
-    @property
-    def run_name(self) -> str:
-        return self.info.run
-
-    @property
-    def task_name(self) -> str:
-        return self.info.task
-
-    @property
-    def parent_name(self) -> str | None:
-        return self.info.parent
-
-    @property
-    def phase(self) -> wire.Phase:
-        return self.info.phase
 
     @property
     def is_running(self) -> bool:
