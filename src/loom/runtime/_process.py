@@ -16,6 +16,7 @@ from .._controller._remote import RemoteRun, error_info
 from .._execution import check_inline_size
 from .._settings import Settings
 from .._task import TaskTemplate
+from .._tracebacks import trim_traceback_text
 from ..errors import (
     ApiError,
     IdeInstallError,
@@ -150,6 +151,9 @@ async def attempt_with(
     outcome = "succeeded" if result.error is None else f"failed: {result.error.type}"
     if not shared or result.error is not None:
         _say(f"attempt {attempt} {outcome} after {time.monotonic() - started:.2f} s")
+    if result.error is not None and result.error.traceback:
+        # the log of a failed attempt ends with why, as the user's own frames show it
+        print(trim_traceback_text(result.error.traceback).rstrip(), file=sys.stderr, flush=True)
     item = wire.AttemptReport(
         run=run, action=action, attempt=attempt, result=result, credential=client.api_key
     )
