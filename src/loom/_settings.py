@@ -47,6 +47,9 @@ class Settings:
     #: before it gives up: its reports are held meanwhile, and delivered when it is back
     server_patience_s: float = 600.0
     env_secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    #: the data directory of the server ``loom server start`` started for this configuration
+    #: (how ``loom server stop|status`` find it without flags)
+    server_data_dir: Path | None = None
     #: the top of the source tree remote runs ship (``init(root_dir=...)``); ``None``: found
     #: from the task's file (the first directory above it that is not a package)
     root_dir: Path | None = None
@@ -68,6 +71,8 @@ class Settings:
             "session_dir": Path(v) if (v := env.get("LOOM_SESSION_DIR")) else None,
         }
         values.update(_read_config_file(cfg_path, required=explicit_config))
+        if values.get("server_data_dir"):
+            values["server_data_dir"] = Path(values["server_data_dir"]).expanduser()
         for name, var in (
             ("project", "LOOM_PROJECT"),
             ("domain", "LOOM_DOMAIN"),
@@ -132,7 +137,13 @@ def _seconds(values: dict[str, Any], name: str, default: float) -> float:
         ) from e
 
 
-_CONFIG_KEYS = {f.name for f in fields(Settings)} & {"project", "domain", "endpoint", "api_key"}
+_CONFIG_KEYS = {f.name for f in fields(Settings)} & {
+    "project",
+    "domain",
+    "endpoint",
+    "api_key",
+    "server_data_dir",
+}
 
 
 def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -118,3 +119,65 @@ def test_loom_server_stop_finds_a_foreground_server(tmp_path: Path) -> None:
         cli.kill()
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def _stop(env: dict[str, str], *args: str) -> None:
+    run_cli("server", "stop", *args, env=env)
+
+
+def test_the_client_configuration_follows_the_port_the_server_serves(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    env = {"LOOM_HOME": str(data), "LOOM_CONFIG": str(data / "config.yaml")}
+    first, second = str(_free_port()), str(_free_port())
+    assert run_cli("server", "start", "--detach", "--port", first, env=env).returncode == 0
+    _stop(env)
+    try:
+        again = run_cli("server", "start", "--detach", "--port", second, env=env)
+        assert again.returncode == 0, again.stderr
+        status = run_cli("server", "status", env=env)
+        assert status.returncode == 0, status.stderr
+        assert f"is up at http://127.0.0.1:{second}" in status.stdout
+        assert run_cli("get", "project", env=env).returncode == 0
+    finally:
+        _stop(env)
+
+
+def test_a_new_config_file_on_an_existing_data_dir_gets_a_key(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    env = {"LOOM_HOME": str(data), "LOOM_CONFIG": str(data / "config.yaml")}
+    assert (
+        run_cli("server", "start", "--detach", "--port", str(_free_port()), env=env).returncode == 0
+    )
+    _stop(env)
+    fresh = {**env, "LOOM_CONFIG": str(tmp_path / "elsewhere" / "config.yaml")}
+    try:
+        started = run_cli("server", "start", "--detach", "--port", str(_free_port()), env=fresh)
+        assert started.returncode == 0, started.stderr
+        doc = yaml.safe_load((tmp_path / "elsewhere" / "config.yaml").read_text())
+        assert doc["api_key"] and doc["endpoint"]
+        projects = run_cli("get", "project", env=fresh)
+        assert projects.returncode == 0 and "default" in projects.stdout
+    finally:
+        _stop(fresh)
+
+
+def test_stop_and_status_find_a_server_started_with_a_data_dir(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = {"LOOM_HOME": str(home), "LOOM_CONFIG": str(home / "config.yaml")}
+    data = tmp_path / "elsewhere"
+    started = run_cli(
+        "server", "start", "--detach", "--port", str(_free_port()), "--data-dir", str(data),
+        env=env,
+    )  # fmt: skip
+    try:
+        assert started.returncode == 0, started.stderr
+        status = run_cli("server", "status", "-o", "json", env=env)
+        assert status.returncode == 0, status.stderr
+        doc = json.loads(status.stdout)
+        assert doc["up"] is True and doc["data_dir"] == str(data.resolve()) and doc["pid"]
+    finally:
+        stopped = run_cli("server", "stop", env=env)
+    assert stopped.returncode == 0, stopped.stderr
+    assert not (data / "server.pid").exists()
+    again = run_cli("server", "stop", env={**env, "LOOM_CONFIG": str(tmp_path / "none.yaml")})
+    assert again.returncode == 1 and "loom server stop --data-dir" in again.stderr
