@@ -5,8 +5,11 @@ from __future__ import annotations
 import click
 
 from .._version import __version__
+from ._completion import completion
+from ._get import get
 from ._ide import ide
-from ._inspect import abort, create, delete, get
+from ._logs import get_logs
+from ._manage import abort, create, delete
 from ._run import run
 from ._server import server
 from ._session import debug, open_, resume, session
@@ -20,7 +23,10 @@ def cli() -> None:
     """loom: a workflow runtime for Python with interactive, debuggable tasks."""
 
 
-for command in (run, server, get, create, delete, abort, ide, open_, resume, debug, session):
+get.add_command(get_logs)
+for command in (
+    run, server, get, create, delete, abort, ide, open_, resume, debug, session, completion,
+):  # fmt: skip
     cli.add_command(command)
 
 

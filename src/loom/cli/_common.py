@@ -1,14 +1,14 @@
-"""What the CLI's commands share: talking to the server, and printing for people or scripts."""
+"""What the CLI's commands share: talking to the server, and words for what it says."""
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
 import click
-from pydantic import BaseModel
+import pydantic
 
 from .._run_remote import client_for
 from .._settings import Settings
@@ -19,16 +19,46 @@ from ..wire import Phase
 
 T = TypeVar("T")
 
-output_option = click.option(
-    "--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True,
-    help="Print for people (table) or for scripts (json).",
-)  # fmt: skip
 project_option = click.option("--project", "-p", help="Project [default: from the config].")
 domain_option = click.option("--domain", "-d", help="Domain [default: from the config].")
 
+#: The server speaks API to every client; the CLI's users get the command instead.
+_API_WORDS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        re.compile(r"project '([^']+)' not found; create it with POST /projects"),
+        r"project '\1' not found; create it with `loom create project \1` "
+        "(`loom get project` lists those you can use)",
+    ),
+)
+
+
+def wire_pattern(model: type[pydantic.BaseModel], field: str) -> str:
+    """The regular expression the wire schema holds ``model.field`` to, to check it here first
+    and say what is wrong in words."""
+    for constraint in model.model_fields[field].metadata:
+        if pattern := getattr(constraint, "pattern", None):
+            return str(pattern)
+    raise LookupError(f"{model.__name__}.{field} has no pattern")
+
 
 def settings_for(project: str | None = None, domain: str | None = None) -> Settings:
-    return Settings.load().with_overrides(project=project, domain=domain)
+    try:
+        return Settings.load().with_overrides(project=project, domain=domain)
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from e
+
+
+def in_words(error: Exception) -> str:
+    """What went wrong, as a sentence for a person at a terminal."""
+    if isinstance(error, pydantic.ValidationError):
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in error.errors()
+        )
+        return f"invalid {error.title}: {problems}"
+    text = str(error)
+    for pattern, replacement in _API_WORDS:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 def call_server(settings: Settings, work: Callable[[Client], Awaitable[T]]) -> T:
@@ -40,21 +70,8 @@ def call_server(settings: Settings, work: Callable[[Client], Awaitable[T]]) -> T
 
     try:
         return run_sync(go())
-    except (ApiError, ConfigError) as e:
-        raise click.ClickException(str(e)) from e
-
-
-def print_json(value: Any) -> None:
-    def plain(v: Any) -> Any:
-        if isinstance(v, BaseModel):
-            return v.model_dump(mode="json")
-        if isinstance(v, list):
-            return [plain(x) for x in v]
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items()}
-        return v
-
-    click.echo(json.dumps(plain(value), indent=2, default=str))
+    except (ApiError, ConfigError, pydantic.ValidationError) as e:
+        raise click.ClickException(in_words(e)) from e
 
 
 def when(value: datetime | None) -> str:
@@ -78,3 +95,12 @@ PHASE_STYLE: dict[str, str] = {
     Phase.RETRYING: "magenta",
     Phase.QUEUED: "dim",
 }
+
+
+def phase_markup(phase: str) -> str:
+    return f"[{PHASE_STYLE.get(phase, 'white')}]{phase}[/]"
+
+
+def describe(value: Any) -> str:
+    """A value for a table cell."""
+    return "" if value is None else str(value)

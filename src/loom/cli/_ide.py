@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ from rich.console import Console
 
 from .._settings import Settings
 from ..errors import ConfigError, IdeInstallError
-from ._common import output_option
+from ._output import OutputFormat, emit, output_option
 
 IDES = ("vscode", "jupyter")
 
@@ -28,7 +27,7 @@ def ide() -> None:
 @click.argument("names", nargs=-1, type=click.Choice(IDES), metavar="[vscode|jupyter]...")
 @click.option("--force", is_flag=True, help="Rebuild even if the pinned version is installed.")
 @output_option
-def install(names: tuple[str, ...], force: bool, output: str) -> None:
+def install(names: tuple[str, ...], force: bool, output: OutputFormat) -> None:
     """Install code-server (vscode) and/or JupyterLab (jupyter) into the IDE cache
     ($LOOM_IDE_DIR, default ~/.loom/ide). Without arguments, both. An install that is already
     there is reused; the first code-server build takes about 2 minutes."""
@@ -47,14 +46,14 @@ def install(names: tuple[str, ...], force: bool, output: str) -> None:
             raise click.ClickException(f"installing {name} failed: {e}") from e
         result["seconds"] = round(time.monotonic() - start, 2)
         results.append(result)
-        if output != "json":
+        if not output.for_scripts:
             what = "installed" if result["fresh"] else "already installed"
             click.echo(
                 f"{result['ide']} {result['version']} {what} at {result['root']} "
                 f"in {result['seconds']:.2f} s"
             )
-    if output == "json":
-        click.echo(json.dumps(results, indent=2))
+    if output.for_scripts:
+        emit(results, output)
 
 
 @contextlib.contextmanager

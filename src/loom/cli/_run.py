@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import json
+import re
 import sys
 import threading
 from typing import Any
 
 import click
 
+from .. import wire
 from .._run import Run, RunContext
 from .._task import TaskTemplate
 from ..errors import LoomError, TaskLoadError, raised_by_user_code
+from ._common import wire_pattern
 from ._loader import load_module, tasks_in
+from ._output import OutputFormat, emit, output_option
 from ._params import option_for
 from ._traceback import format_user_traceback
 
@@ -27,18 +30,30 @@ def _parse_env(values: tuple[str, ...]) -> dict[str, str]:
     return env
 
 
-def _encode_outputs(task: TaskTemplate[Any, Any], value: Any) -> Any:
+def encode_outputs(task: TaskTemplate[Any, Any], value: Any) -> Any:
+    """The outputs as JSON; a value only a pickle holds as its ``repr`` (scripts read JSON)."""
     try:
-        return task.interface.output.encode(value, None)
+        encoded = task.interface.output.encode(value, None)
     except Exception:
         return repr(value)
+    return _without_pickles(encoded, value)
 
 
-def _report(task: TaskTemplate[Any, Any], handle: Run, output: str) -> None:
+def _without_pickles(encoded: Any, value: Any) -> Any:
+    if isinstance(encoded, dict) and encoded.get("__loom__") == "pickle":
+        return {"__loom__": "pickle", "repr": repr(value)}
+    if isinstance(encoded, list) and isinstance(value, list | tuple) and len(value) == len(encoded):
+        return [_without_pickles(e, v) for e, v in zip(encoded, value, strict=True)]
+    if isinstance(encoded, dict) and isinstance(value, dict) and encoded.keys() == value.keys():
+        return {k: _without_pickles(e, value[k]) for k, e in encoded.items()}
+    return encoded
+
+
+def _report(task: TaskTemplate[Any, Any], handle: Run, output: OutputFormat) -> None:
     """Print a finished run: result on stdout, summary and errors on stderr."""
     actions = len(handle.actions())
     took = f"{handle.duration:.2f} s" if handle.duration is not None else ""
-    if output == "json":
+    if output.for_scripts:
         doc: dict[str, Any] = {
             "run": handle.name,
             "task": task.name,
@@ -47,14 +62,14 @@ def _report(task: TaskTemplate[Any, Any], handle: Run, output: str) -> None:
             "actions": actions,
         }
         if handle.error is None:
-            doc["outputs"] = _encode_outputs(task, handle.outputs())
+            doc["outputs"] = encode_outputs(task, handle.outputs())
         else:
             doc["error"] = {
                 "type": type(handle.error).__qualname__,
                 "message": str(handle.error),
                 "traceback": format_user_traceback(handle.error),
             }
-        click.echo(json.dumps(doc, indent=2, default=repr))
+        emit(doc, output)
     elif handle.error is None:
         value = handle.outputs()
         if value is not None:
@@ -83,7 +98,7 @@ def _execute(task: TaskTemplate[Any, Any], inputs: dict[str, Any], opts: dict[st
         "local", name=opts["name"], overwrite_cache=opts["overwrite_cache"],
         env_vars=opts["env_vars"],
     )  # fmt: skip
-    if not sys.stderr.isatty() or opts["output"] == "json":
+    if not sys.stderr.isatty() or opts["output"].for_scripts:
         return run_sync(runner.execute(task, **inputs))
     from rich.console import Console
 
@@ -226,14 +241,15 @@ class RunGroup(click.Group):
 @click.option(
     "--env", "env", multiple=True, metavar="KEY=VALUE", help="Environment variable for every task."
 )
-@click.option(
-    "--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True,
-    help="How to print the result.",
-)  # fmt: skip
+@output_option
 @click.option("--remote", is_flag=True, help="Run on the configured loom server.")
 @click.option("--project", "-p", help="Project of a remote run [default: from the config].")
 @click.option("--domain", "-d", help="Domain of a remote run [default: from the config].")
 @click.option("--detach", is_flag=True, help="With --remote: print the run name and return.")
+@click.option(
+    "--follow-all", is_flag=True,
+    help="With --remote: stream every action's output, each line prefixed by its action.",
+)  # fmt: skip
 @click.option(
     "--debug", is_flag=True,
     help="With --remote: open the task as an interactive VS Code session instead of running it.",
@@ -244,11 +260,12 @@ def run(
     name: str | None,
     overwrite_cache: bool,
     env: tuple[str, ...],
-    output: str,
+    output: OutputFormat,
     remote: bool,
     project: str | None,
     domain: str | None,
     detach: bool,
+    follow_all: bool,
     debug: bool,
 ) -> None:
     """Run a task from FILE locally and print its result.
@@ -258,12 +275,30 @@ def run(
     loom run FILE TASK --help   show a task's inputs, types and defaults
     loom run FILE TASK --x 1    run TASK with input x=1 (lists, dicts and
                                 dataclasses are given as JSON)
-    loom run --remote FILE TASK run it on the loom server instead
+    loom run --remote FILE TASK run it on the loom server instead, streaming
+                                its output (Ctrl-C: abort the run, or detach)
     loom run --remote --debug FILE TASK
                                 open it as a VS Code session on the server
+
+    \b
+    Exit status with --remote:
+      0  succeeded (with --detach: submitted)
+      1  the run failed
+      2  bad command line or inputs
+      3  the run was aborted
+      4  detached (Ctrl-C or SIGTERM): the run goes on on the server
+      5  the run could not be submitted or followed (server away, key refused)
     """
-    if (project or domain or detach or debug) and not remote:
-        raise click.UsageError("--project, --domain, --detach and --debug need --remote")
+    if (project or domain or detach or debug or follow_all) and not remote:
+        raise click.UsageError(
+            "--project, --domain, --detach, --follow-all and --debug need --remote"
+        )
+    if remote and name is not None and not re.match(wire_pattern(wire.RunCreate, "name"), name):
+        raise click.BadParameter(
+            f"{name!r} is not a run name: use 1 to 63 lowercase letters, digits and '-', "
+            "starting with a letter or a digit",
+            param_hint="--name",
+        )
     ctx.obj = {
         "name": name,
         "overwrite_cache": overwrite_cache,
@@ -273,5 +308,6 @@ def run(
         "project": project,
         "domain": domain,
         "detach": detach,
+        "follow_all": follow_all,
         "debug": debug,
     }

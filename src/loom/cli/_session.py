@@ -13,14 +13,17 @@ from .. import wire
 from .._controller import ROOT_ACTION
 from ..interactive._commands import ResumeError, check_outcome
 from ..interactive._workspace import diff_workspace
-from ._common import call_server, output_option, print_json, settings_for
+from ._common import call_server, settings_for
+from ._completion import complete_action, complete_run
+from ._output import OutputFormat, emit, output_option
 
 
 @click.command()
-@click.argument("run")
-@click.argument("action", default=ROOT_ACTION)
+@click.argument("run", shell_complete=complete_run)
+@click.argument("action", default=ROOT_ACTION, shell_complete=complete_action)
 @click.option("--fail", is_flag=True, help="Give up instead: fail the action, close the session.")
-def resume(run: str, action: str, fail: bool) -> None:
+@output_option
+def resume(run: str, action: str, fail: bool, output: OutputFormat) -> None:
     """Resume an interactive action: run its task as edited in the session, then close it.
 
     If the edited code does not import or raises, the error is printed and the session stays
@@ -31,23 +34,26 @@ def resume(run: str, action: str, fail: bool) -> None:
         check_outcome(outcome)
     except ResumeError as e:
         raise click.ClickException(str(e)) from e
+    if output.for_scripts:
+        emit({"run": run, "action": action, "outcome": outcome}, output)
+        return
     click.echo(f"action {action} of run {run} " + ("failed as asked" if fail else "resumed"))
 
 
 @click.command("open")
-@click.argument("run")
-@click.argument("action", default=ROOT_ACTION)
+@click.argument("run", shell_complete=complete_run)
+@click.argument("action", default=ROOT_ACTION, shell_complete=complete_action)
 @click.option("--browser", is_flag=True, help="Also open it in this machine's web browser.")
 @output_option
-def open_(run: str, action: str, browser: bool, output: str) -> None:
+def open_(run: str, action: str, browser: bool, output: OutputFormat) -> None:
     """Print a link that opens an action's interactive session (VS Code or JupyterLab).
 
     The link signs one browser in to that session, once, within a few minutes: sessions are
     served from their own origin, apart from the UI's, and need a member of the run's project.
     """
     opened = call_server(settings_for(), lambda c: c.open_session(run, action))
-    if output == "json":
-        print_json(opened)
+    if output.for_scripts:
+        emit(opened, output)
         return
     click.echo(opened.url)
     click.echo(
@@ -62,17 +68,17 @@ def open_(run: str, action: str, browser: bool, output: str) -> None:
 
 
 @click.command()
-@click.argument("run")
-@click.argument("action", default=ROOT_ACTION)
+@click.argument("run", shell_complete=complete_run)
+@click.argument("action", default=ROOT_ACTION, shell_complete=complete_action)
 @click.option("--jupyter", is_flag=True, help="Open JupyterLab instead of VS Code.")
 @output_option
-def debug(run: str, action: str, jupyter: bool, output: str) -> None:
+def debug(run: str, action: str, jupyter: bool, output: OutputFormat) -> None:
     """Re-run an action (e.g. a failed one) as an interactive session: a new run with the same
     code bundle, task and inputs, opened in VS Code (or JupyterLab)."""
     kind: wire.SessionKind = "jupyter" if jupyter else "vscode"
     info = call_server(settings_for(), lambda c: c.debug_action(run, action, kind))
-    if output == "json":
-        print_json(info)
+    if output.for_scripts:
+        emit(info, output)
         return
     click.echo(
         f"created run {info.name}: once its session is ready, open it with `loom open "
@@ -86,9 +92,10 @@ def session() -> None:
 
 
 @session.command("diff")
-@click.argument("run")
-@click.argument("action", default=ROOT_ACTION)
-def session_diff(run: str, action: str) -> None:
+@click.argument("run", shell_complete=complete_run)
+@click.argument("action", default=ROOT_ACTION, shell_complete=complete_action)
+@output_option
+def session_diff(run: str, action: str, output: OutputFormat) -> None:
     """Print the edits made in an action's session, as a unified diff against its bundle."""
     info = call_server(settings_for(), lambda c: c.get_session(run, action))
     workspace = Path(info.workspace)
@@ -99,4 +106,10 @@ def session_diff(run: str, action: str) -> None:
             "where the action ran (its log also ends with the diff)"
         )
     bundle = Path(json.loads(manifest.read_text())["bundle"])
-    sys.stdout.write(diff_workspace(bundle, workspace))
+    diff = diff_workspace(bundle, workspace)
+    if output.for_scripts:
+        emit({"run": run, "action": action, "workspace": str(workspace), "diff": diff}, output)
+    elif diff:
+        sys.stdout.write(diff)
+    else:
+        click.echo(f"no edits in the session of action {action} of run {run}", err=True)
