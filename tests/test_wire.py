@@ -67,6 +67,8 @@ def test_the_messages_keys_are_pinned() -> None:
         wire.WorkerCancel: {"cancel"},
         wire.WorkerStop: {"stop"},
         wire.WorkerDone: {"done", "code"},
+        wire.WorkerReport: {"report", "items"},
+        wire.WorkerReported: {"reported", "statuses", "error"},
         wire.ZygoteReady: {"ready"},
         wire.SpawnRequest: {"id", "argv", "env", "cwd", "log"},
         wire.Spawned: {"id", "pid"},

@@ -208,3 +208,67 @@ def test_a_worker_that_says_hello_before_its_start_returns_gets_its_jobs(
     asyncio.run(main())
     assert [e.returncode for e in exits] == [0]
     assert (tmp_path / "logs" / "r1" / "a1.1.log.json").exists()  # the job reached the worker
+
+
+# reports a result for its own job and one for an attempt it was never given, then says done
+REPORTING_WORKER = """
+import asyncio, json, os, sys
+
+def report(run, action):
+    return {"run": run, "action": action, "attempt": 1, "result": {"outputs": {"value": 7}}}
+
+async def main():
+    socket = sys.argv[sys.argv.index("--socket") + 1]
+    worker = sys.argv[sys.argv.index("--worker-id") + 1]
+    reader, writer = await asyncio.open_unix_connection(socket, limit=2**20)
+    writer.write((json.dumps({"hello": worker, "pid": os.getpid()}) + "\\n").encode())
+    async for line in reader:
+        message = json.loads(line)
+        if message.get("stop"):
+            break
+        if "job" in message:
+            items = [report(message["run"], message["action"]), report("other", "theirs")]
+            writer.write((json.dumps({"report": 1, "items": items}) + "\\n").encode())
+        elif "reported" in message:
+            with open(os.environ["ANSWER"], "w") as f:
+                json.dump(message, f)
+            writer.write((json.dumps({"done": "r1/a1/1", "code": 0}) + "\\n").encode())
+        await writer.drain()
+
+asyncio.run(main())
+"""
+
+
+def test_a_worker_reports_results_through_its_socket_for_its_own_jobs_only(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "worker.py"
+    script.write_text(textwrap.dedent(REPORTING_WORKER))
+    answer = tmp_path / "answer.json"
+    recorded: list[wire.AttemptReport] = []
+    done = asyncio.Event()
+
+    async def on_exit(exit: JobExit) -> None:
+        done.set()
+
+    async def on_report(reports: list[wire.AttemptReport]) -> list[wire.ItemStatus]:
+        recorded.extend(reports)
+        return [wire.ItemStatus(status=200) for _ in reports]
+
+    async def main() -> None:
+        executor = LocalProcessExecutor([sys.executable, str(script)], slots=2)
+        await executor.start(on_exit, on_report)
+        try:
+            job = _job(tmp_path, "a1")
+            await executor.submit(dataclasses.replace(job, env={**job.env, "ANSWER": str(answer)}))
+            await asyncio.wait_for(done.wait(), 30)
+        finally:
+            await executor.shutdown()
+
+    asyncio.run(main())
+    # the executor recorded the result of the worker's own job, and refused the other
+    assert [(r.run, r.action, r.attempt) for r in recorded] == [("r1", "a1", 1)]
+    assert recorded[0].result.outputs is not None and recorded[0].result.outputs.value == 7
+    sent = json.loads(answer.read_text())
+    assert sent["reported"] == 1 and "error" not in sent
+    assert [s["status"] for s in sent["statuses"]] == [200, 403]

@@ -47,7 +47,7 @@ class FakeExecutor:
     def capacity(self) -> Capacity:
         return self._capacity
 
-    async def start(self, on_exit: ExitCallback) -> None:
+    async def start(self, on_exit: ExitCallback, on_report: object = None) -> None:
         self.on_exit = on_exit
 
     async def submit(self, job: Job) -> str:

@@ -224,6 +224,46 @@ def test_wait_blocks_until_one_ends(api: Api) -> None:
     assert 0.4 < time.monotonic() - started < 5
 
 
+def test_a_wait_gets_a_childs_outputs_with_the_news_of_its_end_without_a_query(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (before: every wake-up of a long-poll read what had ended from the database again)
+    run = _running_parent(api)
+    _create(api, run, [_child("slow"), _child("quick"), _child("big")])
+    for name in ("slow", "quick", "big"):
+        api.job(run, name, 1)
+    looks: list[int | None] = []
+    real = api.plane.runs.ended_json
+
+    def counted(run_name: str, names: Any, *, after: int | None = None, check: bool = True) -> Any:
+        looks.append(after)
+        return real(run_name, names, after=after, check=check)
+
+    monkeypatch.setattr(api.plane.runs, "ended_json", counted)
+    report = _report(run, "quick", value={"n": 7})
+    timer = threading.Timer(0.5, lambda: _finish(api, [report]))
+    timer.start()
+    try:
+        answer = _waited(api, run, ["slow", "quick"], timeout=10)
+    finally:
+        timer.join()
+    assert answer["actions"] == [
+        {"name": "quick", "phase": "SUCCEEDED", "error": None, "outputs": {"value": {"n": 7}}}
+    ]
+    assert looks == [None]  # the first look only
+    # the seq it answers with is one by which the others had not ended: nothing is missed
+    assert _waited(api, run, ["slow"], timeout=0, after=answer["seq"])["actions"] == []
+    # outputs too big to come with the news are looked up, as before
+    big = "x" * (70 * 1024)
+    timer = threading.Timer(0.5, lambda: _finish(api, [_report(run, "big", value=big)]))
+    timer.start()
+    try:
+        (outcome,) = _wait(api, run, ["slow", "big"], timeout=10, after=answer["seq"])
+    finally:
+        timer.join()
+    assert outcome["name"] == "big" and outcome["outputs"] == {"value": big}
+
+
 def test_wait_after_a_seq_looks_only_at_what_ended_since(api: Api) -> None:
     run = _running_parent(api)
     _create(api, run, [_child(n) for n in ("p", "q", "r")])

@@ -130,7 +130,7 @@ def test_a_warm_pool_gets_no_more_than_it_runs_at_once(api: Api) -> None:
 def test_room_freed_with_nothing_waiting_costs_no_scheduling_pass(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    passes = _calls(monkeypatch, api.plane.scheduler._claims, "claim", lambda *_: 1)
+    passes = _calls(monkeypatch, api.plane.scheduler.claims, "claim", lambda *_: 1)
     runs = [api.create_run()["name"] for _ in range(5)]
     _started(api, 5)
     before = len(passes)
@@ -168,22 +168,40 @@ def test_requests_fill_in_defaults_and_split_by_concurrency() -> None:
 
 
 @sqlite
-def test_handles_go_with_the_next_pass_not_in_a_transaction_of_their_own(
+def test_the_transaction_that_queues_an_action_starts_it_without_a_pass(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (before: every queued action waited for a wake-up, a pass of the scheduler's and a
+    # transaction of its own before its job went to the executor)
+    passes = _calls(monkeypatch, api.plane.scheduler.claims, "claim", lambda *_: 1)
+    time.sleep(0.3)  # (a pass at start-up may still be under way)
+    before = len(passes)
+    for _ in range(3):
+        run = api.create_run()["name"]
+        api.job(run, "a0", 1)
+        _done(api, run)
+        api.wait_phase(run, "a0", "SUCCEEDED")
+    time.sleep(0.3)
+    assert passes[before:] == []
+
+
+@sqlite
+def test_handles_go_with_the_next_claim_not_in_a_transaction_of_their_own(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from sqlalchemy import select
 
     from loom.server._models import Attempt
 
-    claims = api.plane.scheduler._claims
-    alone = _calls(monkeypatch, claims, "record_handles", len)
+    claims = api.plane.scheduler.claims
+    alone = _calls(monkeypatch, claims, "record_handles", lambda: 1)
     runs = []
     for _ in range(5):  # one after the other, as a chain's steps come
         runs.append(api.create_run()["name"])
         api.job(runs[-1], "a0", 1)
-    with api.plane.db.read() as s:  # each pass recorded the previous pass's handle...
+    with api.plane.db.read() as s:  # each claim recorded the previous one's handle...
         recorded = s.scalars(select(Attempt.handle).where(Attempt.handle.is_not(None))).all()
     assert len(recorded) >= 4
     assert alone == []
-    # ...and the last one's, with no pass to follow, soon gets a transaction of its own
+    # ...and the last one's, with no claim to follow, soon gets a transaction of its own
     api.wait_for(lambda: alone == [1], timeout=5)

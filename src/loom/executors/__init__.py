@@ -15,7 +15,16 @@ This package imports nothing from loom but :mod:`loom.wire`.
 
 from ._errors import ExecutorError, JobStartError
 from ._process import DEFAULT_COMMAND, LocalProcessExecutor, machine_capacity, process_identity
-from ._protocol import Capacity, Executor, ExitCallback, Job, JobExit, JobStatus, job_id
+from ._protocol import (
+    Capacity,
+    Executor,
+    ExitCallback,
+    Job,
+    JobExit,
+    JobStatus,
+    ReportCallback,
+    job_id,
+)
 
 __all__ = [
     "DEFAULT_COMMAND",
@@ -28,6 +37,7 @@ __all__ = [
     "JobStartError",
     "JobStatus",
     "LocalProcessExecutor",
+    "ReportCallback",
     "job_id",
     "machine_capacity",
     "process_identity",

@@ -30,12 +30,12 @@ import tempfile
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from .. import wire
 from ._errors import JobStartError
 from ._memory import MemoryGuard
-from ._protocol import ExitReason, Job, JobExit
+from ._protocol import ExitReason, Job, JobExit, ReportCallback, job_id
 
 log = logging.getLogger("loom.executors")
 
@@ -51,6 +51,7 @@ DEFAULT_IDLE_TTL_S = 30.0
 CANCEL_GRACE_S = 5.0
 _HELLO_TIMEOUT_S = 60.0
 _LOG_TAIL_BYTES = 4000
+_NOT_ITS_JOB = wire.ItemStatus(status=403, detail="this attempt is not one of the worker's jobs")
 
 
 class _Process(Protocol):
@@ -147,6 +148,9 @@ class WorkerPools:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         self._log_dirs: set[Path] = set()  # made already
+        #: takes the results workers send over their socket (``None``: they are told to send
+        #: them over HTTP)
+        self.on_report: ReportCallback | None = None
 
     # -- the executor's side ----------------------------------------------------------------
 
@@ -319,6 +323,8 @@ class WorkerPools:
                 message = wire.decode(line)
                 if "done" in message:
                     self._job_done(worker, message["done"], message.get("code"))
+                elif "report" in message:
+                    self._spawn(self._take_report(worker, cast(wire.WorkerReport, message)))
         except (ConnectionError, ValueError) as e:
             log.warning("worker connection failed: %s", e)
             if worker is not None:
@@ -327,6 +333,29 @@ class WorkerPools:
             log.exception("handling worker %s failed", worker.id if worker else "?")
             if worker is not None:
                 self._kill_group(worker.process.pid)
+
+    async def _take_report(self, worker: _Worker, message: wire.WorkerReport) -> None:
+        """Record the results a worker sent, each of an attempt that is one of its jobs (a
+        worker only ever holds its own attempts' credentials: it may speak for no other), and
+        answer it."""
+        number = message["report"]
+        try:
+            if self.on_report is None:
+                raise RuntimeError("this executor takes no results: send them over HTTP")
+            items = [wire.AttemptReport.model_validate(item) for item in message["items"]]
+            own = [job_id(i.run, i.action, i.attempt) in worker.jobs for i in items]
+            recorded = iter(
+                await self.on_report([i for i, ok in zip(items, own, strict=True) if ok])
+            )
+            statuses = [next(recorded) if ok else _NOT_ITS_JOB for ok in own]
+            answer = wire.WorkerReported(
+                reported=number, statuses=[s.model_dump(mode="json") for s in statuses]
+            )
+        except Exception as e:  # (the worker sends them over HTTP then, which waits and retries)
+            log.warning("cannot record the results worker %s sent: %s", worker.id, e)
+            answer = wire.WorkerReported(reported=number, statuses=[], error=str(e))
+        if worker.writer is not None and not worker.writer.is_closing():
+            worker.send_line(wire.encode(answer))
 
     def _job_done(self, worker: _Worker, job_id: str, code: int | None) -> None:
         pooled = worker.jobs.pop(job_id, None)

@@ -23,7 +23,15 @@ from ._errors import JobStartError
 from ._gpus import Devices
 from ._memory import MemoryGuard
 from ._pool import POOLS_DIR_PREFIX, WORKER_HANDLE, WorkerPools
-from ._protocol import Capacity, ExitCallback, ExitReason, Job, JobExit, JobStatus
+from ._protocol import (
+    Capacity,
+    ExitCallback,
+    ExitReason,
+    Job,
+    JobExit,
+    JobStatus,
+    ReportCallback,
+)
 from ._zygote import ForkedProcess, Zygote
 
 log = logging.getLogger("loom.executors")
@@ -287,8 +295,9 @@ class LocalProcessExecutor:
     def capacity(self) -> Capacity:
         return self._capacity
 
-    async def start(self, on_exit: ExitCallback) -> None:
+    async def start(self, on_exit: ExitCallback, on_report: ReportCallback | None = None) -> None:
         self._on_exit = on_exit
+        self._pools.on_report = on_report
         if self._scratch_dir is not None and self._scratch_dir.is_dir():
             # a previous server process's pools: gone once their last worker is
             self._stale_dirs = sorted(self._scratch_dir.glob(POOLS_DIR_PREFIX + "*"))

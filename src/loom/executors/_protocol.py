@@ -81,6 +81,10 @@ class JobStatus:
 
 
 ExitCallback = Callable[[JobExit], Awaitable[None]]
+#: Records attempts' results that came from the executor's own channel to its workers rather
+#: than over HTTP (the executor checked that each is one of the sender's jobs); the answers,
+#: in order, are what ``POST /attempts:finish`` would have answered.
+ReportCallback = Callable[[list[wire.AttemptReport]], Awaitable[list[wire.ItemStatus]]]
 
 
 class Executor(Protocol):
@@ -89,8 +93,10 @@ class Executor(Protocol):
     def capacity(self) -> Capacity:
         """The worker size (and slots); the scheduler keeps the attempts' requests within."""
 
-    async def start(self, on_exit: ExitCallback) -> None:
-        """Begin; ``on_exit`` is awaited once for every job that ends after ``submit``."""
+    async def start(self, on_exit: ExitCallback, on_report: ReportCallback | None = None) -> None:
+        """Begin; ``on_exit`` is awaited once for every job that ends after ``submit``.
+        ``on_report``, if given, takes results a job's runtime sends through the executor
+        (a warm worker's socket) instead of over HTTP."""
 
     async def submit(self, job: Job) -> str:
         """Start ``job``; return a handle the server stores to :meth:`reclaim` it later."""

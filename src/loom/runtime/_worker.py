@@ -6,16 +6,20 @@ executor's Unix socket and runs the attempts it is given, up to the environment'
 client. It pays for start-up, imports and the task module once instead of once per action.
 
 Protocol (``loom.wire``), one JSON object per line: the worker says ``WorkerHello`` once, then
-``WorkerDone`` as each attempt ends; the executor sends ``WorkerJob`` (with the attempt's
-``wire.ActionSpec`` when the server sent it along: then the attempt starts without a request),
+``WorkerReport`` with attempts' results and ``WorkerDone`` as each attempt ends; the executor
+sends ``WorkerJob`` (with the attempt's ``wire.ActionSpec`` when the server sent it along: then
+the attempt starts without a request), ``WorkerReported`` (the answers to a report),
 ``WorkerCancel``, and ``WorkerStop`` (finish what runs, then exit).
 
 The worker holds no key of its own: each attempt talks to the server with its own runtime
 credential ``C``, valid while that attempt runs, and the batched reports and heartbeats carry
 each attempt's credential along.
 
-Results go to the server in batches (``POST /attempts:finish``): those ready in the same turn
-of the loop, or while the previous batch is on its way, share one request and one transaction.
+Results go to the server in batches: those ready in the same turn of the loop, or while the
+previous batch is on its way, share one message and one transaction. They go over the
+executor's socket, which is already open and costs no HTTP request; when it is not (the server
+stopped or restarted, or could not record them), over ``POST /attempts:finish``, which waits
+for a server to be back.
 Heartbeats too: one request for all the attempts running, every ``LOOM_HEARTBEAT_INTERVAL``
 seconds, from a thread of the worker's own (see ``_heartbeat``).
 
@@ -31,8 +35,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import itertools
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any, TextIO, cast
 
 from .. import wire
@@ -113,12 +119,18 @@ class _RoutedStream:
         return getattr(self._fallback, name)
 
 
-class _Reports:
-    """Sends attempts' results, many per request: one request at a time, carrying whatever
-    finished since the last one went out."""
+#: Sends reports (their JSON) through the executor; ``None`` if it cannot take them.
+_ReportHere = Callable[[list[bytes]], Awaitable[list[wire.ItemStatus] | None]]
 
-    def __init__(self, client: Client) -> None:
+
+class _Reports:
+    """Sends attempts' results, many per message: one at a time, carrying whatever finished
+    since the last one went out; through the executor (``here``) when it takes them, else
+    over HTTP."""
+
+    def __init__(self, client: Client, here: _ReportHere | None = None) -> None:
         self._client = client
+        self._here = here
         # (the report, its attempt's credential, who waits for the answer)
         self._queue: list[tuple[bytes, str | None, asyncio.Future[wire.ItemStatus]]] = []
         self._sender: asyncio.Task[None] | None = None
@@ -141,9 +153,13 @@ class _Reports:
                     size += len(data)
                 batch, self._queue = self._queue[:count], self._queue[count:]
                 try:
-                    statuses = await self._client.finish_attempts_json(
-                        [d for d, _, _ in batch], batch[0][1]
-                    )
+                    statuses = None
+                    if self._here is not None:
+                        statuses = await self._here([d for d, _, _ in batch])
+                    if statuses is None:
+                        statuses = await self._client.finish_attempts_json(
+                            [d for d, _, _ in batch], batch[0][1]
+                        )
                     if len(statuses) != len(batch):
                         raise ValueError(f"{len(statuses)} answers to {len(batch)} reports")
                 except Exception as e:
@@ -173,10 +189,48 @@ class _Worker:
         self._writer = writer
         self._running: dict[str, asyncio.Task[None]] = {}
         self._attempts: dict[str, wire.AttemptRef] = {}  # by job, while they run
-        self._reports = _Reports(client)
+        self._reports = _Reports(client, self._report_here)
+        # reports sent through the executor, by number, until it answers
+        self._reported: dict[int, asyncio.Future[wire.WorkerReported]] = {}
+        self._report_numbers = itertools.count(1)
+        self._connected = True
 
     def _send(self, message: wire.WorkerHello | wire.WorkerDone) -> None:
         self._writer.write(wire.encode(message))
+
+    async def _report_here(self, items: list[bytes]) -> list[wire.ItemStatus] | None:
+        """Send results (their JSON) through the executor's socket; their answers, or
+        ``None`` if it did not take them (then they go over HTTP)."""
+        if not self._connected or self._writer.is_closing():
+            return None
+        number = next(self._report_numbers)
+        future: asyncio.Future[wire.WorkerReported] = asyncio.get_running_loop().create_future()
+        self._reported[number] = future
+        raw = '"items": [' + ",".join(item.decode() for item in items) + "]"
+        try:
+            self._writer.write(wire.encode({"report": number}, raw))
+            answer = await future
+        except ConnectionError:
+            return None
+        finally:
+            self._reported.pop(number, None)
+        if "error" in answer or len(answer["statuses"]) != len(items):
+            return None
+        return [wire.ItemStatus.model_validate(s) for s in answer["statuses"]]
+
+    def reported(self, answer: wire.WorkerReported) -> None:
+        """The executor answered report ``answer["reported"]``."""
+        future = self._reported.get(answer["reported"])
+        if future is not None and not future.done():
+            future.set_result(answer)
+
+    def disconnected(self) -> None:
+        """The executor reads no more: reports under way, and later ones, go over HTTP (one
+        the server recorded already is answered 409 there, as the attempt has ended)."""
+        self._connected = False
+        for future in self._reported.values():
+            if not future.done():
+                future.set_exception(ConnectionError("the executor's socket closed"))
 
     def start(self, message: wire.WorkerJob) -> None:
         job = message["job"]
@@ -264,6 +318,8 @@ async def _serve(reader: asyncio.StreamReader, worker: _Worker) -> None:
                 # mark of it here and runs it again, so it must not run here too
                 continue
             worker.start(cast(wire.WorkerJob, message))
+        elif "reported" in message:
+            worker.reported(cast(wire.WorkerReported, message))
         elif "cancel" in message:
             worker.cancel(message["cancel"])
         elif message.get("stop"):
@@ -286,6 +342,7 @@ async def serve_worker(endpoint: str, socket_path: str, worker_id: str) -> int:
         )
         beats.start()
         await _serve(reader, worker)
+        worker.disconnected()
         # stop, or EOF (the server stopped or crashed): the running attempts finish, and
         # deliver their results to the server (waiting for it to be back if need be), which
         # adopts this worker after a restart; nothing new comes

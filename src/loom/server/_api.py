@@ -26,6 +26,7 @@ from pydantic import TypeAdapter
 
 from .. import wire
 from .._version import __version__
+from ..wire import Phase
 from . import _sessions as sessions
 from ._auth import check_origin, login_response, logout_response
 from ._authz import (
@@ -390,11 +391,17 @@ async def wait_actions(run: str, body: wire.ActionsWait, p: Plane, _: RunViewer)
     # costs what changed, not the thousand children watched
     wake: asyncio.Future[None] = loop.create_future()
     fired: list[str] = []
-    watched: dict[str, asyncio.Future[None]] = {}
+    # those that SUCCEEDED with their outputs at hand (the bus brought them): no query
+    succeeded: dict[str, bytes] = {}
+    watched: dict[str, asyncio.Future[bytes | None]] = {}
 
-    def changed(name: str, future: asyncio.Future[None]) -> None:
+    def changed(name: str, future: asyncio.Future[bytes | None]) -> None:
         if not future.cancelled():
-            fired.append(name)
+            outputs = future.result()
+            if outputs is not None:
+                succeeded[name] = outputs
+            else:
+                fired.append(name)
             if not wake.done():
                 wake.set_result(None)
 
@@ -428,6 +435,15 @@ async def wait_actions(run: str, body: wire.ActionsWait, p: Plane, _: RunViewer)
                 stopping.cancel()
             if wake.done():
                 wake = loop.create_future()
+            if succeeded:  # (``seq`` stays: the next wait looks at what ended since, again)
+                return Response(
+                    b'{"actions":'
+                    + _succeeded_json(names, succeeded)
+                    + b',"seq":'
+                    + str(seq).encode()
+                    + b"}",
+                    media_type="application/json",
+                )
             again, fired[:] = list(dict.fromkeys(fired)), []
             for name in again:  # changed (maybe not ended): watch again, then look
                 p.bus.unwatch(run, name, watched[name])
@@ -435,6 +451,27 @@ async def wait_actions(run: str, body: wire.ActionsWait, p: Plane, _: RunViewer)
     finally:
         for name, future in watched.items():
             p.bus.unwatch(run, name, future)
+
+
+def _succeeded_json(names: list[str], outputs: dict[str, bytes]) -> bytes:
+    """The ``list[wire.ActionOutcome]`` of actions that SUCCEEDED, in the order of ``names``,
+    with their outputs inline up to ``wire.MAX_INLINE_OUTPUTS`` bytes in all (the client
+    fetches the others' on their own)."""
+    parts = []
+    budget = wire.MAX_INLINE_OUTPUTS
+    for name in names:
+        value = outputs.get(name)
+        if value is None:
+            continue
+        head = json.dumps({"name": name, "phase": Phase.SUCCEEDED.value, "error": None})[
+            :-1
+        ].encode()
+        if len(value) > budget:
+            parts.append(head + b',"outputs":null}')
+        else:
+            budget -= len(value)
+            parts.append(head + b',"outputs":{"value":' + value + b"}}")
+    return b"[" + b",".join(parts) + b"]"
 
 
 @runtime_batches.post(

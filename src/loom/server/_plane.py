@@ -28,6 +28,7 @@ from typing import Any
 
 from anyio import to_thread
 
+from .. import wire
 from ..executors import (
     Executor,
     Job,
@@ -59,7 +60,7 @@ from ._runs import (
     log_path,
     runs_in_worker,
 )
-from ._scheduler import Claims, Scheduler
+from ._scheduler import Claims, Pass, Scheduler
 from ._scopes import ScopeService
 from ._secrets import SecretService
 from ._session_access import SessionAccess, session_host_label
@@ -120,14 +121,12 @@ class ControlPlane:
         self.session_origin = settings.session_origin(settings.session_bind_port())
         self.runs.session_origin = self.origin_of_session
         self.bus = EventBus()
-        self.scheduler = Scheduler(
-            Claims(
-                self.runs,
-                self.executor.capacity(),
-                functools.partial(read_value, self.store),
-            ),
-            self._launch,
+        claims = Claims(
+            self.runs, self.executor.capacity(), functools.partial(read_value, self.store)
         )
+        self.runs.claim_queued = claims.claim_in
+        self.runs.handles_back = claims.add_handles
+        self.scheduler = Scheduler(claims, self._launch)
         self.logs_dir = settings.data_dir / "logs"
         self.work_dir = settings.data_dir / "work"
         self.tmp_dir = settings.data_dir / "tmp"
@@ -165,7 +164,7 @@ class ControlPlane:
         """Begin scheduling on the running loop, after recovering from a previous crash."""
         self._loop = asyncio.get_running_loop()
         self.bus.attach(self._loop)
-        await self.executor.start(self._on_exit)
+        await self.executor.start(self._on_exit, self._on_report)
         await Recovery(
             self.runs, self.executor, self.work_dir, self.logs_dir, self.endpoint, self._keep_log
         ).recover()
@@ -205,16 +204,20 @@ class ControlPlane:
                     self._ended_jobs.add(job)
 
     def _dispatch(self, fx: Effects) -> None:
-        """Carry out ``fx`` on the loop (called from any thread)."""
+        """Carry out ``fx`` on the loop (called from any thread, the committing one)."""
         loop = self._loop
         if loop is None or loop.is_closed():
             return
+        # the attempts the transaction claimed get their specs here, off the loop
+        claimed = None if fx.claimed is None else self.scheduler.claims.loaded(fx.claimed)
         with contextlib.suppress(RuntimeError):  # the loop is closing
-            loop.call_soon_threadsafe(self._apply, fx)
+            loop.call_soon_threadsafe(self._apply, fx, claimed)
 
-    def _apply(self, fx: Effects) -> None:
+    def _apply(self, fx: Effects, claimed: Pass | None = None) -> None:
+        if claimed is not None:
+            self.scheduler.adopt(claimed)
         if fx.changed:
-            self.bus.publish(fx.changed)
+            self.bus.publish(fx.changed, fx.outputs)
         if fx.schedule or fx.cancel:
             self.scheduler.wake()
         elif fx.freed:
@@ -301,6 +304,11 @@ class ControlPlane:
                 self.runs.launch_failed, launch.run, launch.action, launch.attempt, str(e)
             )
             return None
+
+    async def _on_report(self, reports: list[wire.AttemptReport]) -> list[wire.ItemStatus]:
+        """Results a warm worker sent through the executor (which checked they are its
+        jobs'): recorded as ``POST /attempts:finish`` records them."""
+        return await to_thread.run_sync(self.runs.finish_attempts, reports)
 
     async def _on_exit(self, exit: JobExit) -> None:
         """Record that a job ended (returns once it is recorded). Exits that come while a

@@ -4,6 +4,12 @@ their requests (see ``_requests``).
 :class:`Claims` is the policy, what to start: one transaction moves the actions that fit to
 RUNNING, each with a new attempt (through the run service's transition engine).
 :class:`Scheduler` is the loop that claims and hands the claimed attempts to the executor.
+
+The transaction that queues actions (a run's creation, a batch of children) claims what fits
+itself, before it commits (:meth:`Claims.claim_in`): a child of a warm pool is then handed to
+its worker as soon as it exists, without waiting for a pass of the loop, a wake-up and a
+transaction of its own. The loop's passes start the rest: what waited for room, retries whose
+backoff ended, actions queued by other transitions.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -28,7 +36,7 @@ from ..wire import Phase
 from ._errors import NotFoundError
 from ._models import Action, Project, Run, utcnow
 from ._requests import Requests, Room, pool_size
-from ._runs import Launch, RunService, task_spec
+from ._runs import Launch, RunService, Tx, task_spec
 from ._state import TERMINAL
 
 log = logging.getLogger("loom.server")
@@ -114,6 +122,16 @@ _NEXT_DUE = select(func.min(Action.retry_at)).where(
 
 
 @dataclass(frozen=True)
+class Claimed:
+    """The attempts a transaction started, as it commits (their specs are loaded after)."""
+
+    launches: list[Launch]
+    rows: list[Any]  # the claimed rows, by launch
+    next_due: datetime | None
+    backlog: bool
+
+
+@dataclass(frozen=True)
 class Pass:
     """What one scheduling pass did."""
 
@@ -132,68 +150,123 @@ class Claims:
         self._runs = runs
         self._capacity = capacity
         self._read = read
+        self._handles: list[tuple[int, str]] = []
+        self._handles_since = 0.0
+        self._handles_lock = threading.Lock()
 
-    def claim(self, handles: Sequence[tuple[int, str]] = ()) -> Pass:
+    def claim(self) -> Pass:
         """Start attempts for the waiting actions that fit in what the running ones leave of
-        the executor's capacity, in creation order (see ``_requests``).
+        the executor's capacity, in creation order (see ``_requests``), in a transaction of
+        their own (which also records the executor's handles waiting to be, see
+        :meth:`add_handles`)."""
+        with self._runs.transaction() as tx:
+            self._record_handles(tx)
+            claimed = self._claim(tx)
+            # we are the scheduler: no need to wake ourselves
+            tx.fx.schedule = tx.fx.freed = False
+        return self.loaded(claimed)
 
-        ``handles`` are the executor's handles of attempts the previous pass started, as
-        ``(Launch.attempt_id, handle)``: recorded in the same transaction (which saves one per
-        launch when passes follow each other, as they do in a fan-out)."""
+    def claim_in(self, tx: Tx) -> None:
+        """Claim in ``tx``, a transaction that queued actions: what fits starts when it
+        commits (its effects carry the claim to the scheduler, see :meth:`Scheduler.adopt`)
+        rather than after a pass of the scheduler's own. It records the executor's handles
+        waiting to be, too: in a chain of calls, each child's transaction records the last
+        one's."""
+        self._record_handles(tx)
+        tx.fx.claimed = self._claim(tx)
+        tx.fx.schedule = False  # (a pass follows if it left some waiting: see adopt)
+
+    # -- the executor's handles, recorded by the next transaction that claims -------------
+
+    def add_handles(self, handles: Sequence[tuple[int, str]]) -> None:
+        """Handles of attempts just started, as ``(Launch.attempt_id, handle)``: recorded (for
+        crash recovery) by the next transaction that claims, which saves one per launch while
+        work flows; :meth:`record_handles` takes them after :data:`_HANDLES_WAIT_S` if none
+        comes (a crash before finds the attempts by their work dirs and workers' ledgers).
+        Handles a transaction took come back here if it rolls back."""
+        if handles:
+            with self._handles_lock:
+                if not self._handles:
+                    self._handles_since = time.monotonic()
+                self._handles.extend(handles)
+
+    def handles_due(self) -> float | None:
+        """When (``time.monotonic()``) the waiting handles should be recorded on their own."""
+        with self._handles_lock:
+            return self._handles_since + _HANDLES_WAIT_S if self._handles else None
+
+    def _take_handles(self) -> list[tuple[int, str]]:
+        with self._handles_lock:
+            handles, self._handles = self._handles, []
+            return handles
+
+    def _record_handles(self, tx: Tx) -> None:
+        tx.fx.handles = self._take_handles()  # (given back if ``tx`` rolls back)
+        self._runs.record_handles(tx, tx.fx.handles)
+
+    def record_handles(self) -> None:
+        """Record the waiting handles in a transaction of their own."""
+        if self.handles_due() is not None:
+            with self._runs.transaction() as tx:
+                self._record_handles(tx)
+
+    def _claim(self, tx: Tx) -> Claimed:
         now = utcnow()
         launches: list[Launch] = []
         claimed: list[Any] = []  # the rows, by launch
         backlog = False  # whether claimable actions may have been left waiting
-        with self._runs.transaction() as tx:
-            s = tx.s
-            self._runs.record_handles(tx, handles)
-            # (statements built once: building and keying them costs more than running them)
-            busy = s.execute(_BUSY).one()
-            room = Room.left(self._capacity, Requests(*(float(v or 0) for v in busy)))
-            backlog = room.full  # (full: whatever waits, it waits for room)
-            in_pools = {p: n for p, n in s.execute(_IN_POOLS) if p is not None}
-            full: list[str] = []  # pools that run all they can: their actions wait here
-            after = 0
-            while not room.full:
-                # plain rows, not ORM objects: this is the hot path of every action
-                params = {"now": now, "after": after}
-                if full:
-                    rows = s.execute(_CLAIMABLE_OUTSIDE, {**params, "full": full}).all()
-                else:
-                    rows = s.execute(_CLAIMABLE, params).all()
-                taken = []
-                for row in rows:
-                    if row.pool is not None:
-                        if row.pool in full:
-                            backlog = True
-                            continue
-                        if in_pools.get(row.pool, 0) >= pool_size(task_spec(row.spec)):
-                            full.append(row.pool)  # (holds nothing of the machine's)
-                            backlog = True
-                            continue
-                    need = Requests.of_row(row)
-                    if room.fits(need):
-                        taken.append(row)
-                        if row.pool is not None:
-                            in_pools[row.pool] = in_pools.get(row.pool, 0) + 1
-                    else:
+        s = tx.s
+        # (statements built once: building and keying them costs more than running them)
+        busy = s.execute(_BUSY).one()
+        room = Room.left(self._capacity, Requests(*(float(v or 0) for v in busy)))
+        backlog = room.full  # (full: whatever waits, it waits for room)
+        in_pools = {p: n for p, n in s.execute(_IN_POOLS) if p is not None}
+        full: list[str] = []  # pools that run all they can: their actions wait here
+        after = 0
+        while not room.full:
+            # plain rows, not ORM objects: this is the hot path of every action
+            params = {"now": now, "after": after}
+            if full:
+                rows = s.execute(_CLAIMABLE_OUTSIDE, {**params, "full": full}).all()
+            else:
+                rows = s.execute(_CLAIMABLE, params).all()
+            taken = []
+            for row in rows:
+                if row.pool is not None:
+                    if row.pool in full:
                         backlog = True
-                    # one that does not fit keeps its place: what it needs is held for it
-                    room = room.minus(need)
-                    if room.full:
-                        backlog = True  # (more may wait behind)
-                        break
-                launches.extend(self._runs.start_attempts(tx, taken, now))
-                claimed.extend(taken)
-                if len(rows) < _CLAIM_BATCH:
+                        continue
+                    if in_pools.get(row.pool, 0) >= pool_size(task_spec(row.spec)):
+                        full.append(row.pool)  # (holds nothing of the machine's)
+                        backlog = True
+                        continue
+                need = Requests.of_row(row)
+                if room.fits(need):
+                    taken.append(row)
+                    if row.pool is not None:
+                        in_pools[row.pool] = in_pools.get(row.pool, 0) + 1
+                else:
+                    backlog = True
+                # one that does not fit keeps its place: what it needs is held for it
+                room = room.minus(need)
+                if room.full:
+                    backlog = True  # (more may wait behind)
                     break
-                after = rows[-1].id
-            next_due = s.scalar(_NEXT_DUE, {"now": now})
-            # we are the scheduler: no need to wake ourselves
-            tx.fx.schedule = tx.fx.freed = False
-        # after the commit: every attempt gets its spec with the job (a warm worker in its
-        # message, a process in a file), read here rather than asked for by each runtime
-        return Pass(self._with_specs(launches, claimed), next_due, backlog)
+            launches.extend(self._runs.start_attempts(tx, taken, now))
+            claimed.extend(taken)
+            if len(rows) < _CLAIM_BATCH:
+                break
+            after = rows[-1].id
+        next_due = s.scalar(_NEXT_DUE, {"now": now})
+        return Claimed(launches, claimed, next_due, backlog)
+
+    def loaded(self, claimed: Claimed) -> Pass:
+        """The pass of a committed claim: every attempt gets its spec with the job (a warm
+        worker in its message, a process in a file), read here rather than asked for by each
+        runtime."""
+        return Pass(
+            self._with_specs(claimed.launches, claimed.rows), claimed.next_due, claimed.backlog
+        )
 
     def _with_specs(self, launches: list[Launch], rows: list[Any]) -> list[Launch]:
         """``launches`` with their specs, from their claimed ``rows`` (and stored inputs)."""
@@ -223,33 +296,32 @@ class Claims:
             )
         return launches
 
-    def record_handles(self, handles: Sequence[tuple[int, str]]) -> None:
-        """Record the executor's handles of attempts, as ``(Launch.attempt_id, handle)``."""
-        if handles:
-            with self._runs.transaction() as tx:
-                self._runs.record_handles(tx, handles)
-
 
 class Scheduler:
-    """One loop on the server's event loop; :meth:`wake` makes it look at the queue now.
+    """One loop on the server's event loop; :meth:`wake` makes it look at the queue now, and
+    :meth:`adopt` launches what a transaction that queued actions claimed itself.
 
     Room freed (an action ended) only matters to actions left waiting: when the last pass
     left none, and nothing was queued since, :meth:`wake` with ``freed`` alone is ignored.
 
     ``launch`` starts one claimed attempt and returns the executor's handle for it (``None``
-    if it could not start); the handles are recorded by the next pass's transaction.
+    if it could not start); the handles are recorded by the next pass's transaction, or on
+    their own after a while (see :meth:`Claims.add_handles`).
     """
 
     def __init__(self, claims: Claims, launch: Callable[[Launch], Awaitable[str | None]]) -> None:
-        self._claims = claims
+        self.claims = claims
         self._launch = launch
         self._wake = asyncio.Event()
+        self._handles_added = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._launching: set[asyncio.Task[None]] = set()
         self._backlog = True  # (unknown until the first pass)
         self._passing = False
 
     def start(self) -> None:
         self._wake = asyncio.Event()
+        self._handles_added = asyncio.Event()
         self._task = asyncio.create_task(self._loop(), name="loom scheduler")
 
     def wake(self, *, freed: bool = False) -> None:
@@ -259,62 +331,91 @@ class Scheduler:
             return  # nothing waits for room (a pass under way might leave some: it looks)
         self._wake.set()
 
+    def adopt(self, claimed: Pass) -> None:
+        """Launch the attempts another transaction claimed (:meth:`Claims.claim_in`), on the
+        event loop. If it left actions waiting, a pass follows: room freed before this was
+        called was not waited for by anyone."""
+        if claimed.backlog or claimed.next_due is not None:
+            self._backlog = True
+            self._wake.set()
+        if claimed.launches and self._task is not None:
+            task = asyncio.ensure_future(self._launch_all(claimed.launches))
+            self._launching.add(task)
+            task.add_done_callback(self._launching.discard)
+
+    async def _launch_all(self, launches: Sequence[Launch]) -> None:
+        handles = []
+        for launch in launches:
+            try:
+                handle = await self._launch(launch)
+            except Exception:  # (launch records its own failures) keep launching the others
+                log.exception("cannot launch %s/%s", launch.run, launch.action)
+                continue
+            if handle is not None and launch.attempt_id:
+                handles.append((launch.attempt_id, handle))
+        self.claims.add_handles(handles)
+        self._handles_added.set()
+
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        tasks = [t for t in (self._task, *self._launching) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
+        self._task = None
 
     async def _loop(self) -> None:
-        # the executor's handles of the last pass's launches: recorded (for crash recovery) by
-        # the next pass's transaction if one follows soon, as in a fan-out or a chain, else on
-        # their own (a crash before finds the attempts by their work dirs and workers' ledgers)
-        handles: list[tuple[int, str]] = []
         loop = asyncio.get_running_loop()
         while True:
             self._wake.clear()
-            recorded, handles = handles, []
             try:
                 self._passing = True
                 try:
-                    done = await to_thread.run_sync(self._claims.claim, recorded)
+                    done = await to_thread.run_sync(self.claims.claim)
                 finally:
                     self._passing = False
-                launches, next_due, self._backlog = done.launches, done.next_due, done.backlog
-                for launch in launches:
-                    handle = await self._launch(launch)
-                    if handle is not None and launch.attempt_id:
-                        handles.append((launch.attempt_id, handle))
+                next_due, self._backlog = done.next_due, done.backlog
+                await self._launch_all(done.launches)
             except asyncio.CancelledError:
                 raise
             except Exception:  # keep scheduling; the next pass may well succeed
                 log.exception("scheduling pass failed")
-                handles[:0] = recorded
                 next_due = None
                 self._backlog = True
                 await asyncio.sleep(1.0)
             # what frees a slot or queues an action wakes us (also while a pass runs): a pass
-            # that used every slot, or found nothing more, has nothing to follow up
+            # that used every slot, or found nothing more, has nothing to follow up; handles
+            # waiting to be recorded get a transaction of their own when no pass comes soon
             look_at = loop.time() + _sleep_s(next_due)
             while True:
+                self._handles_added.clear()
                 timeout = look_at - loop.time()
-                if handles:
-                    timeout = min(timeout, _HANDLES_WAIT_S)
+                due = self.claims.handles_due()
+                if due is not None:
+                    timeout = min(timeout, due - time.monotonic())
+                wake = asyncio.ensure_future(self._wake.wait())
+                added = asyncio.ensure_future(self._handles_added.wait())
                 try:
-                    await asyncio.wait_for(self._wake.wait(), max(0.0, timeout))
+                    await asyncio.wait(
+                        {wake, added},
+                        timeout=max(0.0, timeout),
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                finally:
+                    wake.cancel()
+                    added.cancel()
+                if self._wake.is_set():
                     break
-                except TimeoutError:
-                    pass
-                if not handles:
-                    break
-                recorded, handles = handles, []
-                try:
-                    await to_thread.run_sync(self._claims.record_handles, recorded)
-                except Exception:  # the next pass records them
-                    log.exception("cannot record the executor's handles")
-                    handles[:0] = recorded
-                    break
+                if self._handles_added.is_set():
+                    continue  # (when they are due may be sooner now)
+                due = self.claims.handles_due()
+                if due is not None and due <= time.monotonic():
+                    try:
+                        await to_thread.run_sync(self.claims.record_handles)
+                    except Exception:  # the next pass records them
+                        log.exception("cannot record the executor's handles")
+                        break
                 if loop.time() >= look_at:
                     break
 

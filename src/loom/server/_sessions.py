@@ -442,7 +442,7 @@ def _error(data: dict[str, Any] | None) -> wire.ErrorInfo | None:
 
 
 async def _changed_or_stopping(
-    bus: EventBus, changed: asyncio.Future[None], timeout: float
+    bus: EventBus, changed: asyncio.Future[bytes | None], timeout: float
 ) -> None:
     stopping: asyncio.Future[bool] = asyncio.ensure_future(bus.stopping.wait())
     waiters: set[asyncio.Future[Any]] = {changed, stopping}

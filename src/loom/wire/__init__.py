@@ -219,6 +219,12 @@ from ._runtime import (
     WorkerJob as WorkerJob,
 )
 from ._runtime import (
+    WorkerReport as WorkerReport,
+)
+from ._runtime import (
+    WorkerReported as WorkerReported,
+)
+from ._runtime import (
     WorkerStop as WorkerStop,
 )
 from ._runtime import (

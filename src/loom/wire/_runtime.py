@@ -170,6 +170,25 @@ class WorkerDone(TypedDict):
     code: int
 
 
+class WorkerReport(TypedDict):
+    """Worker to executor: results of its attempts (``wire.AttemptReport`` objects), taken as
+    ``POST /attempts:finish`` takes them, without a request; answered by
+    :class:`WorkerReported`. An item about an attempt that is not one of the worker's jobs is
+    refused (403)."""
+
+    report: int  # the worker's number for this batch
+    items: list[dict[str, Any]]
+
+
+class WorkerReported(TypedDict):
+    """Executor to worker: the answers to report ``reported`` (``wire.ItemStatus`` objects,
+    in order); or, with ``error``, none (the worker sends the batch over HTTP instead)."""
+
+    reported: int
+    statuses: list[dict[str, Any]]
+    error: NotRequired[str]
+
+
 # -- the fork server's pipes ----------------------------------------------------------------
 
 

@@ -91,6 +91,8 @@ class Commands(Queries):
             tx.s.flush()
             self._event(tx, "run", run.name, None, Phase.QUEUED)
             self._insert_action(tx, run, root, inputs_key)
+            if tx.fx.schedule:
+                self.claim_queued(tx)
             return run_info(run, project.name, 1)
 
     @staticmethod
@@ -183,6 +185,8 @@ class Commands(Queries):
                     results[i] = e
             if rows:
                 tx.s.execute(_INSERT_ACTIONS, rows)
+            if tx.fx.schedule:
+                self.claim_queued(tx)
         assert all(r is not None for r in results)  # one answer per item, in order
         return cast(list[wire.ActionInfo | ServerError], results)
 

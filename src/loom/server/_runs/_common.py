@@ -47,9 +47,19 @@ class Effects:
     freed: bool = False  # room was freed: what waits for room may start now
     #: attempts that ended, as (run, action, number): their credentials are revoked
     ended: set[tuple[str, str, int]] = field(default_factory=set)
+    #: what the transaction claimed itself (a ``_scheduler.Claimed``: see ``claim_queued``)
+    claimed: Any = None
+    #: the executor's handles of attempts that the transaction records, as
+    #: ``(attempt id, handle)``: given back (``handles_back``) if it rolls back
+    handles: list[tuple[int, str]] = field(default_factory=list)
+    #: the outputs (their stored JSON) of (run, action)s that SUCCEEDED, where the
+    #: transaction had them at hand: long-polls answer with them without a query
+    outputs: dict[tuple[str, str], bytes] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.changed or self.cancel or self.schedule or self.freed)
+        return bool(
+            self.changed or self.cancel or self.schedule or self.freed or self.claimed is not None
+        )
 
 
 @dataclass(frozen=True, slots=True)

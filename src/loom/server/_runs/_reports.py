@@ -48,6 +48,9 @@ log = logging.getLogger("loom.server")
 
 
 _OK = wire.ItemStatus()
+#: Outputs up to this size go to the long-polls waiting for their action with the news that
+#: it ended (bigger ones are read by the poll, or fetched by the client on their own).
+_PUSHED_OUTPUTS_BYTES = 64 * 1024
 _RUN_IDS = select(Run.name, Run.id).where(Run.name.in_(bindparam("names", expanding=True)))
 #: What deciding on reports about attempts of actions ``:names`` of run ``:run`` takes.
 _ATTEMPT_ROWS = (
@@ -198,9 +201,10 @@ class Reports(Transitions):
         the status that one would have answered (200, or 409, 404, 400, 413 with a detail)."""
         statuses: list[wire.ItemStatus | None] = [None] * len(reports)
         keys: list[str | None] = [None] * len(reports)
+        values: list[bytes | None] = [None] * len(reports)
         for i, report in enumerate(reports):
             try:
-                keys[i] = self._result_key(report.result)
+                keys[i], values[i] = self._stored_result(report.result)
             except ServerError as e:
                 statuses[i] = _status(e)
         with self._tx() as tx:
@@ -236,6 +240,9 @@ class Reports(Transitions):
                 ):
                     fast.append((row, keys[i] or ""))
                     statuses[i] = _OK
+                    value = values[i]
+                    if value is not None and len(value) <= _PUSHED_OUTPUTS_BYTES:
+                        tx.fx.outputs[(row.run, row.action)] = value
                 else:
                     slow.append(i)
             self._succeed_rows(tx, fast, now)
@@ -322,11 +329,16 @@ class Reports(Transitions):
     def _result_key(self, result: wire.AttemptResult) -> str | None:
         """Check ``result`` and store its outputs (before the transaction: content-addressed,
         so a duplicate report stores nothing new); their key."""
+        return self._stored_result(result)[0]
+
+    def _stored_result(self, result: wire.AttemptResult) -> tuple[str | None, bytes | None]:
+        """:meth:`_result_key`, and the stored outputs' JSON."""
         if (result.outputs is None) == (result.error is None):
             raise BadRequestError("an attempt result has exactly one of 'outputs' and 'error'")
         if result.outputs is None:
-            return None
-        return self._put_value(encode_value(result.outputs.value, "outputs"))
+            return None, None
+        value = encode_value(result.outputs.value, "outputs")
+        return self._put_value(value), value
 
     def _load_attempts(
         self, tx: _Tx, wanted: Sequence[tuple[str, str, int]]

@@ -114,6 +114,11 @@ class Transitions:
         #: attempts the infrastructure may lose, per action, before it fails (see ``_state``)
         self.system_retries = system_retries
         self.dispatch: Callable[[Effects], None] = lambda fx: None
+        #: claims, in a transaction that queued actions, what of them fits now (the
+        #: scheduler's policy: ``_scheduler.Claims.claim_in``); unset, the scheduler does
+        self.claim_queued: Callable[[_Tx], None] = lambda tx: None
+        #: takes back the handles a transaction that rolled back meant to record
+        self.handles_back: Callable[[list[tuple[int, str]]], None] = lambda handles: None
         #: told of the attempts that ended as soon as that committed (before anything else
         #: runs on this thread): what caches live credentials forgets them
         self.attempts_ended: Callable[[set[tuple[str, str, int]]], None] = lambda ended: None
@@ -125,11 +130,16 @@ class Transitions:
     @contextmanager
     def _tx(self) -> Iterator[_Tx]:
         fx = Effects()
-        with self._db.write() as s:
-            tx = _Tx(s, fx)
-            yield tx
-            if tx.events:  # one multi-row insert, not an ORM object per event
-                s.execute(_INSERT_EVENTS, tx.events)
+        try:
+            with self._db.write() as s:
+                tx = _Tx(s, fx)
+                yield tx
+                if tx.events:  # one multi-row insert, not an ORM object per event
+                    s.execute(_INSERT_EVENTS, tx.events)
+        except BaseException:
+            if fx.handles:
+                self.handles_back(fx.handles)
+            raise
         if fx.ended:
             self.attempts_ended(fx.ended)
         if fx:
