@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -126,13 +127,18 @@ def test_task_signature_restrictions() -> None:
         loom.run(main)
 
 
-def test_image_is_an_immutable_declarative_spec() -> None:
+def test_image_is_an_immutable_declarative_spec(tmp_path: Path) -> None:
+    (tmp_path / "r.txt").write_text("c==1\n")
     base = loom.Image.from_debian_base(python_version="3.12")
-    image = base.with_pip_packages("a", "b").with_apt_packages("c").with_requirements("r.txt")
+    image = (
+        base.with_pip_packages("a", "b")
+        .with_apt_packages("c")
+        .with_requirements(tmp_path / "r.txt")
+    )
     assert base.pip_packages == ()
     assert image.pip_packages == ("a", "b")
     assert image.apt_packages == ("c",)
-    assert image.requirements == ("r.txt",)
+    assert image.requirements == (str(tmp_path / "r.txt"),)
     assert image.python_version == "3.12"
 
 

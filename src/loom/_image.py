@@ -1,39 +1,91 @@
-"""A declarative description of the container image a task runs in."""
+"""``loom.Image``: the environment a task runs in remotely, in Flyte 2's shapes.
+
+An image is an immutable spec built by chaining steps. Its Python side (the interpreter's
+version, packages, requirement files, package indexes) becomes, on the server, a Python
+environment built with uv, one per distinct spec (``loom.wire.environment_digest``), shared
+by every action that uses it. ``from_base``, ``with_apt_packages`` and ``with_commands`` need a
+container: a server that cannot run containers refuses such a task when it is submitted.
+
+Everything is checked when the image is defined (an unparseable requirement, a missing
+requirements file), and the files it names are read then: their content, not their path, is
+what the environment is made of. Local runs ignore images: the task runs in the current
+interpreter.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+import sys
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from .errors import TaskDefinitionError
+
+#: Flyte 2's name for "the default image"
+AUTO_IMAGE = "auto"
+_MAX_REQUIREMENTS_BYTES = 256 * 1024  # (wire.MAX_REQUIREMENTS_BYTES)
+
+
+def current_python() -> str:
+    """This interpreter's version, as ``"3.11"``."""
+    return f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 
 def _python(version: str | tuple[int, ...] | None) -> str:
     """``"3.12"`` from ``"3.12"`` or Flyte 2's ``(3, 12)``; ``None``: this interpreter's."""
     if version is None:
-        import sys
-
-        return f"{sys.version_info[0]}.{sys.version_info[1]}"
+        return current_python()
     if isinstance(version, tuple):
         return ".".join(str(part) for part in version)
     return str(version)
+
+
+def _checked_requirement(text: str, where: str) -> str:
+    """``text`` if it is a PEP 508 requirement; else a clear :class:`TaskDefinitionError`."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        Requirement(text)
+    except InvalidRequirement as e:
+        raise TaskDefinitionError(
+            f"{where}: {text!r} is not a requirement ({e}); write it as pip would take it, "
+            "e.g. 'pandas>=2.1' or 'cowsay==6.1'"
+        ) from None
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class RequirementsFile:
+    """A requirements file as :meth:`Image.with_requirements` read it."""
+
+    path: str  # as given, for messages
+    name: str  # its file name: ``requirements.txt`` style, or ``pyproject.toml``
+    content: str
 
 
 @dataclass(frozen=True, slots=True)
 class Image:
     """An image spec built by chaining immutable steps.
 
-    >>> Image.from_debian_base().with_pip_packages("pandas").with_apt_packages("ffmpeg")
+    >>> Image.from_debian_base().with_pip_packages("pandas").with_env_vars({"MODE": "fast"})
 
     Local mode ignores images: the task runs in the current interpreter.
     """
 
-    base: str = "debian:bookworm-slim"
-    python_version: str = "3.11"
+    #: ``from_base``: an image to start from (needs a container); ``None``: a plain Python
+    base: str | None = None
+    python_version: str = field(default_factory=lambda: _python(None))
     pip_packages: tuple[str, ...] = ()
     apt_packages: tuple[str, ...] = ()
+    #: the requirement files' paths, as given (their contents are in ``requirement_files``)
     requirements: tuple[str, ...] = ()
+    requirement_files: tuple[RequirementsFile, ...] = ()
+    index_url: str | None = None
+    extra_index_urls: tuple[str, ...] = ()
+    pre: bool = False
+    commands: tuple[str, ...] = ()
     env_vars: tuple[tuple[str, str], ...] = ()
     name: str | None = None
     registry: str | None = None
@@ -43,13 +95,14 @@ class Image:
     @classmethod
     def from_debian_base(
         cls,
-        python_version: str | tuple[int, int] = "3.11",
+        python_version: str | tuple[int, int] | None = None,
         name: str | None = None,
         *,
         registry: str | None = None,
         **flyte_options: Any,
     ) -> Image:
-        """A Debian slim image with the given Python version (``"3.12"`` or ``(3, 12)``).
+        """A Python environment of the given version (``"3.12"`` or ``(3, 12)``; default:
+        this interpreter's), as Flyte 2's Debian-based default image.
 
         Flyte 2's other options (``flyte_version``, ``install_flyte``, ``registry_secret``,
         ``platform``) are accepted and ignored.
@@ -64,6 +117,9 @@ class Image:
         name: str,
         registry: str | None = None,
         python_version: str | tuple[int, int] | None = None,
+        index_url: str | None = None,
+        extra_index_urls: str | list[str] | tuple[str, ...] | None = None,
+        pre: bool = False,
         **flyte_options: Any,
     ) -> Image:
         """The image a `uv script <https://docs.astral.sh/uv/guides/scripts/>`_ declares in
@@ -71,8 +127,8 @@ class Image:
         Python version (unless ``python_version`` is given; else this interpreter's).
 
         Only the file is read (no network), so it is safe at module level. Flyte 2's other
-        options (``index_url``, ``extra_index_urls``, ``pre``, ``extra_args``, ``platform``,
-        ``registry_secret``, ``secret_mounts``) are accepted and ignored.
+        options (``extra_args``, ``platform``, ``registry_secret``, ``secret_mounts``) are
+        accepted and ignored.
         """
         path = os.fspath(script)
         header = _script_header(path)
@@ -81,6 +137,8 @@ class Image:
             raise TaskDefinitionError(
                 f"{path}: the script header's dependencies must be a list of strings"
             )
+        for dependency in dependencies:
+            _checked_requirement(dependency, f"{path}: the script header")
         if python_version is None:
             python_version = _python_of(str(header.get("requires-python", ""))) or None
         return cls(
@@ -89,28 +147,118 @@ class Image:
             name=name,
             registry=registry,
             script=os.path.abspath(path),
+            index_url=index_url,
+            extra_index_urls=_urls(extra_index_urls),
+            pre=pre,
         )
 
     @classmethod
     def from_base(cls, image_uri: str) -> Image:
-        """Start from an existing image reference."""
+        """Start from an existing container image (needs a server that runs containers)."""
         return cls(base=image_uri)
 
-    def with_pip_packages(self, *packages: str) -> Image:
-        """Add pip requirement specifiers."""
-        return replace(self, pip_packages=self.pip_packages + packages)
+    @classmethod
+    def from_ref_name(cls, name: str) -> Image:
+        """An image known by ``name`` (Flyte 2 maps names to images with ``--image
+        NAME=REF``); here an existing container image of that reference."""
+        return cls(base=name, name=name)
 
-    def with_apt_packages(self, *packages: str) -> Image:
-        """Add Debian packages."""
+    def clone(self, **changes: Any) -> Image:
+        """A copy with some fields changed (``name=``, ``python_version=``...)."""
+        if "python_version" in changes:
+            changes["python_version"] = _python(changes["python_version"])
+        try:
+            return replace(self, **changes)
+        except TypeError as e:
+            raise TaskDefinitionError(f"Image.clone: {e}") from None
+
+    def with_pip_packages(
+        self,
+        *packages: str,
+        index_url: str | None = None,
+        extra_index_urls: str | list[str] | tuple[str, ...] | None = None,
+        pre: bool = False,
+        **flyte_options: Any,
+    ) -> Image:
+        """Add pip requirement specifiers (checked now), and where to find them: ``index_url``
+        instead of the default index, ``extra_index_urls`` besides it, ``pre``-releases.
+        Flyte 2's ``extra_args`` and ``secret_mounts`` are accepted and ignored."""
+        for package in packages:
+            _checked_requirement(package, "Image.with_pip_packages")
+        return replace(
+            self,
+            pip_packages=self.pip_packages + packages,
+            index_url=index_url or self.index_url,
+            extra_index_urls=self.extra_index_urls + _urls(extra_index_urls),
+            pre=self.pre or pre,
+        )
+
+    def with_apt_packages(self, *packages: str, **flyte_options: Any) -> Image:
+        """Add Debian packages (needs a server that runs containers)."""
         return replace(self, apt_packages=self.apt_packages + packages)
 
-    def with_requirements(self, path: str) -> Image:
-        """Add a pip requirements file."""
-        return replace(self, requirements=(*self.requirements, str(path)))
+    def with_commands(self, *commands: str, **flyte_options: Any) -> Image:
+        """Add build commands (needs a server that runs containers)."""
+        return replace(self, commands=self.commands + commands)
+
+    def with_requirements(self, path: str | os.PathLike[str], **flyte_options: Any) -> Image:
+        """Add a requirements file: ``requirements.txt`` style, or a ``pyproject.toml`` (its
+        ``[project] dependencies``). It is read now; its content makes the environment."""
+        file = _read_requirements(os.fspath(path))
+        return replace(
+            self,
+            requirements=(*self.requirements, file.path),
+            requirement_files=(*self.requirement_files, file),
+        )
 
     def with_env_vars(self, env_vars: dict[str, str]) -> Image:
-        """Add environment variables baked into the image."""
+        """Add environment variables, set in every process of the image's tasks."""
         return replace(self, env_vars=self.env_vars + tuple(env_vars.items()))
+
+
+def _urls(urls: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    if urls is None:
+        return ()
+    return (urls,) if isinstance(urls, str) else tuple(urls)
+
+
+def _read_requirements(path: str) -> RequirementsFile:
+    """The file, checked: it exists, is small enough, and its requirements parse."""
+    where = f"Image.with_requirements({path!r})"
+    name = Path(path).name
+    if name == "uv.lock":
+        raise TaskDefinitionError(
+            f"{where}: a uv.lock cannot be installed without its project; export it with "
+            "`uv export --frozen --no-hashes -o requirements.txt` and pass that file"
+        )
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise TaskDefinitionError(f"{where}: cannot read the file: {e.strerror or e}") from None
+    if len(data) > _MAX_REQUIREMENTS_BYTES:
+        raise TaskDefinitionError(
+            f"{where}: the file is {len(data)} bytes, over the limit of {_MAX_REQUIREMENTS_BYTES}"
+        )
+    try:
+        content = data.decode()
+    except UnicodeDecodeError:
+        raise TaskDefinitionError(f"{where}: the file is not UTF-8 text") from None
+    if name.endswith(".toml"):
+        try:
+            project = tomllib.loads(content).get("project", {})
+        except tomllib.TOMLDecodeError as e:
+            raise TaskDefinitionError(f"{where}: not valid TOML: {e}") from None
+        dependencies = project.get("dependencies", []) if isinstance(project, dict) else []
+        if not isinstance(dependencies, list):
+            raise TaskDefinitionError(f"{where}: [project] dependencies must be a list")
+        for dependency in dependencies:
+            _checked_requirement(str(dependency), where)
+    else:
+        for number, raw in enumerate(content.splitlines(), 1):
+            line = raw.split(" #", 1)[0].strip()
+            if line and not line.startswith(("#", "-")):  # (options: -r, -e, --index-url...)
+                _checked_requirement(line.split(";", 1)[0].strip(), f"{where}, line {number}")
+    return RequirementsFile(path=path, name=name, content=content)
 
 
 def _script_header(path: str) -> dict[str, Any]:
@@ -139,8 +287,6 @@ def _script_header(path: str) -> dict[str, Any]:
             raise TaskDefinitionError(f"{path}: the '# /// script' block has no closing '# ///'")
     if not lines:
         return {}
-    import tomllib
-
     try:
         return tomllib.loads("\n".join(lines))
     except tomllib.TOMLDecodeError as e:
@@ -148,8 +294,20 @@ def _script_header(path: str) -> dict[str, Any]:
 
 
 def _python_of(requires: str) -> str:
-    """The first ``X.Y`` in a ``requires-python`` specifier (``">=3.12"`` -> ``"3.12"``)."""
+    """The Python a ``requires-python`` specifier asks for: this interpreter's if it
+    satisfies it (``">=3.10"``), else the first ``X.Y`` it names (``"==3.12.*"``: 3.12)."""
     import re
 
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    if not requires.strip():
+        return ""
+    try:
+        if SpecifierSet(requires).contains(f"{current_python()}.0", prereleases=True):
+            return current_python()
+    except InvalidSpecifier:
+        raise TaskDefinitionError(
+            f"requires-python {requires!r} is not a version specifier"
+        ) from None
     m = re.search(r"(\d+)\.(\d+)", requires)
     return f"{m[1]}.{m[2]}" if m else ""

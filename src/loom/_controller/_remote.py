@@ -31,6 +31,7 @@ from .._execution import (
     execute_async,
     execute_sync,
 )
+from .._image import AUTO_IMAGE, Image, current_python
 from .._resources import _cpu_value, gpu_count, parse_memory
 from .._settings import Settings
 from .._sync import run_sync
@@ -124,7 +125,33 @@ def task_spec(
         ),
         reuse=reuse,
         interactive=_interactive_spec(task),
+        image=image_spec(task.env.image),
     )
+
+
+def image_spec(image: Image | str | None) -> wire.ImageSpec | None:
+    """What the server must build and set for ``image`` (``None``: the runtime's own
+    environment will do). A plain string is a container image reference, as in Flyte 2."""
+    if image is None or image == AUTO_IMAGE:
+        return None
+    if isinstance(image, str):
+        return wire.ImageSpec(python=current_python(), base=image)
+    spec = wire.ImageSpec(
+        python=image.python_version,
+        packages=list(image.pip_packages),
+        requirements=[
+            wire.RequirementsFile(name=f.name, content=f.content) for f in image.requirement_files
+        ],
+        index_url=image.index_url,
+        extra_index_urls=list(image.extra_index_urls),
+        pre=image.pre,
+        env_vars=dict(image.env_vars),
+        base=image.base,
+        apt_packages=list(image.apt_packages),
+        commands=list(image.commands),
+    )
+    plain = wire.ImageSpec(python=current_python())
+    return None if spec == plain else spec
 
 
 def _interactive_spec(task: TaskTemplate[Any, Any]) -> wire.InteractiveSpec | None:

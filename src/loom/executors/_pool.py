@@ -61,8 +61,11 @@ class _Process(Protocol):
     async def wait(self) -> int | None: ...
 
 
-#: Starts ``<runtime> *argv`` with this environment, working directory and log file.
-StartProcess = Callable[[Sequence[str], dict[str, str], Path, Path], Awaitable[_Process]]
+#: Starts ``<runtime> *argv`` with this environment, working directory and log file (and the
+#: interpreter of an image's environment, if any).
+StartProcess = Callable[
+    [Sequence[str], dict[str, str], Path, Path, str | None], Awaitable[_Process]
+]
 KillGroup = Callable[[int], None]
 
 
@@ -251,7 +254,7 @@ class WorkerPools:
         argv = wire.WorkerArgs(job.endpoint, str(self._dir / "s"), worker_id).argv()
         starting = self._starting[worker_id] = asyncio.get_running_loop().create_future()
         try:
-            process = await self._start_process(argv, pool.env, workdir, log_path)
+            process = await self._start_process(argv, pool.env, workdir, log_path, job.python)
         except (OSError, JobStartError) as e:
             self._starting.pop(worker_id, None)
             starting.cancel()

@@ -318,7 +318,11 @@ class LocalProcessExecutor:
         """The command line of ``job``."""
         spec_file = str(_spec_file(job)) if job.spec is not None and self._spec_files else None
         args = wire.AttemptArgs(job.endpoint, job.run, job.action, job.attempt, spec_file)
-        return [*self._command, *args.argv()]
+        return [*self._command_of(job.python), *args.argv()]
+
+    def _command_of(self, python: str | None) -> tuple[str, ...]:
+        """The runtime's command: this executor's, or the one of an image's interpreter."""
+        return self._command if python is None else (python, "-m", "loom.runtime")
 
     async def submit(self, job: Job) -> str:
         if self._closing:
@@ -338,7 +342,9 @@ class LocalProcessExecutor:
             if job.spec is not None and self._spec_files:
                 _write_private(_spec_file(job), job.spec.model_dump_json().encode())
             env = {**_env(job), **self._gpus.take(job.id, job.resources.gpu or 0)}
-            process = await self._fork(job, env) or await self._spawn(job, env)
+            process = (None if job.python else await self._fork(job, env)) or await self._spawn(
+                job, env
+            )
         except (OSError, JobStartError) as e:
             self._gpus.give_back(job.id)
             remove_workdir(job.workdir)
@@ -370,17 +376,23 @@ class LocalProcessExecutor:
             return None
 
     async def _spawn(self, job: Job, env: Mapping[str, str]) -> _Spawned:
+        command = self._command_of(job.python)
         return await self._spawn_argv(
-            self.argv(job)[len(self._command) :], env, job.workdir, job.log_path
+            self.argv(job)[len(command) :], env, job.workdir, job.log_path, job.python
         )
 
     async def _spawn_argv(
-        self, argv: Sequence[str], env: Mapping[str, str], cwd: Path, log_path: Path
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        cwd: Path,
+        log_path: Path,
+        python: str | None = None,
     ) -> _Spawned:
         with log_path.open("ab") as out:
             return _Spawned(
                 subprocess.Popen(
-                    [*self._command, *argv],
+                    [*self._command_of(python), *argv],
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
@@ -391,12 +403,20 @@ class LocalProcessExecutor:
             )
 
     async def _start(
-        self, argv: Sequence[str], env: dict[str, str], cwd: Path, log_path: Path
+        self,
+        argv: Sequence[str],
+        env: dict[str, str],
+        cwd: Path,
+        log_path: Path,
+        python: str | None = None,
     ) -> ForkedProcess | _Spawned:
-        """``<runtime> *argv`` forked from the fork server when it runs, spawned otherwise."""
-        return await self._fork_argv(argv, env, cwd, log_path) or await self._spawn_argv(
-            argv, env, cwd, log_path
-        )
+        """``<runtime> *argv`` forked from the fork server when it runs, spawned otherwise
+        (always, in an image's environment: the fork server runs the executor's own)."""
+        if python is None:
+            forked = await self._fork_argv(argv, env, cwd, log_path)
+            if forked is not None:
+                return forked
+        return await self._spawn_argv(argv, env, cwd, log_path, python)
 
     async def _recorded_exit(self, exit: JobExit) -> None:
         """Remember a job's end and report it: a warm worker's job, or one never started."""

@@ -46,6 +46,9 @@ class Job:
     #: the attempt's runtime credential (``LOOM_API_KEY`` of its process; in a warm worker's
     #: job message): valid only while this attempt runs
     credential: str = field(default="", repr=False)
+    #: the interpreter of the task's image environment (``None``: the executor's own runtime);
+    #: its attempt runs as ``<python> -m loom.runtime ...``
+    python: str | None = None
 
     @property
     def id(self) -> str:

@@ -43,6 +43,7 @@ from ._bundles import BundleService
 from ._checkpoints import CheckpointService
 from ._data import DataService
 from ._db import Database
+from ._environments import SERVER_PYTHON, EnvironmentBuildError, Environments
 from ._errors import ConfigurationError, ServerError
 from ._events import EventBus
 from ._heartbeats import HeartbeatSweep
@@ -131,6 +132,10 @@ class ControlPlane:
         self.work_dir = settings.data_dir / "work"
         self.tmp_dir = settings.data_dir / "tmp"
         self.runtime_home = settings.data_dir / "runtime"
+        #: the Python environments of task images, built on demand
+        self.environments = Environments(
+            settings.data_dir / "environments", dict(settings.child_env)
+        )
         self.sessions_dir = settings.session_sockets_dir()
         #: where action processes reach the API; set once the port is known
         self.endpoint = f"http://{settings.client_host()}:{settings.port}"
@@ -237,6 +242,8 @@ class ControlPlane:
         variables, the run's on top, and the runtime's endpoint and home, which nobody
         overrides. The attempt's credential is added per job (see :meth:`_launch`)."""
         env = dict(self.settings.child_env)
+        if launch.task.image is not None:
+            env.update(launch.task.image.env_vars)
         env.update(launch.task.env_vars)
         env.update(launch.run_env)
         env["LOOM_ENDPOINT"] = self.endpoint
@@ -263,9 +270,32 @@ class ControlPlane:
         self._job_envs[key] = (launch, env, pool)
         return env, pool
 
+    async def _environment(self, launch: Launch, log_path: Path) -> str | None:
+        """The interpreter of the task's image environment, built first if need be (its
+        output goes to the attempt's log); ``None``: the runtime's own environment."""
+        image = launch.task.image
+        if image is None or not wire.needs_environment(image, SERVER_PYTHON):
+            return None
+        key = self.environments.key(image)
+        if not self.environments.is_built(key):
+            await to_thread.run_sync(
+                _append, log_path, f"[loom] building the image's environment {key}\n"
+            )
+        environment = await self.environments.ensure(image)
+        return str(environment.python)
+
     async def _launch(self, launch: Launch) -> str | None:
         """Submit ``launch`` to the executor; its handle, or ``None`` if it could not start
         (recorded as such). The scheduler records the handles, many at once."""
+        log_file = log_path(self.logs_dir, launch.run, launch.action, launch.attempt)
+        try:
+            python = await self._environment(launch, log_file)
+        except EnvironmentBuildError as e:
+            await to_thread.run_sync(_append, log_file, f"[loom] {e}\n")
+            await to_thread.run_sync(
+                self.runs.launch_failed, launch.run, launch.action, launch.attempt, str(e)
+            )
+            return None
         env, pool = self._env_and_pool(launch)
         # an interactive attempt owns its process: it hosts an IDE, and ends it whole
         reuse = launch.task.reuse if runs_in_worker(launch.task) else None
@@ -280,7 +310,7 @@ class ControlPlane:
             attempt=launch.attempt,
             endpoint=self.endpoint,
             env=env,
-            log_path=log_path(self.logs_dir, launch.run, launch.action, launch.attempt),
+            log_path=log_file,
             workdir=self.work_dir / launch.run / launch.action / str(launch.attempt),
             # none for an interactive task: its attempt waits for a person while the session
             # is open (the session's idle limit ends an abandoned one instead)
@@ -290,6 +320,7 @@ class ControlPlane:
             pool=pool,
             spec=launch.spec,
             credential=self.auth.attempts.mint(launch.run, launch.action, launch.attempt),
+            python=python,
         )
         if launch.task.interactive is None:
             with self._jobs_lock:
@@ -467,6 +498,13 @@ def _freeze_heap() -> None:
         gc.freeze()
 
 
+def _append(path: Path, text: str) -> None:
+    """Add a line of the server's to an attempt's log."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(text)
+
+
 def _pool_key(launch: Launch, env: dict[str, str]) -> str:
     """Warm workers are interchangeable within one environment, code bundle, reuse policy and
     process environment: a worker started for one of those runs any action of the others."""
@@ -479,6 +517,8 @@ def _pool_key(launch: Launch, env: dict[str, str]) -> str:
         launch.bundle,
         reuse.model_dump(mode="json"),
         sorted(env.items()),
+        # its image's environment: the workers' interpreter
+        None if launch.task.image is None else wire.environment_digest(launch.task.image),
     ]
     digest = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
     return f"{launch.task.environment}-{digest}"

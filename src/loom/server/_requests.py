@@ -135,6 +135,8 @@ def pool_of(
         task.reuse.model_dump(mode="json"),
         sorted(task.env_vars.items()),
         sorted(run_env.items()),
+        # (workers run in the image's environment)
+        None if task.image is None else task.image.model_dump(mode="json"),
     ]
     return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:32]
 

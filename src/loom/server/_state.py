@@ -133,6 +133,29 @@ def _size(n: float) -> str:
     raise AssertionError("unreachable")
 
 
+def submission_error(task: wire.TaskSpec, capacity: Capacity) -> wire.ErrorInfo | None:
+    """Why a task can never run here (its requests, or an image this executor cannot
+    realise), or ``None``: it fails at submission, not after a wait."""
+    return resources_error(task.resources, capacity) or image_error(task)
+
+
+def image_error(task: wire.TaskSpec) -> wire.ErrorInfo | None:
+    """Why the task's image cannot be realised by the process executor, which builds Python
+    environments and runs no containers; ``None`` if it can."""
+    parts = [] if task.image is None else wire.container_parts(task.image)
+    if not parts:
+        return None
+    message = (
+        f"the image of {task.name} needs a container for {', '.join(parts)}, and this "
+        "server's executor runs tasks as processes in Python environments built with uv, "
+        "which cannot start from another image, install Debian packages or run build "
+        "commands. Install what those parts provide on the server's machine and drop them "
+        "from the image (Python packages go in with_pip_packages or with_requirements), or "
+        "run the task on a server whose executor runs containers"
+    )
+    return wire.ErrorInfo(type="ImageNotSupportedError", message=message, kind=ErrorKind.SYSTEM)
+
+
 def resources_error(resources: wire.ResourceSpec, capacity: Capacity) -> wire.ErrorInfo | None:
     """Why an action can never run on these workers, or ``None`` if it fits."""
     message = None

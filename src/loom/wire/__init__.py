@@ -602,6 +602,73 @@ class InteractiveSpec(_Model):
     notebook_dir: str | None = None
 
 
+#: A requirements file in an image spec, inline: its content names the environment.
+MAX_REQUIREMENTS_BYTES = 256 * 1024
+
+
+class RequirementsFile(_Model):
+    """A file ``Image.with_requirements`` read: ``requirements.txt`` style, or a
+    ``pyproject.toml`` (its ``[project] dependencies``)."""
+
+    name: str = Field(max_length=MAX_NAME)  # its file name: says which kind it is
+    content: str = Field(max_length=MAX_REQUIREMENTS_BYTES)
+
+
+class ImageSpec(_Model):
+    """A task's environment as ``loom.Image`` describes it. The Python side (``python``,
+    packages, requirements, indexes) is realised as a Python environment built with uv, one
+    per :func:`environment_digest`; ``env_vars`` are set in its processes. ``base``,
+    ``apt_packages`` and ``commands`` need a container: an executor that cannot run one
+    refuses the task at submission (see :func:`container_parts`)."""
+
+    python: str = Field(pattern=r"^3\.[0-9]{1,2}$")  # "3.12"
+    #: requirement specifiers: never an option (``-e``, ``--index-url``...) for the installer
+    packages: list[Annotated[str, Field(max_length=1024, pattern=r"^[A-Za-z0-9]")]] = []
+    requirements: list[RequirementsFile] = []
+    index_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://")
+    extra_index_urls: list[Annotated[str, Field(max_length=2048, pattern=r"^https?://")]] = []
+    pre: bool = False  # pre-releases allowed
+    env_vars: dict[Annotated[str, Field(max_length=MAX_NAME)], str] = {}
+    base: str | None = Field(default=None, max_length=1024)  # ``Image.from_base``
+    apt_packages: list[Annotated[str, Field(max_length=MAX_NAME)]] = []
+    commands: list[Annotated[str, Field(max_length=4096)]] = []
+
+
+def environment_digest(spec: ImageSpec) -> str:
+    """The sha-256 of what makes ``spec``'s Python environment: the same for the same
+    packages, requirement files' contents, indexes and Python, whatever the image's name."""
+    import hashlib
+    import json
+
+    content = {
+        "python": spec.python,
+        "packages": spec.packages,
+        "requirements": [[r.name, r.content] for r in spec.requirements],
+        "index_url": spec.index_url,
+        "extra_index_urls": spec.extra_index_urls,
+        "pre": spec.pre,
+    }
+    data = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(data).hexdigest()
+
+
+def needs_environment(spec: ImageSpec, python: str) -> bool:
+    """Whether ``spec`` asks for more than an interpreter ``python`` (``"3.11"``) with the
+    loom runtime: packages, requirements, or another Python."""
+    return bool(spec.packages or spec.requirements or spec.python != python)
+
+
+def container_parts(spec: ImageSpec) -> list[str]:
+    """The parts of ``spec`` only a container can realise, as the calls that made them."""
+    parts = []
+    if spec.base is not None:
+        parts.append(f"from_base({spec.base!r})")
+    if spec.apt_packages:
+        parts.append(f"with_apt_packages({', '.join(map(repr, spec.apt_packages))})")
+    parts.extend(f"with_commands({command!r})" for command in spec.commands)
+    return parts
+
+
 class TaskSpec(_Model):
     """What to run: a task found by module and attribute in the run's code bundle."""
 
@@ -623,6 +690,8 @@ class TaskSpec(_Model):
     cache: CacheSpec | None = None
     reuse: ReuseSpec | None = None
     interactive: InteractiveSpec | None = None
+    #: ``TaskEnvironment(image=...)``: ``None`` runs in the runtime's own environment
+    image: ImageSpec | None = None
 
 
 #: ``ctx().custom_context``: a few short key-value pairs (Flyte 2's limits, roughly)

@@ -224,7 +224,7 @@ class Commands(Queries):
                 f"parent action {spec.parent!r} is {parent.phase}; it cannot start children"
             )
         task = spec.task
-        if task.cache is not None or state.resources_error(task.resources, self.capacity):
+        if task.cache is not None or state.submission_error(task, self.capacity):
             if rows:
                 tx.s.execute(_INSERT_ACTIONS, rows)
                 rows.clear()
@@ -288,9 +288,9 @@ class Commands(Queries):
         )
         tx.s.add(action)
         self._event(tx, "action", run.name, action.name, Phase.QUEUED)
-        too_big = state.resources_error(task.resources, self.capacity)
-        if too_big is not None:
-            self._set_phase(tx, run, action, Phase.FAILED, error=too_big)
+        refused = state.submission_error(task, self.capacity)
+        if refused is not None:
+            self._set_phase(tx, run, action, Phase.FAILED, error=refused)
             return action
         if task.cache is not None and not run.overwrite_cache:
             digest = _digest(task.cache.key)

@@ -1,0 +1,226 @@
+"""Task images on a real server: each image's Python environment is built with uv, cached,
+and the image's tasks run in it (plain and warm), while the server's interpreter stays as it
+was; images that need a container are refused when submitted."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ServerProcess, remote_run, run_actions, write_module
+
+pytestmark = pytest.mark.e2e
+
+# a small pure-Python package that loom's own environment does not have, in two versions
+PACKAGE = "cowsay"
+
+FLOW = """
+import asyncio
+import importlib.metadata
+import os
+import sys
+
+import loom
+
+new = loom.TaskEnvironment(
+    "new", image=loom.Image.from_debian_base().with_pip_packages("cowsay==6.1")
+)
+old = loom.TaskEnvironment(
+    "old",
+    image=loom.Image.from_debian_base()
+    .with_pip_packages("cowsay==6.0")
+    .with_env_vars({"IMAGE_SAYS": "old"}),
+)
+warm = loom.TaskEnvironment(
+    "warm",
+    image=loom.Image.from_debian_base().with_pip_packages("cowsay==6.1"),
+    reusable=loom.ReusePolicy(replicas=1, concurrency=10, idle_ttl=30),
+)
+plain = loom.TaskEnvironment("plain", depends_on=[new, old, warm])
+
+
+def _where() -> dict[str, str]:
+    import cowsay
+
+    return {
+        "version": importlib.metadata.version("cowsay"),
+        "python": sys.executable,
+        "says": os.environ.get("IMAGE_SAYS", ""),
+        "talks": cowsay.get_output_string("cow", "hi").splitlines()[1].strip(),
+    }
+
+
+@new.task
+async def in_new() -> dict[str, str]:
+    return _where()
+
+
+@old.task
+async def in_old() -> dict[str, str]:
+    return _where()
+
+
+@warm.task
+async def in_warm(i: int) -> str:
+    return importlib.metadata.version("cowsay") + " " + sys.executable
+
+
+@plain.task
+async def side_by_side() -> dict[str, dict[str, str]]:
+    try:
+        import cowsay  # noqa: F401
+
+        root = "has cowsay"
+    except ImportError:
+        root = "no cowsay"
+    new_one, old_one = await asyncio.gather(in_new(), in_old())
+    return {"root": {"cowsay": root}, "new": new_one, "old": old_one}
+
+
+@plain.task
+async def many_warm(n: int) -> list[str]:
+    return list(await asyncio.gather(*(in_warm(i) for i in range(n))))
+"""
+
+
+def test_an_images_packages_are_importable_remotely_and_versions_live_side_by_side(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    # (before: every action ran in the server's interpreter: ModuleNotFoundError)
+    assert importlib.util.find_spec(PACKAGE) is None  # the server's environment lacks it
+    flow = write_module(tmp_path / "flow.py", FLOW)
+    done = remote_run(server, str(flow), "side_by_side")
+    assert done["phase"] == "SUCCEEDED", done
+    out = done["outputs"]
+    # the root has no image: it runs in the runtime's own environment
+    assert out["root"] == {"cowsay": "no cowsay"}
+    assert out["new"]["version"] == "6.1" and out["old"]["version"] == "6.0"
+    assert out["new"]["talks"] and out["old"]["says"] == "old" and out["new"]["says"] == ""
+    environments = server.data_dir / "environments"
+    new_python, old_python = Path(out["new"]["python"]), Path(out["old"]["python"])
+    assert new_python.parent.parent.parent == environments
+    assert old_python.parent.parent.parent == environments and old_python != new_python
+    assert importlib.util.find_spec(PACKAGE) is None  # and still lacks it
+    # built once: the next run uses them as they are
+    built = sorted(p.name for p in environments.iterdir() if p.is_dir())
+    again = remote_run(server, str(flow), "side_by_side")
+    assert again["phase"] == "SUCCEEDED" and again["outputs"]["new"] == out["new"]
+    assert sorted(p.name for p in environments.iterdir() if p.is_dir()) == built
+
+
+def test_concurrent_actions_of_a_new_image_share_one_build_and_warm_workers_use_it(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    flow = write_module(tmp_path / "flow.py", FLOW)
+    done = remote_run(server, str(flow), "many_warm", "--n", "20")
+    assert done["phase"] == "SUCCEEDED", done
+    versions = {line.split(" ", 1)[0] for line in done["outputs"]}
+    pythons = {line.split(" ", 1)[1] for line in done["outputs"]}
+    assert versions == {"6.1"} and len(pythons) == 1
+    (log,) = (server.data_dir / "environments").glob("*.log")
+    assert log.read_text().count("building environment") == 1
+
+
+UV_SCRIPT = """
+# /// script
+# requires-python = ">=3.10"
+# dependencies = ["cowsay==6.1"]
+# ///
+import importlib.metadata
+from pathlib import Path
+
+import loom
+
+scripted = loom.TaskEnvironment(
+    "scripted", image=loom.Image.from_uv_script(__file__, name="scripted")
+)
+listed = loom.TaskEnvironment(
+    "listed",
+    image=loom.Image.from_debian_base().with_requirements(
+        str(Path(__file__).with_name("requirements.txt"))
+    ),
+)
+main_env = loom.TaskEnvironment("main", depends_on=[scripted, listed])
+
+
+@scripted.task
+async def from_script() -> str:
+    return importlib.metadata.version("cowsay")
+
+
+@listed.task
+async def from_requirements() -> str:
+    return importlib.metadata.version("cowsay")
+
+
+@main_env.task
+async def main() -> list[str]:
+    return [await from_script(), await from_requirements()]
+"""
+
+
+def test_uv_scripts_and_requirement_files_make_environments(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    (tmp_path / "requirements.txt").write_text("# pinned\ncowsay==6.0  # the older one\n")
+    flow = write_module(tmp_path / "flow.py", UV_SCRIPT)
+    done = remote_run(server, str(flow), "main")
+    assert done["phase"] == "SUCCEEDED", done
+    assert done["outputs"] == ["6.1", "6.0"]
+
+
+BROKEN = """
+import loom
+
+broken = loom.TaskEnvironment(
+    "broken",
+    image=loom.Image.from_debian_base().with_pip_packages("loom-no-such-package-anywhere==1.0"),
+)
+boxed = loom.TaskEnvironment(
+    "boxed", image=loom.Image.from_debian_base().with_apt_packages("ffmpeg")
+)
+main_env = loom.TaskEnvironment("main", depends_on=[broken, boxed])
+
+
+@broken.task(retries=3)
+async def needs_missing() -> int:
+    return 1
+
+
+@boxed.task
+async def needs_apt() -> int:
+    return 1
+
+
+@main_env.task
+async def main() -> list[str]:
+    seen = []
+    for call in (needs_missing, needs_apt):
+        try:
+            await call()
+        except Exception as e:
+            seen.append(f"{type(e).__name__}: {e}")
+    return seen
+"""
+
+
+def test_a_failed_build_fails_fast_with_uvs_message_and_container_images_are_refused(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    flow = write_module(tmp_path / "flow.py", BROKEN)
+    done = remote_run(server, str(flow), "main")
+    assert done["phase"] == "SUCCEEDED", done
+    missing, apt = done["outputs"]
+    assert "building the image's environment failed" in missing
+    assert "loom-no-such-package-anywhere" in missing  # uv's own words name it
+    assert "needs a container for with_apt_packages('ffmpeg')" in apt
+    actions = {a["task"]: a for a in run_actions(server, done["run"])}
+    # a system error: the task's retries do not build it again
+    assert len(actions["broken.needs_missing"]["attempts"]) == 1
+    # refused when submitted: it never had an attempt
+    assert actions["boxed.needs_apt"]["attempts"] == []
+    assert actions["boxed.needs_apt"]["phase"] == "FAILED"
+    assert json.dumps(actions["boxed.needs_apt"]).count("ImageNotSupportedError") >= 1
