@@ -273,6 +273,8 @@ class LocalProcessExecutor:
         # the real runtime (``--spec-file``), as the fork server is its protocol
         self._spec_files = self._command == DEFAULT_COMMAND if spec_files is None else spec_files
         self._zygote_starting: asyncio.Task[None] | None = None
+        # a fork server per image environment (by interpreter), started when first needed
+        self._env_zygotes: dict[str, tuple[Zygote, asyncio.Task[None]]] = {}
         self._capacity = capacity or machine_capacity(slots)
         self._running: dict[str, _Running] = {}
         self._finished: OrderedDict[str, int | None] = OrderedDict()  # recent exits
@@ -342,9 +344,7 @@ class LocalProcessExecutor:
             if job.spec is not None and self._spec_files:
                 _write_private(_spec_file(job), job.spec.model_dump_json().encode())
             env = {**_env(job), **self._gpus.take(job.id, job.resources.gpu or 0)}
-            process = (None if job.python else await self._fork(job, env)) or await self._spawn(
-                job, env
-            )
+            process = await self._fork(job, env) or await self._spawn(job, env)
         except (OSError, JobStartError) as e:
             self._gpus.give_back(job.id)
             remove_workdir(job.workdir)
@@ -358,15 +358,35 @@ class LocalProcessExecutor:
         return f"pid:{process.pid}:{identity}"
 
     async def _fork(self, job: Job, env: Mapping[str, str]) -> ForkedProcess | None:
+        command = self._command_of(job.python)
         return await self._fork_argv(
-            self.argv(job)[len(self._command) :], env, job.workdir, job.log_path
+            self.argv(job)[len(command) :], env, job.workdir, job.log_path, job.python
         )
 
+    def _zygote_for(self, python: str | None) -> Zygote | None:
+        """The fork server of the executor's runtime, or of an image's environment: started
+        in the background the first time one is asked for (attempts spawn meanwhile)."""
+        if python is None or self._zygote is None:  # (no fork servers at all: none per image)
+            return self._zygote
+        found = self._env_zygotes.get(python)
+        if found is None:
+            zygote = Zygote(self._command_of(python))
+            found = self._env_zygotes[python] = (
+                zygote,
+                asyncio.create_task(self._start_zygote(zygote)),
+            )
+        return found[0]
+
     async def _fork_argv(
-        self, argv: Sequence[str], env: Mapping[str, str], cwd: Path, log_path: Path
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        cwd: Path,
+        log_path: Path,
+        python: str | None = None,
     ) -> ForkedProcess | None:
         """A child of the warm fork server, or ``None`` when it is not available."""
-        zygote = self._zygote
+        zygote = self._zygote_for(python)
         if zygote is None or not zygote.alive:
             return None
         try:
@@ -410,12 +430,11 @@ class LocalProcessExecutor:
         log_path: Path,
         python: str | None = None,
     ) -> ForkedProcess | _Spawned:
-        """``<runtime> *argv`` forked from the fork server when it runs, spawned otherwise
-        (always, in an image's environment: the fork server runs the executor's own)."""
-        if python is None:
-            forked = await self._fork_argv(argv, env, cwd, log_path)
-            if forked is not None:
-                return forked
+        """``<runtime> *argv`` (of an image's ``python``) forked from the fork server when it
+        runs, spawned otherwise."""
+        forked = await self._fork_argv(argv, env, cwd, log_path, python)
+        if forked is not None:
+            return forked
         return await self._spawn_argv(argv, env, cwd, log_path, python)
 
     async def _recorded_exit(self, exit: JobExit) -> None:
@@ -608,3 +627,7 @@ class LocalProcessExecutor:
                 await asyncio.wait_for(self._zygote_starting, 5)
         if self._zygote is not None:
             await self._zygote.stop(keep_children=keep)
+        for zygote, starting in self._env_zygotes.values():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(starting, 5)
+            await zygote.stop(keep_children=keep)

@@ -158,7 +158,15 @@ class Environments:
             _run(venv, out, self._env)
             requirements_dir = path / ".loom-requirements"
             requirements_dir.mkdir()
-            command = [uv, "pip", "install", "--python", str(path / "bin" / "python")]
+            # (compiled now: every action process would compile what it imports otherwise)
+            command = [
+                uv,
+                "pip",
+                "install",
+                "--compile-bytecode",
+                "--python",
+                str(path / "bin" / "python"),
+            ]
             if spec.index_url:
                 command += ["--index-url", spec.index_url]
             for url in spec.extra_index_urls:
