@@ -121,3 +121,27 @@ def test_the_server_takes_no_installer_options_for_packages() -> None:
     ):
         with pytest.raises(ValidationError):
             wire.ImageSpec.model_validate({"python": HERE, **bad})
+
+
+def test_a_local_run_says_once_which_declared_packages_are_missing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    env = loom.TaskEnvironment(
+        "imaged",
+        image=loom.Image.from_debian_base().with_pip_packages("cowsay==6.1", "pydantic>=2"),
+    )
+
+    @env.task
+    def one(i: int) -> int:
+        return i
+
+    @env.task
+    def many(n: int) -> int:
+        return sum(one(i) for i in range(n))
+
+    with caplog.at_level("WARNING", logger="loom"):
+        assert loom.run(many, 3).outputs() == 3
+    said = [r.getMessage() for r in caplog.records if "not installed here" in r.getMessage()]
+    assert len(said) == 1 and "\n" not in said[0]
+    assert "'imaged' declares cowsay," in said[0]  # pydantic is installed: not named
+    assert "pydantic" not in said[0]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import importlib.metadata
 import itertools
+import logging
 import os
 import re
 import shutil
@@ -19,10 +21,13 @@ from typing import TYPE_CHECKING, Any
 from .._checkpoint import LocalCheckpoints
 from .._context import TaskContext, current_custom_context, current_group
 from .._execution import ActionExecution, ActionRecord, execute_async, execute_sync
+from .._image import Image
 from .._settings import Settings
 from .._trace import TraceRecord
 from ._cache_store import LocalCacheStore, cache_store
 from ._secrets import LocalSecrets
+
+log = logging.getLogger("loom")
 
 if TYPE_CHECKING:
     from .._task import TaskTemplate
@@ -63,6 +68,7 @@ class LocalRun:
         self._secrets: LocalSecrets | None = None
         self._scratch: Path | None = None
         self._lock = threading.Lock()
+        self._images_checked: set[str] = set()  # environments whose image was looked at
         #: ``ctx().checkpoint``: kept in the run's scratch directory, removed with it
         self.checkpoints = LocalCheckpoints(lambda: self._scratch_dir() / "checkpoints")
 
@@ -86,6 +92,9 @@ class LocalRun:
             called_with if parent else {**called_with, **self.custom_context}
         )
         self.records.append(ex.record)
+        if task.env.name not in self._images_checked:
+            self._images_checked.add(task.env.name)
+            _warn_if_image_missing(task.env.name, task.env.image)
         return ex
 
     def call(
@@ -197,3 +206,33 @@ class LocalRun:
             self._pool.shutdown(wait=False, cancel_futures=True)
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
+
+
+def _warn_if_image_missing(environment: str, image: Image | str | None) -> None:
+    """Say, once and in one line, which packages an environment's image declares that this
+    interpreter lacks: a local run ignores images, and would fail later and less clearly."""
+    if not isinstance(image, Image):
+        return
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    wanted = list(image.pip_packages)
+    for file in image.requirement_files:
+        if not file.name.endswith(".toml"):
+            wanted += [line.split("#")[0].strip() for line in file.content.splitlines()]
+    missing = []
+    for text in wanted:
+        try:
+            name = Requirement(text).name
+        except InvalidRequirement:
+            continue  # (options, blank lines)
+        try:
+            importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(name)
+    if missing:
+        log.warning(
+            "loom: the image of environment %r declares %s, not installed here: local runs use "
+            "this interpreter (remote runs build the image's environment)",
+            environment,
+            ", ".join(missing),
+        )
