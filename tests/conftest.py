@@ -60,6 +60,24 @@ def run_actions(server: Any, run: str) -> list[dict[str, Any]]:
     return json.loads(shown.stdout)["actions"]
 
 
+def free_port() -> int:
+    """A free loopback port for a test's server, below the ephemeral range: a port the kernel
+    picked (bind to 0) can be taken, before the server binds it, as the local port of any
+    outgoing connection on this busy machine (``Address already in use``)."""
+    import random
+    import socket
+
+    for _ in range(200):
+        port = random.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port between 20000 and 32000")
+
+
 def write_module(path: Path, source: str) -> Path:
     """Write a task file for a test and return its path."""
     import textwrap

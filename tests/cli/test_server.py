@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -16,21 +15,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, free_port, run_cli
 
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_detached_server_lifecycle(tmp_path: Path) -> None:
     data = tmp_path / "data"
     env = {"LOOM_HOME": str(data), "LOOM_CONFIG": str(data / "config.yaml")}
-    port = str(_free_port())
+    port = str(free_port())
     started = run_cli("server", "start", "--detach", "--port", port, env=env)
     try:
         assert started.returncode == 0, started.stderr + started.stdout
@@ -66,7 +59,7 @@ def _foreground(tmp_path: Path) -> tuple[subprocess.Popen[str], dict[str, str], 
     data = tmp_path / "data"
     env = {"LOOM_HOME": str(data), "LOOM_CONFIG": str(data / "config.yaml")}
     cli = subprocess.Popen(
-        [sys.executable, "-m", "loom.cli", "server", "start", "--port", str(_free_port())],
+        [sys.executable, "-m", "loom.cli", "server", "start", "--port", str(free_port())],
         env={**os.environ, **env},
         cwd=REPO,
         stdout=subprocess.PIPE,
@@ -128,7 +121,7 @@ def _stop(env: dict[str, str], *args: str) -> None:
 def test_the_client_configuration_follows_the_port_the_server_serves(tmp_path: Path) -> None:
     data = tmp_path / "data"
     env = {"LOOM_HOME": str(data), "LOOM_CONFIG": str(data / "config.yaml")}
-    first, second = str(_free_port()), str(_free_port())
+    first, second = str(free_port()), str(free_port())
     assert run_cli("server", "start", "--detach", "--port", first, env=env).returncode == 0
     _stop(env)
     try:
@@ -146,12 +139,12 @@ def test_a_new_config_file_on_an_existing_data_dir_gets_a_key(tmp_path: Path) ->
     data = tmp_path / "data"
     env = {"LOOM_HOME": str(data), "LOOM_CONFIG": str(data / "config.yaml")}
     assert (
-        run_cli("server", "start", "--detach", "--port", str(_free_port()), env=env).returncode == 0
+        run_cli("server", "start", "--detach", "--port", str(free_port()), env=env).returncode == 0
     )
     _stop(env)
     fresh = {**env, "LOOM_CONFIG": str(tmp_path / "elsewhere" / "config.yaml")}
     try:
-        started = run_cli("server", "start", "--detach", "--port", str(_free_port()), env=fresh)
+        started = run_cli("server", "start", "--detach", "--port", str(free_port()), env=fresh)
         assert started.returncode == 0, started.stderr
         doc = yaml.safe_load((tmp_path / "elsewhere" / "config.yaml").read_text())
         assert doc["api_key"] and doc["endpoint"]
@@ -166,7 +159,7 @@ def test_stop_and_status_find_a_server_started_with_a_data_dir(tmp_path: Path) -
     env = {"LOOM_HOME": str(home), "LOOM_CONFIG": str(home / "config.yaml")}
     data = tmp_path / "elsewhere"
     started = run_cli(
-        "server", "start", "--detach", "--port", str(_free_port()), "--data-dir", str(data),
+        "server", "start", "--detach", "--port", str(free_port()), "--data-dir", str(data),
         env=env,
     )  # fmt: skip
     try:

@@ -44,7 +44,7 @@ from loom.interactive._install import (
     read_vsix,
     write_kernelspec,
 )
-from tests.conftest import REPO, IdeInstalls
+from tests.conftest import REPO, IdeInstalls, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -206,14 +206,6 @@ def test_jupyter_install_runs(ide_installs: IdeInstalls, tmp_path: Path) -> None
     assert (jupyter.site_packages / "ipykernel").is_dir()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _serve_and_get(argv: list[str], url: str, tmp_path: Path, headers: dict | None = None) -> str:
     """Start a server, GET ``url`` once it answers, stop the server's whole process group."""
     import httpx
@@ -249,7 +241,7 @@ def _serve_and_get(argv: list[str], url: str, tmp_path: Path, headers: dict | No
 
 @SLOW
 def test_code_server_serves_the_editor(ide_installs: IdeInstalls, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     page = _serve_and_get(
         [str(ide_installs.code_server.code_server), "--auth", "none",
          "--bind-addr", f"127.0.0.1:{port}", "--config", str(tmp_path / "config.yaml"),
@@ -263,7 +255,7 @@ def test_code_server_serves_the_editor(ide_installs: IdeInstalls, tmp_path: Path
 
 @SLOW
 def test_jupyter_lab_serves(ide_installs: IdeInstalls, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     token = "loom-test-token"
     status = _serve_and_get(
         [*ide_installs.jupyter.jupyter_lab_argv, "--no-browser", "--allow-root",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import socket
 import subprocess
 import sys
 import tarfile
@@ -27,6 +26,7 @@ with warnings.catch_warnings():  # starlette nudges towards httpx2, which is not
 from loom.executors import Capacity, ExitCallback, Job, JobExit, JobStatus
 from loom.server import ControlPlane, ServerSettings, create_app
 from loom.server._bootstrap import bootstrap_admin_key
+from tests.conftest import free_port
 
 
 class FakeExecutor:
@@ -226,16 +226,10 @@ def api(tmp_path: Path, database_url: str, capacity: Capacity) -> Iterator[Api]:
     plane.db.dispose()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """An S3-compatible server (moto) on a free loopback port."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
