@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ServerProcess, remote_run, run_actions, write_module
+from tests.conftest import ServerProcess, remote_run, run_actions, run_cli, write_module
 
 pytestmark = pytest.mark.e2e
 
@@ -224,3 +224,33 @@ def test_a_failed_build_fails_fast_with_uvs_message_and_container_images_are_ref
     assert actions["boxed.needs_apt"]["attempts"] == []
     assert actions["boxed.needs_apt"]["phase"] == "FAILED"
     assert json.dumps(actions["boxed.needs_apt"]).count("ImageNotSupportedError") >= 1
+
+
+def test_image_build_get_and_delete_from_the_cli(server: ServerProcess, tmp_path: Path) -> None:
+    flow = write_module(tmp_path / "flow.py", FLOW)
+    built = run_cli("image", "build", str(flow), "new", "plain", "-o", "json", env=server.env)
+    assert built.returncode == 0, built.stderr
+    new, plain = json.loads(built.stdout)
+    assert new["environment"] == "new" and new["packages"] == ["cowsay==6.1"]
+    assert new["size_bytes"] > 1_000_000 and len(new["key"]) == 32
+    assert plain == {"environment": "plain", "key": None}  # nothing to build
+    # built ahead of time: the run builds nothing more
+    done = remote_run(server, str(flow), "in_new")
+    assert done["phase"] == "SUCCEEDED" and done["outputs"]["version"] == "6.1"
+    log = server.data_dir / "environments" / f"{new['key']}.log"
+    assert log.read_text().count("building environment") == 1
+    listed = run_cli("get", "image", "-o", "json", env=server.env)
+    assert listed.returncode == 0, listed.stderr
+    (shown,) = json.loads(listed.stdout)
+    assert shown["key"] == new["key"] and shown["last_used_at"] is not None
+    table = run_cli("get", "image", env=server.env)
+    assert new["key"] in table.stdout and "cowsay==6.1" in table.stdout
+    unknown = run_cli("image", "build", str(flow), "nope", env=server.env)
+    assert unknown.returncode == 1 and "has no task environment 'nope'" in unknown.stderr
+    deleted = run_cli("delete", "image", new["key"], env=server.env)
+    assert deleted.returncode == 0, deleted.stderr
+    assert json.loads(run_cli("get", "image", "-o", "json", env=server.env).stdout) == []
+    again = run_cli("delete", "image", new["key"], env=server.env)
+    assert again.returncode == 1 and "loom get image" in again.stderr
+    # the next action that needs it builds it again
+    assert remote_run(server, str(flow), "in_new")["outputs"]["version"] == "6.1"

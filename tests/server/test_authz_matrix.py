@@ -159,6 +159,12 @@ CASES: dict[tuple[str, str], Case] = {
     ),
     ("HEAD", f"{P}/data/{{digest}}"): Case(Policy.DATA_WRITER, params={"project": "p"}),
     ("GET", f"{P}/data/{{digest}}"): Case(Policy.DATA_READER),
+    # image environments are shared: nothing is built for an empty list
+    ("POST", f"{P}/images:build"): Case(
+        Policy.MEMBER_SOMEWHERE, body=lambda api, w: {"images": []}
+    ),
+    ("GET", f"{P}/images"): Case(Policy.MEMBER_SOMEWHERE),
+    ("DELETE", f"{P}/images/{{key}}"): Case(Policy.ADMIN, fresh=True),
     ("POST", f"{P}/runs"): Case(
         Policy.SIGNED_IN,
         body=lambda api, w: run_create(api.bundle, project="p"),
@@ -329,6 +335,8 @@ def _call(
     if path == f"{P}/api-keys/{{name}}":
         victim = {"name": unique("victim"), "admin": True}
         values["name"] = api.client.post("/api/v1/api-keys", json=victim).json()["name"]
+    if path == f"{P}/images/{{key}}":
+        values["key"] = "0" * 32  # (none is built here: an admin is told so, 404)
     if path == f"{P}/secrets/{{key}}":
         values["key"] = unique("sec")
         body = {"key": values["key"], "value": "v"}

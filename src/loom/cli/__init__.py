@@ -8,6 +8,7 @@ from .._version import __version__
 from ._completion import completion
 from ._get import get
 from ._ide import ide
+from ._image import delete_image, get_image, image
 from ._logs import get_logs
 from ._manage import abort, create, delete
 from ._run import run
@@ -24,8 +25,11 @@ def cli() -> None:
 
 
 get.add_command(get_logs)
+get.add_command(get_image)
+delete.add_command(delete_image)
 for command in (
-    run, server, get, create, delete, abort, ide, open_, resume, debug, session, completion,
+    run, server, get, create, delete, abort, image, ide, open_, resume, debug, session,
+    completion,
 ):  # fmt: skip
     cli.add_command(command)
 

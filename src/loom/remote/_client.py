@@ -196,6 +196,23 @@ class Client:
     async def list_projects(self) -> list[wire.ProjectInfo]:
         return await self._list("/projects", wire.ProjectInfo)
 
+    async def build_images(self, images: list[wire.ImageSpec]) -> list[wire.ImageInfo]:
+        """Build these images' environments on the server now (it may take minutes)."""
+        response = await self._request(
+            "POST",
+            "/images:build",
+            content=wire.ImagesBuild(images=images).model_dump_json(),
+            headers={"Content-Type": "application/json"},
+            timeout=None,
+        )
+        return TypeAdapter(list[wire.ImageInfo]).validate_json(response.content)
+
+    async def list_images(self) -> list[wire.ImageInfo]:
+        return await self._list("/images", wire.ImageInfo)
+
+    async def delete_image(self, key: str) -> None:
+        await self._request("DELETE", f"/images/{key}")
+
     async def create_secret(self, spec: wire.SecretCreate) -> wire.SecretInfo:
         return await self._post("/secrets", spec, wire.SecretInfo)
 

@@ -64,6 +64,7 @@ from ._errors import (
     PayloadTooLargeError,
     PermissionDeniedError,
     ServerError,
+    UnprocessableError,
 )
 from ._plane import ControlPlane
 from ._proxy import ENTER
@@ -278,6 +279,43 @@ def get_data(digest: str, p: Plane, _: DataReader) -> Response:
         return FileResponse(local, media_type="application/octet-stream")
     assert chunks is not None
     return StreamingResponse(chunks, media_type="application/octet-stream")
+
+
+# -- image environments -------------------------------------------------------------------
+# Content-addressed and shared by every project: any member may build one (as running a task
+# with that image would), and see which exist; only an admin reclaims their space.
+
+
+@router.post("/images:build")
+async def build_images(
+    body: wire.ImagesBuild, p: Plane, _: MemberSomewhere
+) -> list[wire.ImageInfo]:
+    """Build these images' environments now, each once (an existing one is reused), and
+    describe them; 422 with uv's message for one that cannot be built."""
+    keys = []
+    for spec in body.images:
+        parts = wire.container_parts(spec)
+        if parts:
+            raise UnprocessableError(
+                f"this image needs a container for {', '.join(parts)}; this server builds "
+                "Python environments only (with_pip_packages, with_requirements)"
+            )
+        keys.append((await p.environments.ensure(spec)).key)
+    built = {info.key: info for info in await to_thread.run_sync(p.environments.list)}
+    return [built[key] for key in keys if key in built]
+
+
+@router.get("/images")
+def list_images(p: Plane, _: MemberSomewhere) -> list[wire.ImageInfo]:
+    """The built image environments, newest first, with their size and last use."""
+    return p.environments.list()
+
+
+@router.delete("/images/{key}", status_code=204)
+def delete_image(key: str, p: Plane, _: Admin) -> None:
+    """Reclaim an environment's space (the next action that needs it builds it again)."""
+    if not p.environments.delete(key):
+        raise NotFoundError(f"no image environment {key!r}: `loom get image` lists them")
 
 
 # -- runs and actions ---------------------------------------------------------------------

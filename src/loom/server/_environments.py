@@ -32,6 +32,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -44,11 +45,15 @@ from ._errors import ServerError
 SERVER_PYTHON = f"{sys.version_info[0]}.{sys.version_info[1]}"
 _BUILD_TIMEOUT_S = 1800.0
 _READY = ".loom-ready"  # written last: an environment without it is not one
+_USED = ".loom-used"  # touched when an action starts in it (at most once a minute)
+_TOUCH_EVERY_S = 60.0
 _MESSAGE_BYTES = 4000  # of uv's output, in the error of a failed build
 
 
 class EnvironmentBuildError(ServerError):
     """An image's environment could not be built (uv's message says why)."""
+
+    status_code = 422
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +104,7 @@ class Environments:
         self._locks: dict[str, asyncio.Lock] = {}
         self._built: dict[str, Environment] = {}
         self._runtime: list[str] | None = None
+        self._touched: dict[str, float] = {}  # key: when its use was last written down
 
     def key(self, spec: wire.ImageSpec) -> str:
         """The name of ``spec``'s environment: its digest, with the runtime's requirements
@@ -121,6 +127,7 @@ class Environments:
         key = self.key(spec)
         found = self._built.get(key)
         if found is not None:
+            self._touch(key)
             return found
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
@@ -128,7 +135,59 @@ class Environments:
             if found is None:
                 found = await to_thread.run_sync(self._build_locked, spec, key)
                 self._built[key] = found
+            self._touch(key)
             return found
+
+    def _touch(self, key: str) -> None:
+        """Note that an action uses environment ``key`` (for ``loom get image``'s last use)."""
+        now = time.monotonic()
+        if now - self._touched.get(key, -_TOUCH_EVERY_S) >= _TOUCH_EVERY_S:
+            self._touched[key] = now
+            with contextlib.suppress(OSError):
+                (self.root / key / _USED).touch()
+
+    def list(self) -> list[wire.ImageInfo]:
+        """The built environments, newest first (their sizes are summed from their files)."""
+        infos = []
+        if not self.root.is_dir():
+            return []
+        for ready in self.root.glob(f"*/{_READY}"):
+            try:
+                spec = wire.ImageSpec.model_validate_json(ready.read_text())
+                built_at = ready.stat().st_mtime
+            except (OSError, ValueError):
+                continue  # (removed meanwhile, or not ours)
+            used = ready.parent / _USED
+            infos.append(
+                wire.ImageInfo(
+                    key=ready.parent.name,
+                    python=spec.python,
+                    packages=spec.packages,
+                    requirements=[r.name for r in spec.requirements],
+                    size_bytes=_size(ready.parent),
+                    built_at=_utc(built_at),
+                    last_used_at=_utc(used.stat().st_mtime) if used.exists() else None,
+                )
+            )
+        return sorted(infos, key=lambda i: i.built_at, reverse=True)
+
+    def delete(self, key: str) -> bool:
+        """Remove environment ``key`` (the next action that needs it builds it again);
+        ``False`` if there is no such environment. Actions running in it keep what they
+        imported, but may fail importing more: delete an environment no action uses."""
+        if not re.fullmatch(r"[0-9a-f]{32}", key):
+            return False
+        target = self.root / key
+        if not (target / _READY).exists():
+            return False
+        with _file_lock(self.root / f"{key}.lock"):
+            self._built.pop(key, None)
+            # renamed first: an action looking for it never finds half of it
+            doomed = Path(tempfile.mkdtemp(prefix=f".deleted-{key}-", dir=self.root))
+            os.replace(target, doomed / key)
+            shutil.rmtree(doomed, ignore_errors=True)
+            self.log_path(key).unlink(missing_ok=True)
+        return True
 
     def _build_locked(self, spec: wire.ImageSpec, key: str) -> Environment:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -212,6 +271,19 @@ def _run(command: list[str], out: TextIO, env: dict[str, str]) -> None:
             f"building the image's environment failed ({' '.join(command[:3])}): "
             f"{done.stdout.strip()[-_MESSAGE_BYTES:]}"
         )
+
+
+def _size(path: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total
+
+
+def _utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC)
 
 
 def _digest(text: str) -> str:

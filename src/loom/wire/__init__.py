@@ -634,6 +634,24 @@ class ImageSpec(_Model):
     commands: list[Annotated[str, Field(max_length=4096)]] = []
 
 
+class ImagesBuild(_Model):
+    """``POST /images:build``: build these images' environments now (ahead of their runs)."""
+
+    images: list[ImageSpec] = Field(default=[], max_length=100)
+
+
+class ImageInfo(_Model):
+    """A built image environment: ``key`` names it (``loom delete image KEY``)."""
+
+    key: str
+    python: str
+    packages: list[str]
+    requirements: list[str]  # the requirement files' names
+    size_bytes: int
+    built_at: datetime
+    last_used_at: datetime | None = None
+
+
 def environment_digest(spec: ImageSpec) -> str:
     """The sha-256 of what makes ``spec``'s Python environment: the same for the same
     packages, requirement files' contents, indexes and Python, whatever the image's name."""
