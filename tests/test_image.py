@@ -19,7 +19,7 @@ def test_bad_specs_fail_when_the_image_is_defined(tmp_path: Path) -> None:
     base = loom.Image.from_debian_base()
     with pytest.raises(TaskDefinitionError, match="'pandas>>2' is not a requirement"):
         base.with_pip_packages("pandas>>2")
-    with pytest.raises(TaskDefinitionError, match="cannot read the file"):
+    with pytest.raises(TaskDefinitionError, match="cannot read .*missing.txt: No such file"):
         base.with_requirements(tmp_path / "missing.txt")
     bad = tmp_path / "requirements.txt"
     bad.write_text("cowsay==6.1\nnot a requirement!\n")
@@ -27,8 +27,11 @@ def test_bad_specs_fail_when_the_image_is_defined(tmp_path: Path) -> None:
         base.with_requirements(bad)
     lock = tmp_path / "uv.lock"
     lock.write_text("version = 1\n")
-    with pytest.raises(TaskDefinitionError, match="uv export"):
-        base.with_requirements(lock)
+    with pytest.raises(TaskDefinitionError, match="cannot read .*pyproject.toml"):
+        base.with_requirements(lock)  # a lock is nothing without its project
+    (tmp_path / "pyproject.toml").write_text("[project\n")
+    with pytest.raises(TaskDefinitionError, match="pyproject.toml is not valid TOML"):
+        base.with_uv_project(tmp_path / "pyproject.toml")
     project = tmp_path / "pyproject.toml"
     project.write_text('[project]\nname = "p"\ndependencies = ["cowsay==6.1", "x y"]\n')
     with pytest.raises(TaskDefinitionError, match="'x y' is not a requirement"):

@@ -61,8 +61,9 @@ class RequirementsFile:
     """A requirements file as :meth:`Image.with_requirements` read it."""
 
     path: str  # as given, for messages
-    name: str  # its file name: ``requirements.txt`` style, or ``pyproject.toml``
+    name: str  # its file name: ``requirements.txt`` style, ``pyproject.toml``, ``uv.lock``
     content: str
+    project: str | None = None  # a uv.lock's pyproject.toml
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,12 +203,31 @@ class Image:
         return replace(self, commands=self.commands + commands)
 
     def with_requirements(self, path: str | os.PathLike[str], **flyte_options: Any) -> Image:
-        """Add a requirements file: ``requirements.txt`` style, or a ``pyproject.toml`` (its
-        ``[project] dependencies``). It is read now; its content makes the environment."""
+        """Add a requirements file: ``requirements.txt`` style, a ``pyproject.toml`` (its
+        ``[project] dependencies``), or a ``uv.lock`` (with the ``pyproject.toml`` beside it:
+        installed exactly as locked). It is read now; its content makes the environment."""
         file = _read_requirements(os.fspath(path))
         return replace(
             self,
             requirements=(*self.requirements, file.path),
+            requirement_files=(*self.requirement_files, file),
+        )
+
+    def with_uv_project(
+        self,
+        pyproject_file: str | os.PathLike[str],
+        uvlock: str | os.PathLike[str] | None = None,
+        **flyte_options: Any,
+    ) -> Image:
+        """Add a uv project's locked dependencies (not the project itself): its
+        ``pyproject.toml`` and ``uv.lock`` (by default the one beside it), read now.
+        Flyte 2's other options are accepted and ignored."""
+        pyproject = Path(os.fspath(pyproject_file))
+        lock = Path(os.fspath(uvlock)) if uvlock is not None else pyproject.with_name("uv.lock")
+        file = _read_lock(lock, pyproject, f"Image.with_uv_project({str(pyproject)!r})")
+        return replace(
+            self,
+            requirements=(*self.requirements, str(lock)),
             requirement_files=(*self.requirement_files, file),
         )
 
@@ -227,22 +247,8 @@ def _read_requirements(path: str) -> RequirementsFile:
     where = f"Image.with_requirements({path!r})"
     name = Path(path).name
     if name == "uv.lock":
-        raise TaskDefinitionError(
-            f"{where}: a uv.lock cannot be installed without its project; export it with "
-            "`uv export --frozen --no-hashes -o requirements.txt` and pass that file"
-        )
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise TaskDefinitionError(f"{where}: cannot read the file: {e.strerror or e}") from None
-    if len(data) > _MAX_REQUIREMENTS_BYTES:
-        raise TaskDefinitionError(
-            f"{where}: the file is {len(data)} bytes, over the limit of {_MAX_REQUIREMENTS_BYTES}"
-        )
-    try:
-        content = data.decode()
-    except UnicodeDecodeError:
-        raise TaskDefinitionError(f"{where}: the file is not UTF-8 text") from None
+        return _read_lock(Path(path), Path(path).with_name("pyproject.toml"), where)
+    content = _read_text(Path(path), where)
     if name.endswith(".toml"):
         try:
             project = tomllib.loads(content).get("project", {})
@@ -259,6 +265,36 @@ def _read_requirements(path: str) -> RequirementsFile:
             if line and not line.startswith(("#", "-")):  # (options: -r, -e, --index-url...)
                 _checked_requirement(line.split(";", 1)[0].strip(), f"{where}, line {number}")
     return RequirementsFile(path=path, name=name, content=content)
+
+
+def _read_text(path: Path, where: str) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise TaskDefinitionError(f"{where}: cannot read {path}: {e.strerror or e}") from None
+    if len(data) > _MAX_REQUIREMENTS_BYTES:
+        raise TaskDefinitionError(
+            f"{where}: {path} is {len(data)} bytes, over the limit of {_MAX_REQUIREMENTS_BYTES}"
+        )
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        raise TaskDefinitionError(f"{where}: {path} is not UTF-8 text") from None
+
+
+def _read_lock(lock: Path, pyproject: Path, where: str) -> RequirementsFile:
+    """A ``uv.lock`` and its project's ``pyproject.toml``, both checked as TOML."""
+    files = {}
+    for path in (lock, pyproject):
+        text = _read_text(path, where)
+        try:
+            tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise TaskDefinitionError(f"{where}: {path} is not valid TOML: {e}") from None
+        files[path] = text
+    return RequirementsFile(
+        path=str(lock), name="uv.lock", content=files[lock], project=files[pyproject]
+    )
 
 
 def _script_header(path: str) -> dict[str, Any]:

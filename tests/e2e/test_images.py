@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -143,7 +144,13 @@ listed = loom.TaskEnvironment(
         str(Path(__file__).with_name("requirements.txt"))
     ),
 )
-main_env = loom.TaskEnvironment("main", depends_on=[scripted, listed])
+locked = loom.TaskEnvironment(
+    "locked",
+    image=loom.Image.from_debian_base().with_uv_project(
+        Path(__file__).with_name("project") / "pyproject.toml"
+    ),
+)
+main_env = loom.TaskEnvironment("main", depends_on=[scripted, listed, locked])
 
 
 @scripted.task
@@ -156,9 +163,14 @@ async def from_requirements() -> str:
     return importlib.metadata.version("cowsay")
 
 
+@locked.task
+async def from_lock() -> str:
+    return importlib.metadata.version("cowsay")
+
+
 @main_env.task
 async def main() -> list[str]:
-    return [await from_script(), await from_requirements()]
+    return [await from_script(), await from_requirements(), await from_lock()]
 """
 
 
@@ -166,10 +178,23 @@ def test_uv_scripts_and_requirement_files_make_environments(
     server: ServerProcess, tmp_path: Path
 ) -> None:
     (tmp_path / "requirements.txt").write_text("# pinned\ncowsay==6.0  # the older one\n")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "demo"\nversion = "0.1"\nrequires-python = ">=3.10"\n'
+        'dependencies = ["cowsay<6.1"]\n'
+    )
+    from uv import find_uv_bin
+
+    locking = subprocess.run(
+        [find_uv_bin(), "lock", "--quiet"], cwd=project, capture_output=True, text=True
+    )
+    assert locking.returncode == 0, locking.stderr
+    assert 'name = "cowsay"\nversion = "6.0"' in (project / "uv.lock").read_text()
     flow = write_module(tmp_path / "flow.py", UV_SCRIPT)
     done = remote_run(server, str(flow), "main")
     assert done["phase"] == "SUCCEEDED", done
-    assert done["outputs"] == ["6.1", "6.0"]
+    assert done["outputs"] == ["6.1", "6.0", "6.0"]
 
 
 BROKEN = """

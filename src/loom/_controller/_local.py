@@ -217,7 +217,7 @@ def _warn_if_image_missing(environment: str, image: Image | str | None) -> None:
 
     wanted = list(image.pip_packages)
     for file in image.requirement_files:
-        if not file.name.endswith(".toml"):
+        if not file.name.endswith((".toml", ".lock")):
             wanted += [line.split("#")[0].strip() for line in file.content.splitlines()]
     missing = []
     for text in wanted:

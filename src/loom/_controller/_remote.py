@@ -140,7 +140,8 @@ def image_spec(image: Image | str | None) -> wire.ImageSpec | None:
         python=image.python_version,
         packages=list(image.pip_packages),
         requirements=[
-            wire.RequirementsFile(name=f.name, content=f.content) for f in image.requirement_files
+            wire.RequirementsFile(name=f.name, content=f.content, project=f.project)
+            for f in image.requirement_files
         ],
         index_url=image.index_url,
         extra_index_urls=list(image.extra_index_urls),

@@ -138,6 +138,18 @@ class Environments:
             self._touch(key)
             return found
 
+    def _locked(self, uv: str, file: wire.RequirementsFile, project: Path, out: TextIO) -> Path:
+        """The requirements a uv.lock pins (the project itself aside), exported from a copy
+        of its project."""
+        assert file.project is not None
+        project.mkdir()
+        (project / "pyproject.toml").write_text(file.project)
+        (project / "uv.lock").write_text(file.content)
+        exported = project / "requirements.txt"
+        command = [uv, "export", "--quiet", "--frozen", "--no-hashes", "--no-emit-project"]
+        _run([*command, "--project", str(project), "-o", str(exported)], out, self._env)
+        return exported
+
     def _touch(self, key: str) -> None:
         """Note that an action uses environment ``key`` (for ``loom get image``'s last use)."""
         now = time.monotonic()
@@ -234,7 +246,10 @@ class Environments:
                 command += ["--prerelease", "allow"]
             for i, file in enumerate(spec.requirements):
                 written = requirements_dir / f"{i}-{_safe_name(file.name)}"
-                written.write_text(file.content)
+                if file.project is not None:  # a uv.lock: exactly what it locks
+                    written = self._locked(uv, file, requirements_dir / str(i), out)
+                else:
+                    written.write_text(file.content)
                 command += ["-r", str(written)]
             assert self._runtime is not None  # (key() read them)
             _run([*command, *self._runtime, *spec.packages], out, self._env)

@@ -607,11 +607,13 @@ MAX_REQUIREMENTS_BYTES = 256 * 1024
 
 
 class RequirementsFile(_Model):
-    """A file ``Image.with_requirements`` read: ``requirements.txt`` style, or a
-    ``pyproject.toml`` (its ``[project] dependencies``)."""
+    """A file ``Image.with_requirements`` read: ``requirements.txt`` style, a
+    ``pyproject.toml`` (its ``[project] dependencies``), or a ``uv.lock`` with the
+    ``pyproject.toml`` of its project (installed exactly as locked)."""
 
     name: str = Field(max_length=MAX_NAME)  # its file name: says which kind it is
     content: str = Field(max_length=MAX_REQUIREMENTS_BYTES)
+    project: str | None = Field(default=None, max_length=MAX_REQUIREMENTS_BYTES)
 
 
 class ImageSpec(_Model):
@@ -661,7 +663,7 @@ def environment_digest(spec: ImageSpec) -> str:
     content = {
         "python": spec.python,
         "packages": spec.packages,
-        "requirements": [[r.name, r.content] for r in spec.requirements],
+        "requirements": [[r.name, r.content, r.project] for r in spec.requirements],
         "index_url": spec.index_url,
         "extra_index_urls": spec.extra_index_urls,
         "pre": spec.pre,
