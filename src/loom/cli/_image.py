@@ -37,11 +37,7 @@ def build_image(file: str, environments: tuple[str, ...], output: OutputFormat) 
     """Build on the server, ahead of any run, the environments of the images that FILE's
     task environments declare (all of them, or those named ENVIRONMENTS), and print each
     one's key and size. An environment built already is reused as it is."""
-    try:
-        module = load_module(file)
-    except LoomError as e:
-        raise click.ClickException(str(e)) from e
-    found = {v.name: v for v in vars(module).values() if isinstance(v, TaskEnvironment)}
+    found = _environments(file)
     unknown = sorted(set(environments) - set(found))
     if unknown:
         raise click.ClickException(
@@ -82,6 +78,34 @@ def build_image(file: str, environments: tuple[str, ...], output: OutputFormat) 
         click.echo(f"{name}: environment {info.key}, {_size(info.size_bytes)}")
     for name in skipped:
         click.echo(f"{name}: no image to build (it runs in the server's own environment)")
+
+
+@image.command("dockerfile")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("environment")
+def image_dockerfile(file: str, environment: str) -> None:
+    """Print a Dockerfile that builds the image of FILE's task environment ENVIRONMENT whole,
+    container parts included (base image, Debian packages, commands), for Docker, Podman or
+    Buildah. It needs no build context; the loom runtime comes from the package index."""
+    from .._dockerfile import dockerfile
+
+    found = _environments(file)
+    if environment not in found:
+        raise click.ClickException(
+            f"{file} has no task environment {environment!r}; it has "
+            f"{', '.join(map(repr, sorted(found))) or 'none'}"
+        )
+    spec = image_spec(found[environment].image) or wire.ImageSpec(python=current_python())
+    click.echo(dockerfile(spec), nl=False)
+
+
+def _environments(file: str) -> dict[str, TaskEnvironment]:
+    """The task environments a file defines or imports, by name."""
+    try:
+        module = load_module(file)
+    except LoomError as e:
+        raise click.ClickException(str(e)) from e
+    return {v.name: v for v in vars(module).values() if isinstance(v, TaskEnvironment)}
 
 
 @click.command("image")

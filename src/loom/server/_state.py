@@ -151,7 +151,8 @@ def image_error(task: wire.TaskSpec) -> wire.ErrorInfo | None:
         "which cannot start from another image, install Debian packages or run build "
         "commands. Install what those parts provide on the server's machine and drop them "
         "from the image (Python packages go in with_pip_packages or with_requirements), or "
-        "run the task on a server whose executor runs containers"
+        "build the image with `loom image dockerfile FILE ENV` and run the task where "
+        "containers run"
     )
     return wire.ErrorInfo(type="ImageNotSupportedError", message=message, kind=ErrorKind.SYSTEM)
 
