@@ -279,3 +279,51 @@ def test_image_build_get_and_delete_from_the_cli(server: ServerProcess, tmp_path
     assert again.returncode == 1 and "loom get image" in again.stderr
     # the next action that needs it builds it again
     assert remote_run(server, str(flow), "in_new")["outputs"]["version"] == "6.1"
+
+
+SESSION = """
+import loom
+from loom.interactive import vscode
+
+env = loom.TaskEnvironment(
+    "imaged", image=loom.Image.from_debian_base().with_pip_packages("cowsay==6.1")
+)
+
+
+@vscode(max_idle_seconds=120)
+@env.task
+async def look() -> str:
+    import cowsay
+
+    return cowsay.__name__
+"""
+
+
+def test_a_session_of_a_task_with_an_image_runs_in_its_environment(
+    ide_server: ServerProcess, tmp_path: Path
+) -> None:
+    from tests.e2e.test_interactive import (
+        assert_no_processes_left,
+        cli,
+        start,
+        wait_for,
+        wait_ready,
+    )
+
+    (tmp_path / "marks").mkdir()
+    code = tmp_path / "code"
+    code.mkdir()
+    run = start(ide_server, tmp_path, write_module(code / "flow.py", SESSION), "look")
+    session = wait_ready(ide_server, run)["session"]
+    workspace = Path(session["workspace"])
+    settings = json.loads((workspace / ".vscode" / "settings.json").read_text())
+    python = Path(settings["python.defaultInterpreterPath"])
+    assert python.parent.parent.parent == ide_server.data_dir / "environments"
+    done = subprocess.run(
+        [str(python), "-c", "import cowsay, loom; print(cowsay.__name__)"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.stdout.strip() == "cowsay", done.stderr
+    assert cli(ide_server, "abort", "run", run).returncode == 0
+    assert wait_for(ide_server, run, {"ABORTED"})["phase"] == "ABORTED"
+    assert_no_processes_left(str(workspace))
