@@ -8,6 +8,7 @@ import importlib.util
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -132,6 +133,7 @@ UV_SCRIPT = """
 # ///
 import importlib.metadata
 from pathlib import Path
+from typing import Any
 
 import loom
 
@@ -327,3 +329,26 @@ def test_a_session_of_a_task_with_an_image_runs_in_its_environment(
     assert cli(ide_server, "abort", "run", run).returncode == 0
     assert wait_for(ide_server, run, {"ABORTED"})["phase"] == "ABORTED"
     assert_no_processes_left(str(workspace))
+
+
+def test_the_action_page_shows_the_image_and_its_build_log(
+    server: ServerProcess, tmp_path: Path, browser: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    from tests.e2e.test_ui_browser import new_page, no_page_errors, sign_in
+
+    flow = write_module(tmp_path / "flow.py", FLOW)
+    done = remote_run(server, str(flow), "in_new")
+    assert done["phase"] == "SUCCEEDED", done
+    page = new_page(browser)
+    sign_in(page, server, f"/runs/{done['run']}")
+    page.locator("#tree .row", has_text="in_new").first.click()
+    box = page.locator("section.environment")
+    expect(box).to_contain_text("cowsay==6.1")
+    expect(box).to_contain_text("built")
+    key = box.locator("code").inner_text()
+    assert (server.data_dir / "environments" / key / "bin" / "python").exists()
+    box.get_by_text("Build log").click()
+    expect(box.locator("pre.log")).to_contain_text("building environment")
+    no_page_errors(page, server)

@@ -150,6 +150,17 @@ class Environments:
         _run([*command, "--project", str(project), "-o", str(exported)], out, self._env)
         return exported
 
+    def view(self, spec: wire.ImageSpec) -> wire.EnvironmentView | None:
+        """What the action page shows of ``spec``'s environment (``None``: it needs none)."""
+        if not wire.needs_environment(spec, SERVER_PYTHON) or wire.container_parts(spec):
+            return None
+        key = self.key(spec)
+        log = ""
+        with contextlib.suppress(OSError), self.log_path(key).open("rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - wire.VIEW_LOG_BYTES))
+            log = hide_url_credentials(f.read().decode(errors="replace"))
+        return wire.EnvironmentView(key=key, built=self.is_built(key), log=log)
+
     def _touch(self, key: str) -> None:
         """Note that an action uses environment ``key`` (for ``loom get image``'s last use)."""
         now = time.monotonic()
@@ -286,6 +297,12 @@ def _run(command: list[str], out: TextIO, env: dict[str, str]) -> None:
             f"building the image's environment failed ({' '.join(command[:3])}): "
             f"{done.stdout.strip()[-_MESSAGE_BYTES:]}"
         )
+
+
+def hide_url_credentials(text: str) -> str:
+    """``text`` with the user and password of every URL in it hidden (a private index's
+    token in ``index_url`` is in uv's output)."""
+    return re.sub(r"(\w+://)[^/\s:@]+(?::[^/\s@]*)?@", r"\1***@", text)
 
 
 def _size(path: Path) -> int:

@@ -226,7 +226,7 @@ def static(request: Request, name: str) -> Response:
 def mount_ui(app: FastAPI, plane: ControlPlane) -> None:
     """Add the UI's pages, assets and API endpoints to ``app``."""
     app.state.ui_assets = Assets()
-    app.state.views = ViewService(plane.db, plane.runs)
+    app.state.views = ViewService(plane.db, plane.runs, plane.environments)
     app.include_router(_ui_api.public)
     app.include_router(_ui_api.router)
     app.include_router(pages)

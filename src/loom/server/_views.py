@@ -17,6 +17,7 @@ from .. import wire
 from ..wire import Phase, value_kind
 from ._data import DataRef, parse_data_uri
 from ._db import Database
+from ._environments import Environments
 from ._errors import BadRequestError, ConflictError, NotFoundError
 from ._models import Action, Project, Run
 from ._runs import RunService, run_info
@@ -29,9 +30,10 @@ MAX_TASK_NAMES = 500
 class ViewService:
     """The UI's queries; a thin layer over the database and the run service."""
 
-    def __init__(self, db: Database, runs: RunService) -> None:
+    def __init__(self, db: Database, runs: RunService, environments: Environments) -> None:
         self._db = db
         self._runs = runs
+        self._environments = environments
 
     # -- the runs page --------------------------------------------------------------------
 
@@ -148,6 +150,9 @@ class ViewService:
             rerun=rerun,
             rerun_note=note,
             debug=debug_command(run, action, spec.task),
+            environment=(
+                None if spec.task.image is None else self._environments.view(spec.task.image)
+            ),
         )
 
     def file_path(self, run: str, action: str, of: str, path: str) -> DataRef:

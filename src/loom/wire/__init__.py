@@ -1040,6 +1040,19 @@ class ValueView(_Model):
     truncated: bool = False  # over VIEW_VALUE_BYTES: ``value`` is left out
 
 
+class EnvironmentView(_Model):
+    """The environment of an action's image, as the UI shows it (``loom get image`` lists it
+    by ``key``): whether it is built, and the end of its build log."""
+
+    key: str
+    built: bool
+    log: str = ""  # the last VIEW_LOG_BYTES of its build output (URL credentials hidden)
+
+
+#: Of an environment's build log, what the action page shows (its end).
+VIEW_LOG_BYTES = 64 * 1024
+
+
 class ActionDetail(_Model):
     """What the UI shows for one action: its state, task, values and how to run it again."""
 
@@ -1052,6 +1065,8 @@ class ActionDetail(_Model):
     rerun: ReportedText
     rerun_note: str = ""  # why the command is incomplete (e.g. a pickled input), if it is
     debug: str  # the `loom debug RUN ACTION` command (the interactive re-run)
+    #: its image's environment, when it has one to build
+    environment: EnvironmentView | None = None
 
 
 class LocalLogin(_Model):

@@ -637,7 +637,8 @@ export class RunPage {
       </div>
       <dl class="facts">${join(facts)}</dl>
       ${a.error ? errorBox(a.error, "Error") : ""}
-      ${session || d.task.interactive ? this.sessionBox(a, d.task) : ""}`,
+      ${session || d.task.interactive ? this.sessionBox(a, d.task) : ""}
+      ${d.task.image ? environmentBox(d.task.image, d.environment) : ""}`,
     );
     setHtml(
       $("#d-values", this.root),
@@ -853,6 +854,25 @@ function errorBox(error, title) {
     <p class="err-line"><span class="err-type">${error.type}</span>: <span class="err-msg">${error.message}</span></p>
     ${trace}
   </section>`;
+}
+
+/** The task's image: what its environment holds, its key, and the end of its build log. */
+function environmentBox(image, env) {
+  const noCredentials = (url) => url.replace(/(\w+:\/\/)[^/\s:@]+(?::[^/\s@]*)?@/g, "$1***@");
+  const facts = [html`<div><dt>Python</dt><dd>${image.python}</dd></div>`];
+  if (image.packages.length) facts.push(html`<div><dt>Packages</dt><dd>${image.packages.join(", ")}</dd></div>`);
+  if (image.requirements.length) facts.push(html`<div><dt>Requirements</dt><dd>${image.requirements.map((r) => r.name).join(", ")}</dd></div>`);
+  if (image.index_url) facts.push(html`<div><dt>Index</dt><dd>${noCredentials(image.index_url)}</dd></div>`);
+  const vars = Object.keys(image.env_vars);
+  if (vars.length) facts.push(html`<div><dt>Variables</dt><dd>${vars.join(", ")}</dd></div>`);
+  const state = env
+    ? html`<p>Environment <code>${env.key}</code>: ${env.built ? "built" : "not built yet"}.</p>`
+    : html`<p class="muted">Nothing to build: it runs in the server's own environment.</p>`;
+  const log = env && env.log
+    ? html`<details><summary>Build log</summary><pre class="log">${env.log}</pre></details>`
+    : "";
+  return html`<section class="box environment" aria-labelledby="environment-title"><h3 id="environment-title">Image</h3>
+    <dl class="facts">${join(facts)}</dl>${state}${log}</section>`;
 }
 
 function attemptsBox(a) {
