@@ -638,7 +638,7 @@ export class RunPage {
       <dl class="facts">${join(facts)}</dl>
       ${a.error ? errorBox(a.error, "Error") : ""}
       ${session || d.task.interactive ? this.sessionBox(a, d.task) : ""}
-      ${d.task.image ? environmentBox(d.task.image, d.environment) : ""}`,
+      ${d.task.image ? environmentBox(d.task.image, d.environment, a.phase) : ""}`,
     );
     setHtml(
       $("#d-values", this.root),
@@ -857,7 +857,7 @@ function errorBox(error, title) {
 }
 
 /** The task's image: what its environment holds, its key, and the end of its build log. */
-function environmentBox(image, env) {
+function environmentBox(image, env, phase) {
   const noCredentials = (url) => url.replace(/(\w+:\/\/)[^/\s:@]+(?::[^/\s@]*)?@/g, "$1***@");
   const facts = [html`<div><dt>Python</dt><dd>${image.python}</dd></div>`];
   if (image.packages.length) facts.push(html`<div><dt>Packages</dt><dd>${image.packages.join(", ")}</dd></div>`);
@@ -865,8 +865,11 @@ function environmentBox(image, env) {
   if (image.index_url) facts.push(html`<div><dt>Index</dt><dd>${noCredentials(image.index_url)}</dd></div>`);
   const vars = Object.keys(image.env_vars);
   if (vars.length) facts.push(html`<div><dt>Variables</dt><dd>${vars.join(", ")}</dd></div>`);
+  let built = "not built yet";
+  if (env && env.built) built = "built";
+  else if (phase === "RUNNING") built = "being built: the action starts once it is";
   const state = env
-    ? html`<p>Environment <code>${env.key}</code>: ${env.built ? "built" : "not built yet"}.</p>`
+    ? html`<p>Environment <code>${env.key}</code>: <strong class="env-state">${built}</strong>.</p>`
     : html`<p class="muted">Nothing to build: it runs in the server's own environment.</p>`;
   const log = env && env.log
     ? html`<details><summary>Build log</summary><pre class="log">${env.log}</pre></details>`
