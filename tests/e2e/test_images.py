@@ -281,6 +281,15 @@ def test_image_build_get_and_delete_from_the_cli(server: ServerProcess, tmp_path
     assert again.returncode == 1 and "loom get image" in again.stderr
     # the next action that needs it builds it again
     assert remote_run(server, str(flow), "in_new")["outputs"]["version"] == "6.1"
+    # pruning by age: just used, it stays; unused for no time at all, it goes
+    kept = run_cli("delete", "image", "--unused-for", "1d", "-o", "json", env=server.env)
+    assert kept.returncode == 0 and json.loads(kept.stdout) == [], kept.stderr
+    pruned = run_cli("delete", "image", "--unused-for", "0s", "-o", "json", env=server.env)
+    assert pruned.returncode == 0, pruned.stderr
+    assert [i["key"] for i in json.loads(pruned.stdout)] == [new["key"]]
+    assert json.loads(run_cli("get", "image", "-o", "json", env=server.env).stdout) == []
+    both = run_cli("delete", "image", new["key"], "--unused-for", "1d", env=server.env)
+    assert both.returncode == 2 and "KEY" in both.stderr
 
 
 SESSION = """

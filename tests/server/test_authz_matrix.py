@@ -165,6 +165,9 @@ CASES: dict[tuple[str, str], Case] = {
     ),
     ("GET", f"{P}/images"): Case(Policy.MEMBER_SOMEWHERE),
     ("DELETE", f"{P}/images/{{key}}"): Case(Policy.ADMIN, fresh=True),
+    ("DELETE", f"{P}/images"): Case(
+        Policy.ADMIN, params={"unused_since": "2000-01-01T00:00:00Z"}, fresh=True
+    ),
     ("POST", f"{P}/runs"): Case(
         Policy.SIGNED_IN,
         body=lambda api, w: run_create(api.bundle, project="p"),

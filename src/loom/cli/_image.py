@@ -12,6 +12,7 @@ from .._image import current_python
 from ..errors import LoomError
 from ._common import call_server, settings_for, when
 from ._loader import load_module
+from ._logs import parse_since
 from ._output import Column, OutputFormat, console, emit, output_option, print_table
 
 IMAGE_COLUMNS = (
@@ -139,11 +140,29 @@ def get_image(output: OutputFormat) -> None:
 
 
 @click.command("image")
-@click.argument("key")
+@click.argument("key", required=False)
+@click.option(
+    "--unused-for", metavar="DURATION",
+    help="Instead of KEY: every environment no action has used for that long (30d, 12h).",
+)  # fmt: skip
 @output_option
-def delete_image(key: str, output: OutputFormat) -> None:
-    """Delete the image environment KEY (an admin's job; the next action that needs it
-    builds it again). Delete an environment no running action uses."""
+def delete_image(key: str | None, unused_for: str | None, output: OutputFormat) -> None:
+    """Delete the image environment KEY, or those unused for a while (an admin's job; the
+    next action that needs one builds it again). Delete environments no running action uses."""
+    if (key is None) == (unused_for is None):
+        raise click.UsageError("give an environment's KEY (`loom get image`), or --unused-for")
+    if unused_for is not None:
+        cutoff = parse_since(unused_for)
+        gone = call_server(settings_for(), lambda c: c.prune_images(cutoff))
+        if output.for_scripts:
+            emit(gone, output)
+        else:
+            for info in gone:
+                click.echo(f"deleted image environment {info.key} ({_size(info.size_bytes)})")
+            if not gone:
+                click.echo(f"no image environment has gone unused for {unused_for}")
+        return
+    assert key is not None
     call_server(settings_for(), lambda c: c.delete_image(key))
     if output.for_scripts:
         emit({"deleted": "image", "key": key}, output)

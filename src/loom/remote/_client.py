@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -212,6 +213,13 @@ class Client:
 
     async def delete_image(self, key: str) -> None:
         await self._request("DELETE", f"/images/{key}")
+
+    async def prune_images(self, unused_since: datetime) -> list[wire.ImageInfo]:
+        """Delete the image environments no action has used since ``unused_since``."""
+        response = await self._request(
+            "DELETE", "/images", params={"unused_since": unused_since.isoformat()}
+        )
+        return TypeAdapter(list[wire.ImageInfo]).validate_json(response.content)
 
     async def create_secret(self, spec: wire.SecretCreate) -> wire.SecretInfo:
         return await self._post("/secrets", spec, wire.SecretInfo)

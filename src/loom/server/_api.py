@@ -15,6 +15,7 @@ import json
 import os
 import tempfile
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -301,14 +302,23 @@ async def build_images(
                 "Python environments only (with_pip_packages, with_requirements)"
             )
         keys.append((await p.environments.ensure(spec)).key)
-    built = {info.key: info for info in await to_thread.run_sync(p.environments.list)}
+    built = {info.key: info for info in await to_thread.run_sync(p.environments.built)}
     return [built[key] for key in keys if key in built]
 
 
 @router.get("/images")
 def list_images(p: Plane, _: MemberSomewhere) -> list[wire.ImageInfo]:
     """The built image environments, newest first, with their size and last use."""
-    return p.environments.list()
+    return p.environments.built()
+
+
+@router.delete("/images")
+def prune_images(unused_since: datetime, p: Plane, _: Admin) -> list[wire.ImageInfo]:
+    """Reclaim the space of every environment no action has used since ``unused_since``
+    (an ISO time); the ones deleted."""
+    if unused_since.tzinfo is None:
+        raise BadRequestError("unused_since needs a time zone, as in 2026-01-31T12:00:00Z")
+    return p.environments.prune(unused_since)
 
 
 @router.delete("/images/{key}", status_code=204)

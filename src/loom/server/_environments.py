@@ -169,7 +169,7 @@ class Environments:
             with contextlib.suppress(OSError):
                 (self.root / key / _USED).touch()
 
-    def list(self) -> list[wire.ImageInfo]:
+    def built(self) -> list[wire.ImageInfo]:
         """The built environments, newest first (their sizes are summed from their files)."""
         infos = []
         if not self.root.is_dir():
@@ -193,6 +193,15 @@ class Environments:
                 )
             )
         return sorted(infos, key=lambda i: i.built_at, reverse=True)
+
+    def prune(self, unused_since: datetime) -> list[wire.ImageInfo]:
+        """Delete the environments no action has used since ``unused_since`` (those never
+        used: built before it); what was deleted."""
+        return [
+            info
+            for info in self.built()
+            if (info.last_used_at or info.built_at) < unused_since and self.delete(info.key)
+        ]
 
     def delete(self, key: str) -> bool:
         """Remove environment ``key`` (the next action that needs it builds it again);
