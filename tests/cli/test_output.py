@@ -13,7 +13,8 @@ from loom.cli import cli
 from loom.cli._output import Column, plain, print_table
 
 #: Commands that print no data of their own (the script for a shell).
-PRINT_NO_DATA = {"loom completion"}
+# they print a document for another program (a shell, a container builder), not data
+PRINT_NO_DATA = {"loom completion", "loom image dockerfile"}
 
 
 def _leaves(command: click.Command, path: str) -> list[tuple[str, click.Command]]:
