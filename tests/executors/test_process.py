@@ -322,3 +322,41 @@ def test_a_restarted_executor_adopts_what_a_warm_worker_marked_and_nothing_else(
     finally:
         worker.kill()
         worker.wait()
+
+
+def test_an_image_environments_fork_server_starts_on_demand_and_stops_when_idle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from loom.executors import _process
+
+    monkeypatch.setattr(_process, "ENV_ZYGOTE_IDLE_S", 1.0)
+    # an image's interpreter: any Python with the loom runtime (here, this one)
+    python = sys.executable
+
+    async def scenario() -> tuple[bool, int | None, bool, bool]:
+        recorder = Recorder()
+        executor = LocalProcessExecutor()
+        await executor.start(recorder)
+        try:
+            first = dataclasses.replace(_job(tmp_path, 1, LOOM_SERVER_PATIENCE="0"), python=python)
+            await executor.submit(first)
+            await asyncio.wait_for(recorder.event.wait(), 60)
+            started = python in executor._env_zygotes
+            zygote = executor._env_zygotes[python][0]
+            await asyncio.wait_for(executor._env_zygotes[python][1], 60)  # (it is up)
+            for _ in range(100):  # idle, no child left: it stops
+                if python not in executor._env_zygotes:
+                    break
+                await asyncio.sleep(0.1)
+            stopped = python not in executor._env_zygotes and not zygote.alive
+            recorder.event.clear()
+            await executor.submit(dataclasses.replace(first, attempt=2))
+            await asyncio.wait_for(recorder.event.wait(), 60)
+            again = python in executor._env_zygotes  # the next attempt starts another
+            return started, recorder.exits[0].returncode, stopped, again
+        finally:
+            await executor.shutdown()
+
+    started, code, stopped, again = asyncio.run(scenario())
+    assert started and code == 2  # (no server at that endpoint: the runtime's "no spec" code)
+    assert stopped and again

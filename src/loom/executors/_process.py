@@ -40,6 +40,8 @@ _KEEP_FINISHED = 10_000
 _STALE_SWEEP_S = 2.0
 _PROCESSES_FRESH_S = 2.0  # how long one scan of the processes serves adoptions
 DEFAULT_COMMAND: tuple[str, ...] = (sys.executable, "-m", "loom.runtime")
+#: How long an image environment's fork server may fork nothing before it stops.
+ENV_ZYGOTE_IDLE_S = 600.0
 
 
 def machine_capacity(
@@ -274,7 +276,9 @@ class LocalProcessExecutor:
         self._spec_files = self._command == DEFAULT_COMMAND if spec_files is None else spec_files
         self._zygote_starting: asyncio.Task[None] | None = None
         # a fork server per image environment (by interpreter), started when first needed
+        # and stopped once idle (see _stop_idle_zygotes)
         self._env_zygotes: dict[str, tuple[Zygote, asyncio.Task[None]]] = {}
+        self._idle_zygotes: asyncio.Task[None] | None = None
         self._capacity = capacity or machine_capacity(slots)
         self._running: dict[str, _Running] = {}
         self._finished: OrderedDict[str, int | None] = OrderedDict()  # recent exits
@@ -308,6 +312,21 @@ class LocalProcessExecutor:
                 self._sweeping = asyncio.create_task(self._sweep_stale_dirs())
         if self._zygote is not None:  # warm up in the background; spawn directly meanwhile
             self._zygote_starting = asyncio.create_task(self._start_zygote(self._zygote))
+            self._idle_zygotes = asyncio.create_task(self._stop_idle_zygotes())
+
+    async def _stop_idle_zygotes(self) -> None:
+        """Stop the fork server of an image environment that has forked nothing for
+        :data:`ENV_ZYGOTE_IDLE_S` and has no child left (the next attempt of that
+        environment starts another)."""
+        while True:
+            await asyncio.sleep(min(30.0, ENV_ZYGOTE_IDLE_S / 2))
+            now = time.monotonic()
+            for python, (zygote, starting) in list(self._env_zygotes.items()):
+                idle = now - zygote.last_spawn >= ENV_ZYGOTE_IDLE_S
+                if idle and starting.done() and zygote.children == 0:
+                    del self._env_zygotes[python]
+                    log.info("stopping the idle fork server of %s", python)
+                    await zygote.stop()
 
     @staticmethod
     async def _start_zygote(zygote: Zygote) -> None:
@@ -627,6 +646,8 @@ class LocalProcessExecutor:
                 await asyncio.wait_for(self._zygote_starting, 5)
         if self._zygote is not None:
             await self._zygote.stop(keep_children=keep)
+        if self._idle_zygotes is not None:
+            self._idle_zygotes.cancel()
         for zygote, starting in self._env_zygotes.values():
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(starting, 5)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -47,6 +48,14 @@ class Zygote:
         self._pending: dict[str, asyncio.Future[int]] = {}
         self._exits: dict[int, asyncio.Future[int | None]] = {}
         self.alive = False
+        self._stopping = False  # (a stop asked for is no failure to warn about)
+        #: when (``time.monotonic()``) it last forked a child, or started
+        self.last_spawn = time.monotonic()
+
+    @property
+    def children(self) -> int:
+        """How many of the children it forked still run (as far as it has told us)."""
+        return len(self._exits)
 
     async def start(self) -> None:
         """Start the zygote and wait until it has imported the runtime."""
@@ -94,7 +103,8 @@ class Zygote:
                         waiter.set_exception(JobStartError(message["error"]))
         finally:
             self.alive = False
-            log.warning("the runtime fork server stopped; starting fresh processes instead")
+            if not self._stopping:
+                log.warning("the runtime fork server stopped; starting fresh processes instead")
             for waiter in self._pending.values():
                 if not waiter.done():
                     waiter.set_exception(JobStartError("the runtime fork server stopped"))
@@ -110,6 +120,7 @@ class Zygote:
         if not self.alive or self._process is None or self._process.stdin is None:
             raise JobStartError("the runtime fork server is not running")
         request_id = str(next(self._ids))
+        self.last_spawn = time.monotonic()
         waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = waiter
         request = wire.SpawnRequest(
@@ -125,6 +136,7 @@ class Zygote:
         ``kept`` running (each leads a group of its own: killing the server spares them)."""
         if self._process is None:
             return
+        self._stopping = True
         if self._process.stdin is not None:
             self._process.stdin.close()
         try:
