@@ -147,3 +147,29 @@ def test_unknown_things_are_404_naming_them(api: Api) -> None:
 def test_config_file_mode(api: Api) -> None:
     mode = stat.S_IMODE(os.stat(api.settings.config_path).st_mode)
     assert mode == 0o600
+
+
+def test_policies_run_on_the_loop_unless_they_need_the_database(api: Api) -> None:
+    # (before: every policy and the caller's lookup cost each request a worker thread)
+    import asyncio
+    import threading
+
+    from loom.server._authz import on_loop_first
+
+    db = api.plane.db
+    seen: list[tuple[str, bool]] = []
+
+    def check(read: bool) -> str:
+        on_loop = threading.current_thread() is threading.main_thread()
+        if read:
+            with db.read():  # a cache miss: the database answers
+                pass
+        seen.append(("read" if read else "cached", on_loop))
+        return "ok"
+
+    dependency = on_loop_first(check)
+    assert asyncio.run(dependency(False)) == "ok"
+    assert asyncio.run(dependency(True)) == "ok"
+    # the cached one ran on the loop; the one that needed the database was stopped there
+    # before it touched it, and ran again in a worker thread
+    assert seen == [("cached", True), ("read", False)]

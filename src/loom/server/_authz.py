@@ -15,20 +15,28 @@ Principals (``_keys.Principal``):
 Each route depends on exactly one of the policies below (a FastAPI dependency); the
 authorisation matrix test finds every route's policy through :data:`POLICIES` and fails for a
 route that has none.
+
+The policies (and :func:`principal`) are plain functions run on the event loop with the
+database out of reach (``_db.without_blocking``): caches answer them almost always, and a
+worker thread per dependency cost every request more than the check itself. One that needs
+the database after all is run again in a worker thread.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any
 
+from anyio import to_thread
 from fastapi import Depends, Query, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
 from .. import wire
 from ._auth import COOKIE_NAME
+from ._db import WouldBlock, without_blocking
 from ._errors import AuthenticationError, NotFoundError, PermissionDeniedError
 from ._keys import Principal
 from ._plane import ControlPlane
@@ -76,7 +84,21 @@ async def plane(request: Request) -> ControlPlane:
 Plane = Annotated[ControlPlane, Depends(plane)]
 
 
-def principal(
+def on_loop_first(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function`` as a FastAPI dependency run on the event loop, without the database (in a
+    worker thread if it needs it after all); its signature is what FastAPI resolves."""
+
+    @functools.wraps(function)
+    async def dependency(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return without_blocking(function, *args, **kwargs)
+        except WouldBlock:
+            return await to_thread.run_sync(functools.partial(function, *args, **kwargs))
+
+    return dependency
+
+
+def _principal(
     request: Request,
     p: Plane,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -100,6 +122,7 @@ def principal(
         raise AuthenticationError(f"{e} {hint}") from None
 
 
+principal = on_loop_first(_principal)
 Caller = Annotated[Principal, Depends(principal)]
 
 
@@ -187,13 +210,14 @@ POLICIES: dict[Callable[..., Any], Policy] = {}
 
 def _policy(policy: Policy) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def register(function: Callable[..., Any]) -> Callable[..., Any]:
-        POLICIES[function] = policy
-        return function
+        dependency = on_loop_first(function)
+        POLICIES[dependency] = policy
+        return dependency
 
     return register
 
 
-def public() -> None:
+async def public() -> None:
     """No credential needed."""
 
 
@@ -327,7 +351,7 @@ def item_runtime(
         if named is None:
             raise AuthenticationError("invalid runtime credential: it is not genuine")
         return BatchSender(admin=False, named=named)
-    caller = principal(request, p, credentials, cookie)
+    caller = _principal(request, p, credentials, cookie)
     if not caller.admin:
         raise _runtime_denied(caller, "these attempts")
     return BatchSender(admin=True)

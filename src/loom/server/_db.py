@@ -5,16 +5,19 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from ._errors import ConfigurationError
+
+T = TypeVar("T")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest migration. Starting skips Alembic (and its import cost) when the database is
@@ -53,12 +56,14 @@ class Database:
     @contextmanager
     def read(self) -> Iterator[Session]:
         """A session for reading; it never commits."""
+        _check_may_block()
         with self._sessions() as session:
             yield session
 
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A transaction under the writer lock; committed when the block ends normally."""
+        _check_may_block()
         with self.lock, self._sessions() as session, session.begin():
             yield session
 
@@ -86,6 +91,28 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+class WouldBlock(Exception):
+    """Code run by :func:`without_blocking` needed the database."""
+
+
+_blocking_forbidden: ContextVar[bool] = ContextVar("loom_db_forbidden", default=False)
+
+
+def _check_may_block() -> None:
+    if _blocking_forbidden.get():
+        raise WouldBlock
+
+
+def without_blocking(function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """``function(*args, **kwargs)`` where using the database raises :class:`WouldBlock`:
+    on the event loop, for what caches usually answer (the caller then runs it in a thread)."""
+    token = _blocking_forbidden.set(True)
+    try:
+        return function(*args, **kwargs)
+    finally:
+        _blocking_forbidden.reset(token)
 
 
 def _current_revision(conn: Any) -> str | None:

@@ -29,7 +29,8 @@ public = APIRouter(prefix=wire.API_PREFIX, dependencies=[Depends(public_policy)]
 router = APIRouter(prefix=wire.API_PREFIX, dependencies=[Depends(principal)])
 
 
-def views(request: Request) -> ViewService:
+async def views(request: Request) -> ViewService:
+    # (async: a plain function would cost every request a trip to a worker thread)
     v: ViewService = request.app.state.views
     return v
 
