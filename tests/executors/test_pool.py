@@ -272,3 +272,43 @@ def test_a_worker_reports_results_through_its_socket_for_its_own_jobs_only(
     sent = json.loads(answer.read_text())
     assert sent["reported"] == 1 and "error" not in sent
     assert [s["status"] for s in sent["statuses"]] == [200, 403]
+
+
+def test_jobs_submitted_at_once_start_no_more_workers_than_replicas(tmp_path: Path) -> None:
+    # (before: each submit that found no free worker started one while the first was still
+    # starting, once launches came from more than one task at a time)
+    script = tmp_path / "worker.py"
+    script.write_text(textwrap.dedent(WORKER))
+    exits: list[JobExit] = []
+    done = asyncio.Event()
+
+    async def on_exit(exit: JobExit) -> None:
+        exits.append(exit)
+        if len(exits) == 6:
+            done.set()
+
+    async def main() -> set[str]:
+        executor = LocalProcessExecutor([sys.executable, str(script)], slots=8)
+        await executor.start(on_exit)
+        pools = executor._pools
+        start = pools._start_process
+
+        async def slow_to_start(*args: object) -> object:
+            await asyncio.sleep(0.3)  # as forking from the fork server takes a moment
+            return await start(*args)  # type: ignore[arg-type]
+
+        pools._start_process = slow_to_start  # type: ignore[assignment]
+        try:
+            jobs = [_job(tmp_path, f"a{i}") for i in range(6)]
+            handles = await asyncio.gather(*(executor.submit(j) for j in jobs))
+            await asyncio.wait_for(done.wait(), 30)
+        finally:
+            await executor.shutdown()
+        return {h for h in handles if h != "pool:waiting"}
+
+    workers = asyncio.run(main())
+    assert len(workers) == 1  # max_replicas=1: one worker ran them all
+    assert sorted(e.job_id for e in exits) == [f"r1/a{i}/1" for i in range(6)]
+    pids = {json.loads((tmp_path / "logs" / "r1" / f"a{i}.1.log.json").read_text())["pid"]
+            for i in range(6)}  # fmt: skip
+    assert len(pids) == 1

@@ -205,3 +205,52 @@ def test_handles_go_with_the_next_claim_not_in_a_transaction_of_their_own(
     assert alone == []
     # ...and the last one's, with no claim to follow, soon gets a transaction of its own
     api.wait_for(lambda: alone == [1], timeout=5)
+
+
+def test_a_slow_launch_does_not_hold_up_the_next_pass() -> None:
+    # (before: the loop launched a pass's attempts before its next pass, so one waiting for
+    # its image's environment to be built held up every attempt claimed after it)
+    import asyncio
+
+    from loom import wire
+    from loom.server._runs import Launch
+    from loom.server._scheduler import Pass, Scheduler
+
+    task = wire.TaskSpec(module="flow", attr="t", name="env.t", environment="env")
+    slow, fast = Launch("r", "slow", 1, task, {}), Launch("r", "fast", 1, task, {})
+
+    class Claims:
+        def __init__(self) -> None:
+            self.passes = [[slow], [fast]]
+
+        def claim(self) -> Pass:
+            return Pass(self.passes.pop(0) if self.passes else [], None, False)
+
+        def add_handles(self, handles: Any) -> None:
+            pass
+
+        def handles_due(self) -> None:
+            return None
+
+    async def scenario() -> list[str]:
+        launched: list[str] = []
+
+        async def launch(what: Launch) -> None:
+            if what is slow:
+                await asyncio.sleep(30)  # an environment's build
+            launched.append(what.action)
+
+        scheduler = Scheduler(Claims(), launch)  # type: ignore[arg-type]
+        scheduler.start()
+        try:
+            await asyncio.sleep(0.2)  # the first pass: the slow one
+            scheduler.wake()
+            for _ in range(50):
+                if launched:
+                    break
+                await asyncio.sleep(0.05)
+            return launched
+        finally:
+            await scheduler.stop()
+
+    assert asyncio.run(scenario()) == ["fast"]

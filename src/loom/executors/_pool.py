@@ -113,6 +113,9 @@ class _Pool:
     env: dict[str, str]
     workers: list[_Worker] = field(default_factory=list)
     waiting: collections.deque[Job] = field(default_factory=collections.deque)
+    #: workers being started: they count against ``max_replicas`` already (jobs are
+    #: submitted from more than one task at once)
+    starting: int = 0
 
     @property
     def idle_ttl_s(self) -> float:
@@ -174,14 +177,29 @@ class WorkerPools:
         if pool is None:
             pool = self._pools[pool_key] = _Pool(pool_key, spec, dict(job.env))
         worker = self._free_worker(pool)
-        if worker is None and len(pool.workers) < pool.spec.max_replicas:
-            worker = await self._start_worker(pool, job)
+        if worker is None and len(pool.workers) + pool.starting < pool.spec.max_replicas:
+            pool.starting += 1
+            try:
+                worker = await self._start_worker(pool, job)
+            finally:
+                pool.starting -= 1
+            self._assign(worker, job)
+            self._fill(pool)  # what was queued while it started
+            return worker.handle
         if worker is None:
             pool.waiting.append(job)
             self._jobs[job.id] = pool
             return "pool:waiting"
         self._assign(worker, job)
         return worker.handle
+
+    def _fill(self, pool: _Pool) -> None:
+        """Give the pool's waiting jobs to its workers' free slots."""
+        while pool.waiting:
+            worker = self._free_worker(pool)
+            if worker is None:
+                return
+            self._assign(worker, pool.waiting.popleft())
 
     def cancel(self, job_id: str, reason: ExitReason) -> None:
         where = self._jobs.get(job_id)

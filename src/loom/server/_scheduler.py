@@ -339,7 +339,11 @@ class Scheduler:
             self._backlog = True
             self._wake.set()
         if claimed.launches and self._task is not None:
-            task = asyncio.ensure_future(self._launch_all(claimed.launches))
+            self._spawn_launches(claimed.launches)
+
+    def _spawn_launches(self, launches: Sequence[Launch]) -> None:
+        if launches:
+            task = asyncio.ensure_future(self._launch_all(launches))
             self._launching.add(task)
             task.add_done_callback(self._launching.discard)
 
@@ -376,7 +380,9 @@ class Scheduler:
                 finally:
                     self._passing = False
                 next_due, self._backlog = done.next_due, done.backlog
-                await self._launch_all(done.launches)
+                # launched beside the loop: one waiting for its image's environment to be
+                # built must not hold up the next pass
+                self._spawn_launches(done.launches)
             except asyncio.CancelledError:
                 raise
             except Exception:  # keep scheduling; the next pass may well succeed
