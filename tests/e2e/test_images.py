@@ -224,12 +224,17 @@ async def needs_apt() -> int:
 
 @main_env.task
 async def main() -> list[str]:
+    import asyncio
+
     seen = []
     for call in (needs_missing, needs_apt):
         try:
             await call()
         except Exception as e:
             seen.append(f"{type(e).__name__}: {e}")
+    # three more at once: they fail with the same build's error, not a build each
+    again = await asyncio.gather(*(needs_missing() for _ in range(3)), return_exceptions=True)
+    seen.extend(type(e).__name__ for e in again)
     return seen
 """
 
@@ -240,7 +245,10 @@ def test_a_failed_build_fails_fast_with_uvs_message_and_container_images_are_ref
     flow = write_module(tmp_path / "flow.py", BROKEN)
     done = remote_run(server, str(flow), "main")
     assert done["phase"] == "SUCCEEDED", done
-    missing, apt = done["outputs"]
+    missing, apt, *again = done["outputs"]
+    assert len(again) == 3 and all(e.endswith("Error") for e in again), again
+    (log,) = (server.data_dir / "environments").glob("*.log")
+    assert log.read_text().count("building environment") == 1
     assert "building the image's environment failed" in missing
     assert "loom-no-such-package-anywhere" in missing  # uv's own words name it
     assert "needs a container for with_apt_packages('ffmpeg')" in apt

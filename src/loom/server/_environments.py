@@ -46,6 +46,9 @@ SERVER_PYTHON = f"{sys.version_info[0]}.{sys.version_info[1]}"
 _BUILD_TIMEOUT_S = 1800.0
 _READY = ".loom-ready"  # written last: an environment without it is not one
 _USED = ".loom-used"  # touched when an action starts in it (at most once a minute)
+#: How long a failed build's error answers for it: the actions that waited for that build, and
+#: those that come right after, fail with it instead of building again each.
+_FAILED_FOR_S = 60.0
 _TOUCH_EVERY_S = 60.0
 _MESSAGE_BYTES = 4000  # of uv's output, in the error of a failed build
 
@@ -105,6 +108,7 @@ class Environments:
         self._built: dict[str, Environment] = {}
         self._runtime: list[str] | None = None
         self._touched: dict[str, float] = {}  # key: when its use was last written down
+        self._failed: dict[str, tuple[float, EnvironmentBuildError]] = {}  # key: when, why
 
     def key(self, spec: wire.ImageSpec) -> str:
         """The name of ``spec``'s environment: its digest, with the runtime's requirements
@@ -133,7 +137,15 @@ class Environments:
         async with lock:
             found = self._built.get(key)
             if found is None:
-                found = await to_thread.run_sync(self._build_locked, spec, key)
+                failed = self._failed.get(key)
+                if failed is not None and time.monotonic() - failed[0] < _FAILED_FOR_S:
+                    raise failed[1]
+                try:
+                    found = await to_thread.run_sync(self._build_locked, spec, key)
+                except EnvironmentBuildError as e:
+                    self._failed[key] = (time.monotonic(), e)
+                    raise
+                self._failed.pop(key, None)
                 self._built[key] = found
             self._touch(key)
             return found
