@@ -240,7 +240,11 @@ class Environments:
             python = target / "bin" / "python"
             if (target / _READY).exists():
                 return Environment(key, python)
-            shutil.rmtree(target, ignore_errors=True)  # (an unfinished one of a crash)
+            # what a build or a delete killed midway left (we hold the lock: none runs now)
+            shutil.rmtree(target, ignore_errors=True)
+            for pattern in (f".{key}-*", f".deleted-{key}-*"):
+                for stale in self.root.glob(pattern):
+                    shutil.rmtree(stale, ignore_errors=True)
             temp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=self.root))
             try:
                 self._build(spec, key, temp)
