@@ -32,19 +32,14 @@ def dockerfile(spec: wire.ImageSpec) -> str:
         )
     lines.append("RUN python -m pip install --no-cache-dir uv")
     install = ["uv", "pip", "install", "--system", "--compile-bytecode"]
-    if spec.index_url:
-        install += ["--index-url", spec.index_url]
-    for url in spec.extra_index_urls:
-        install += ["--extra-index-url", url]
-    if spec.pre:
-        install += ["--prerelease", "allow"]
+    install += wire.index_options(spec)
     for i, file in enumerate(spec.requirements):
         directory = f"/opt/loom/requirements/{i}"
         if file.project is not None:  # a uv.lock: exported with its project
             lines += _heredoc(f"{directory}/pyproject.toml", file.project)
             lines += _heredoc(f"{directory}/uv.lock", file.content)
             lines.append(
-                f"RUN uv export --frozen --no-hashes --no-emit-project --project {directory} "
+                f"RUN uv {' '.join(wire.LOCK_EXPORT)} --project {directory} "
                 f"-o {directory}/requirements.txt"
             )
             install += ["-r", f"{directory}/requirements.txt"]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import BaseModel
 
 from .. import wire
 from ._common import call_server, settings_for, wire_pattern
@@ -16,23 +18,30 @@ from ._get import grants_words
 from ._output import OutputFormat, emit, output_option
 
 
-def _project_name(ctx: click.Context, param: click.Parameter, name: str) -> str:
-    """Refuse a malformed name in words, before any request."""
-    if not re.match(wire_pattern(wire.ProjectCreate, "name"), name):
-        raise click.BadParameter(
-            f"{name!r} is not a project name: use 1 to 63 lowercase letters, digits and '-', "
-            "starting with a letter or a digit (e.g. 'analytics', 'team-2')"
-        ) from None
-    return name
+def _name_check(
+    model: type[BaseModel], what: str, rule: str
+) -> Callable[[click.Context, click.Parameter, str], str]:
+    """A callback that refuses a malformed ``model.name`` in words, before any request."""
+
+    def check(ctx: click.Context, param: click.Parameter, name: str) -> str:
+        if not re.match(wire_pattern(model, "name"), name):
+            raise click.BadParameter(f"{name!r} is not {what}: use {rule}") from None
+        return name
+
+    return check
 
 
-def _key_name(ctx: click.Context, param: click.Parameter, name: str) -> str:
-    if not re.match(wire_pattern(wire.ApiKeyCreate, "name"), name):
-        raise click.BadParameter(
-            f"{name!r} is not an API key name: use 1 to 63 letters, digits, '_', '.' or '-', "
-            "starting with a letter or a digit"
-        ) from None
-    return name
+_project_name = _name_check(
+    wire.ProjectCreate,
+    "a project name",
+    "1 to 63 lowercase letters, digits and '-', starting with a letter or a digit "
+    "(e.g. 'analytics', 'team-2')",
+)
+_key_name = _name_check(
+    wire.ApiKeyCreate,
+    "an API key name",
+    "1 to 63 letters, digits, '_', '.' or '-', starting with a letter or a digit",
+)
 
 
 @click.group()

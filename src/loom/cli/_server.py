@@ -186,9 +186,15 @@ def _pid(pid_file: Path) -> int | None:
     return int(pid_file.read_text()) if _alive(pid_file) else None
 
 
+_data_dir_option = click.option(
+    "--data-dir",
+    help="The data directory the server was started with "
+    "[default: the one `loom server start` recorded in the configuration].",
+)
+
+
 @server.command()
-@click.option("--data-dir", help="The data directory the server was started with "
-              "[default: the one `loom server start` recorded in the configuration].")  # fmt: skip
+@_data_dir_option
 @output_option
 def stop(data_dir: str | None, output: OutputFormat) -> None:
     """Stop the server of this data directory (started detached or in a terminal)."""
@@ -231,8 +237,7 @@ def _status_doc(
 
 
 @server.command()
-@click.option("--data-dir", help="The data directory the server was started with "
-              "[default: the one `loom server start` recorded in the configuration].")  # fmt: skip
+@_data_dir_option
 @output_option
 def status(data_dir: str | None, output: OutputFormat) -> None:
     """Say whether the configured server answers, and where. Exits 1 when it does not."""

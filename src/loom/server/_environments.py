@@ -158,8 +158,8 @@ class Environments:
         (project / "pyproject.toml").write_text(file.project)
         (project / "uv.lock").write_text(file.content)
         exported = project / "requirements.txt"
-        command = [uv, "export", "--quiet", "--frozen", "--no-hashes", "--no-emit-project"]
-        _run([*command, "--project", str(project), "-o", str(exported)], out, self._env)
+        command = [uv, *wire.LOCK_EXPORT, "--project", str(project), "-o", str(exported)]
+        _run(command, out, self._env)
         return exported
 
     def view(self, spec: wire.ImageSpec) -> wire.EnvironmentView | None:
@@ -266,20 +266,9 @@ class Environments:
             requirements_dir = path / ".loom-requirements"
             requirements_dir.mkdir()
             # (compiled now: every action process would compile what it imports otherwise)
-            command = [
-                uv,
-                "pip",
-                "install",
-                "--compile-bytecode",
-                "--python",
-                str(path / "bin" / "python"),
-            ]
-            if spec.index_url:
-                command += ["--index-url", spec.index_url]
-            for url in spec.extra_index_urls:
-                command += ["--extra-index-url", url]
-            if spec.pre:
-                command += ["--prerelease", "allow"]
+            python = str(path / "bin" / "python")
+            command = [uv, "pip", "install", "--compile-bytecode", "--python", python]
+            command += wire.index_options(spec)
             for i, file in enumerate(spec.requirements):
                 written = requirements_dir / f"{i}-{_safe_name(file.name)}"
                 if file.project is not None:  # a uv.lock: exactly what it locks

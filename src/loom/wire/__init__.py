@@ -672,6 +672,23 @@ def environment_digest(spec: ImageSpec) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def index_options(spec: ImageSpec) -> list[str]:
+    """``uv pip install``'s options for where ``spec``'s packages come from (the server's
+    build and ``loom image dockerfile`` install the same way)."""
+    options = []
+    if spec.index_url:
+        options += ["--index-url", spec.index_url]
+    for url in spec.extra_index_urls:
+        options += ["--extra-index-url", url]
+    if spec.pre:
+        options += ["--prerelease", "allow"]
+    return options
+
+
+#: ``uv export``'s command (after ``uv``) for the requirements a uv.lock pins, its project aside
+LOCK_EXPORT = ("export", "--quiet", "--frozen", "--no-hashes", "--no-emit-project")
+
+
 def needs_environment(spec: ImageSpec, python: str) -> bool:
     """Whether ``spec`` asks for more than an interpreter ``python`` (``"3.11"``) with the
     loom runtime: packages, requirements, or another Python."""
