@@ -158,7 +158,7 @@ class Environments:
         (project / "pyproject.toml").write_text(file.project)
         (project / "uv.lock").write_text(file.content)
         exported = project / "requirements.txt"
-        command = [uv, *wire.LOCK_EXPORT, "--project", str(project), "-o", str(exported)]
+        command = [uv, *wire.LOCK_EXPORT, "--quiet", "--project", str(project), "-o", str(exported)]
         _run(command, out, self._env)
         return exported
 

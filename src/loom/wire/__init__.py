@@ -686,7 +686,7 @@ def index_options(spec: ImageSpec) -> list[str]:
 
 
 #: ``uv export``'s command (after ``uv``) for the requirements a uv.lock pins, its project aside
-LOCK_EXPORT = ("export", "--quiet", "--frozen", "--no-hashes", "--no-emit-project")
+LOCK_EXPORT = ("export", "--frozen", "--no-hashes", "--no-emit-project")
 
 
 def needs_environment(spec: ImageSpec, python: str) -> bool:
