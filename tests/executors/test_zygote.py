@@ -107,3 +107,38 @@ def test_children_do_not_collect_what_the_zygote_imported(tmp_path: Path) -> Non
     )
     assert done.returncode == 0, done.stderr
     assert int(log.read_text()) > 10_000  # the runtime's imports: pydantic, httpx, loom...
+
+
+def test_a_child_that_exits_before_spawn_returns_is_not_lost() -> None:
+    # the zygote's "pid" line and the child's "exit" line can be read in one go, before the
+    # spawn that waits for the pid resumes (a child that ends at once, on a loaded machine):
+    # its exit must still reach whoever waits for it, and it must not count as running
+    class Stdin:
+        def write(self, data: bytes) -> None:
+            pass
+
+        async def drain(self) -> None:
+            pass
+
+    class Process:
+        def __init__(self) -> None:
+            self.stdin = Stdin()
+            self.stdout = asyncio.StreamReader()
+
+    async def scenario() -> tuple[int | None, int]:
+        zygote = Zygote(RUNTIME)
+        process = Process()
+        zygote._process = process  # type: ignore[assignment]
+        zygote.alive = True
+        zygote._reader = asyncio.create_task(zygote._read())
+        spawning = asyncio.create_task(zygote.spawn(["--help"], {}, Path("."), Path("log")))
+        await asyncio.sleep(0)  # the request is sent
+        process.stdout.feed_data(b'{"id": "0", "pid": 4242}\n{"exit": 4242, "code": 0}\n')
+        child = await spawning
+        code = await asyncio.wait_for(child.wait(), 5)
+        children = zygote.children
+        process.stdout.feed_eof()
+        await zygote._reader
+        return code, children
+
+    assert asyncio.run(scenario()) == (0, 0)

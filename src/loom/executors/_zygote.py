@@ -46,7 +46,9 @@ class Zygote:
         self._reader: asyncio.Task[None] | None = None
         self._ids = itertools.count()
         self._pending: dict[str, asyncio.Future[int]] = {}
-        self._exits: dict[int, asyncio.Future[int | None]] = {}
+        self._exits: dict[int, asyncio.Future[int | None]] = {}  # of children that run
+        # children whose exit was read before their spawn took their pid: it takes them ended
+        self._ended_early: dict[int, asyncio.Future[int | None]] = {}
         self.alive = False
         self._stopping = False  # (a stop asked for is no failure to warn about)
         #: when (``time.monotonic()``) it last forked a child, or started
@@ -81,6 +83,9 @@ class Zygote:
         self._reader = asyncio.create_task(self._read(), name="zygote reader")
 
     def _exit_future(self, pid: int) -> asyncio.Future[int | None]:
+        early = self._ended_early.pop(pid, None)
+        if early is not None:
+            return early
         return self._exits.setdefault(pid, asyncio.get_running_loop().create_future())
 
     async def _read(self) -> None:
@@ -89,10 +94,12 @@ class Zygote:
             async for line in self._process.stdout:
                 message = wire.decode(line)
                 if "exit" in message:
-                    future = self._exit_future(message["exit"])
+                    future = self._exits.pop(message["exit"], None)
+                    if future is None:  # its spawn has not taken it yet
+                        future = asyncio.get_running_loop().create_future()
+                        self._ended_early[message["exit"]] = future
                     if not future.done():
                         future.set_result(message["code"])
-                    self._exits.pop(message["exit"], None)
                 elif "pid" in message:
                     waiter = self._pending.pop(message["id"], None)
                     if waiter is not None and not waiter.done():
