@@ -296,6 +296,8 @@ def test_image_build_get_and_delete_from_the_cli(server: ServerProcess, tmp_path
     assert pruned.returncode == 0, pruned.stderr
     assert [i["key"] for i in json.loads(pruned.stdout)] == [new["key"]]
     assert json.loads(run_cli("get", "image", "-o", "json", env=server.env).stdout) == []
+    vague = run_cli("delete", "image", "--unused-for", "soon", env=server.env)
+    assert vague.returncode == 2 and "Invalid value for --unused-for: 'soon'" in vague.stderr
     both = run_cli("delete", "image", new["key"], "--unused-for", "1d", env=server.env)
     assert both.returncode == 2 and "KEY" in both.stderr
 

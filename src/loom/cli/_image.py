@@ -152,7 +152,7 @@ def delete_image(key: str | None, unused_for: str | None, output: OutputFormat) 
     if (key is None) == (unused_for is None):
         raise click.UsageError("give an environment's KEY (`loom get image`), or --unused-for")
     if unused_for is not None:
-        cutoff = parse_since(unused_for)
+        cutoff = parse_since(unused_for, "--unused-for")
         gone = call_server(settings_for(), lambda c: c.prune_images(cutoff))
         if output.for_scripts:
             emit(gone, output)

@@ -43,8 +43,9 @@ class LogLine:
         }  # fmt: skip
 
 
-def parse_since(text: str) -> datetime:
-    """``90s``, ``5m``, ``1h30m``, ``2d`` ago, or an ISO 8601 time."""
+def parse_since(text: str, option: str = "--since") -> datetime:
+    """``90s``, ``5m``, ``1h30m``, ``2d`` ago, or an ISO 8601 time (``option``: the one
+    that gave it, for the error)."""
     compact = text.replace(" ", "")
     parts = _DURATION.findall(compact)
     if parts and "".join(n + u for n, u in parts) == compact:
@@ -55,7 +56,7 @@ def parse_since(text: str) -> datetime:
     except ValueError:
         raise click.BadParameter(
             f"{text!r} is neither a duration (30s, 5m, 1h30m, 2d) nor a time (2026-01-31T12:00:00)",
-            param_hint="--since",
+            param_hint=option,
         ) from None
     return moment if moment.tzinfo else moment.astimezone()
 
